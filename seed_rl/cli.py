@@ -1,0 +1,76 @@
+"""The ``seed-rl`` command: one subcommand per role.
+
+``seed-rl learner`` serves a learner, ``seed-rl actors`` runs actor processes against one,
+``seed-rl train`` runs both locally, ``seed-rl eval`` plays a checkpoint. Every flag comes
+from :class:`seed_rl.config.Config`; each role's module is imported only when that role
+runs, so ``seed-rl actors`` never imports torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+from seed_rl import __version__, config
+
+#: subcommand -> (module with ``main(config, args) -> int``, one-line description)
+ROLES: dict[str, tuple[str, str]] = {
+    "learner": ("learner.main", "serve a learner: central batched inference and V-trace "
+                "training for remote actors"),
+    "actors": ("actors.supervisor", "run and supervise actor processes that step gymnasium "
+               "environments for a learner"),
+    "train": ("learner.train", "train locally: a learner and actor processes on this "
+              "machine (CartPole-v1 by default)"),
+    "eval": ("learner.evaluate", "play episodes with a checkpoint; print returns, write a "
+             "video"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="seed-rl",
+        description="SEED RL in PyTorch: a central learner batches inference for remote "
+        "gRPC actors and trains with V-trace.",
+    )
+    parser.add_argument("--version", action="version", version=f"seed-rl {__version__}")
+    sub = parser.add_subparsers(dest="role", metavar="COMMAND")
+    for role, (module, summary) in ROLES.items():
+        role_parser = sub.add_parser(role, help=summary, description=summary)
+        config.add_arguments(role_parser, role)
+        role_parser.add_argument("--log-level", default="INFO",
+                                 help="logging level: DEBUG, INFO, WARNING")
+        extra = getattr(importlib.import_module("seed_rl.cli_extra"), f"add_{role}_arguments",
+                        None)
+        if extra is not None:
+            extra(role_parser)
+    return parser
+
+
+def setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, str(level).upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.role is None:
+        parser.print_help()
+        return 0
+    setup_logging(args.log_level)
+    try:
+        cfg = config.resolve(args, args.role)
+    except config.ConfigError as error:
+        parser.exit(2, f"seed-rl {args.role}: error: {error}\n")
+    module = importlib.import_module(ROLES[args.role][0])
+    return int(module.main(cfg, args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

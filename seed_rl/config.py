@@ -1,0 +1,308 @@
+"""The one typed configuration of seed-rl: every knob of every role lives here.
+
+A :class:`Config` is resolved from, in rising order of precedence: the defaults below, a
+TOML file (``--config FILE``, e.g. a shipped preset), environment variables
+(``SEED_RL_<FIELD>``, e.g. ``SEED_RL_LEARNER=learner:50051``) and command-line flags
+(``--field-name``). The learner saves the resolved config as ``LOGDIR/config.json``.
+
+Each field says which roles read it (``learner``, ``actors``, ``train``, ``eval``); the CLI
+offers a role exactly those flags. Torch-free: actors import this module.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+ENV_PREFIX = "SEED_RL_"
+SECRET_FIELDS = frozenset({"auth_token"})
+
+LEARNER = ("learner", "train")
+ACTORS = ("actors", "train")
+ALL = ("learner", "actors", "train", "eval")
+SERVING = ("learner", "actors", "train")
+
+
+def knob(default: Any, help: str, roles: tuple[str, ...], **kw: Any) -> Any:
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda d=default: type(d)(d),
+                     metadata={"help": help, "roles": roles, **kw})
+    return field(default=default, metadata={"help": help, "roles": roles, **kw})
+
+
+@dataclass
+class Config:
+    """Every knob of a seed-rl run. Units are in the help texts."""
+
+    # -- environment ---------------------------------------------------------------------
+    env: str = knob("CartPole-v1", "gymnasium environment id (actors without --env ask the "
+                    "learner)", ALL)
+    env_kwargs: dict = knob({}, "keyword arguments for gymnasium.make, as JSON", ALL)
+    seed: int = knob(0, "base random seed; actor i seeds its envs from (seed, actor id)", ALL)
+
+    # -- actors --------------------------------------------------------------------------
+    learner: str = knob("127.0.0.1:50051", "learner address HOST:PORT the actors connect to",
+                        ("actors",))
+    num_actors: int = knob(2, "actor processes to run", ACTORS)
+    envs_per_actor: int = knob(32, "environments stepped by each actor process (K)", ACTORS)
+    actor_id_prefix: str = knob("", "prefix of actor ids (default: the host name); ids must "
+                                "be unique across machines", ACTORS)
+    reconnect_max_backoff: float = knob(10.0, "cap of the reconnect backoff, seconds", ACTORS)
+    max_restarts: int = knob(5, "crash-loop limit: restarts of one actor within "
+                             "restart_window seconds before giving up", ACTORS)
+    restart_window: float = knob(60.0, "window of the crash-loop limit, seconds", ACTORS)
+    status_every: float = knob(10.0, "seconds between status lines (0: never)", SERVING)
+
+    # -- learner service -----------------------------------------------------------------
+    address: str = knob("127.0.0.1:50051", "address the learner listens on, HOST:PORT "
+                        "(port 0 picks a free one)", LEARNER)
+    logdir: str = knob("runs/default", "run directory: checkpoints, metrics, TensorBoard, "
+                       "config", ("learner", "train"))
+    device: str = knob("auto", "torch device of the learner: auto, cpu, cuda, cuda:N", LEARNER)
+    max_batch: int = knob(1024, "inference batch: most environments in one forward pass",
+                          LEARNER)
+    max_wait_ms: float = knob(2.0, "inference batch: longest wait for more requests, ms",
+                              LEARNER)
+    max_message_bytes: int = knob(64 * 1024 * 1024, "largest gRPC message accepted, bytes",
+                                  LEARNER)
+    max_envs_per_actor: int = knob(4096, "largest K one actor may ask for", LEARNER)
+    stream_idle_timeout: float = knob(30.0, "an actor silent this long (seconds) is "
+                                      "disconnected and its slots freed", LEARNER)
+
+    # -- model ---------------------------------------------------------------------------
+    hidden_sizes: list = knob([64, 64], "MLP torso widths for vector observations "
+                              "(comma-separated)", LEARNER, elem=int)
+    lstm: bool = knob(False, "add an LSTM core (state kept per environment)", LEARNER)
+    lstm_size: int = knob(128, "LSTM hidden units", LEARNER)
+    conv_net: str = knob("nature", "conv torso for images: nature (Nature DQN) or impala "
+                         "(IMPALA ResNet)", LEARNER)
+
+    # -- training (IMPALA, Espeholt et al. 2018) -----------------------------------------
+    unroll_length: int = knob(20, "T: steps per unroll (each unroll stores T+1 slots)", LEARNER)
+    batch_size: int = knob(32, "B: unrolls per training step", LEARNER)
+    discount: float = knob(0.99, "gamma", LEARNER)
+    optimizer: str = knob("rmsprop", "rmsprop or adam", LEARNER)
+    learning_rate: float = knob(6e-4, "learning rate", LEARNER)
+    lr_decay: bool = knob(False, "decay the learning rate linearly to 0 at total_steps",
+                          LEARNER)
+    rmsprop_alpha: float = knob(0.99, "RMSprop smoothing constant", LEARNER)
+    rmsprop_momentum: float = knob(0.0, "RMSprop momentum", LEARNER)
+    optimizer_eps: float = knob(0.01, "epsilon of RMSprop / Adam", LEARNER)
+    max_grad_norm: float = knob(40.0, "clip the global gradient norm to this (0: off)",
+                                LEARNER)
+    baseline_cost: float = knob(0.5, "weight of the value loss", LEARNER)
+    entropy_cost: float = knob(0.01, "weight of the entropy loss", LEARNER)
+    reward_clip: float = knob(0.0, "clip rewards to [-c, c] for training (0: off)", LEARNER)
+    clip_rho_threshold: float = knob(1.0, "V-trace rho-bar", LEARNER)
+    clip_pg_rho_threshold: float = knob(1.0, "V-trace rho-bar of the policy gradient", LEARNER)
+    max_policy_lag: int = knob(50, "drop unrolls older than this many policy versions",
+                               LEARNER)
+    queue_size: int = knob(8, "unroll queue capacity, in batches of B unrolls "
+                           "(backpressure beyond it)", LEARNER)
+
+    # -- stop criteria -------------------------------------------------------------------
+    total_steps: int = knob(0, "stop after this many env steps (0: no limit)", LEARNER)
+    max_time: float = knob(0.0, "stop after this many seconds of this run (0: no limit)",
+                           LEARNER)
+    target_return: float = knob(float("nan"), "stop when the mean return of the last 100 "
+                                "episodes reaches this (nan: never)", LEARNER)
+
+    # -- state and observability ---------------------------------------------------------
+    checkpoint_every: float = knob(300.0, "seconds between checkpoints (and one at exit)",
+                                   LEARNER)
+    resume: bool = knob(True, "resume from the logdir's latest checkpoint", LEARNER)
+    log_every: float = knob(2.0, "seconds between metrics.jsonl lines", LEARNER)
+    eval_every: float = knob(0.0, "seconds between greedy evaluations during training "
+                             "(0: off)", LEARNER)
+    eval_episodes: int = knob(5, "episodes per evaluation", ("learner", "train", "eval"))
+
+    # -- access control ------------------------------------------------------------------
+    auth_token: str = knob("", "shared secret every RPC must carry (never logged)", SERVING)
+    tls_cert: str = knob("", "PEM certificate: the learner's server certificate, or an "
+                         "actor's client certificate for mutual TLS", SERVING)
+    tls_key: str = knob("", "PEM private key for --tls-cert", SERVING)
+    tls_ca: str = knob("", "actors: PEM CA that signed the learner's certificate",
+                       ("actors", "train"))
+    tls_client_ca: str = knob("", "learner: PEM CA that actor certificates must chain to "
+                              "(mutual TLS)", LEARNER)
+
+    def to_json_dict(self, *, redact: bool = True) -> dict[str, Any]:
+        """The config as plain JSON values; secrets are replaced by a marker."""
+        out = dataclasses.asdict(self)
+        for name in SECRET_FIELDS:
+            if redact and out.get(name):
+                out[name] = "<redacted>"
+        for name, value in out.items():
+            if isinstance(value, float) and value != value:  # nan is not JSON
+                out[name] = None
+        return out
+
+    def save(self, path: str | os.PathLike) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.to_json_dict(), indent=2, sort_keys=True) + "\n")
+        os.replace(tmp, path)
+
+
+FIELDS: dict[str, dataclasses.Field] = {f.name: f for f in dataclasses.fields(Config)}
+_HINTS = typing.get_type_hints(Config)
+
+
+def roles_of(name: str) -> tuple[str, ...]:
+    return FIELDS[name].metadata["roles"]
+
+
+def fields_for(role: str) -> list[dataclasses.Field]:
+    return [f for f in dataclasses.fields(Config) if role in f.metadata["roles"]]
+
+
+def flag_name(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def env_var_name(name: str) -> str:
+    return ENV_PREFIX + name.upper()
+
+
+class ConfigError(ValueError):
+    """A config value could not be understood; the text names the source and the field."""
+
+
+def parse_value(name: str, raw: Any, source: str) -> Any:
+    """Convert ``raw`` (a string from a flag or env var, or a TOML value) to the field type."""
+    kind = _HINTS[name]
+    if isinstance(kind, types.UnionType):  # pragma: no cover - no unions today
+        kind = next(a for a in typing.get_args(kind) if a is not type(None))
+    try:
+        if kind is bool:
+            if isinstance(raw, bool):
+                return raw
+            text = str(raw).strip().lower()
+            if text in {"1", "true", "yes", "on"}:
+                return True
+            if text in {"0", "false", "no", "off"}:
+                return False
+            raise ValueError(f"not a boolean: {raw!r} (use true/false)")
+        if kind is int:
+            if isinstance(raw, float) and not raw.is_integer():
+                raise ValueError(f"not an integer: {raw!r}")
+            return int(raw)
+        if kind is float:
+            return float(raw)
+        if kind is str:
+            return str(raw)
+        if kind is dict:
+            value = json.loads(raw) if isinstance(raw, str) else raw
+            if not isinstance(value, dict):
+                raise ValueError(f"expected a JSON object, got {raw!r}")
+            return dict(value)
+        if kind is list:
+            elem = FIELDS[name].metadata.get("elem", str)
+            items = raw if isinstance(raw, list) else [s for s in str(raw).split(",") if s]
+            return [elem(x) for x in items]
+    except (ValueError, TypeError) as error:
+        raise ConfigError(f"{source}: bad value for {name}: {error}") from None
+    raise ConfigError(f"{name}: unsupported type {kind}")  # pragma: no cover
+
+
+def load_toml(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a TOML config (flat keys, or tables whose keys are fields) and check the keys."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"config file {path} is not valid TOML: {error}") from None
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict) and key not in FIELDS:  # a [section] table
+            flat.update(value)
+        else:
+            flat[key] = value
+    values = {}
+    for key, value in flat.items():
+        name = key.replace("-", "_")
+        if name not in FIELDS:
+            raise ConfigError(f"config file {path}: unknown key {key!r}; see `seed-rl "
+                              "train --help` for the knobs")
+        values[name] = parse_value(name, value, f"config file {path}")
+    return values
+
+
+def add_arguments(parser: argparse.ArgumentParser, role: str) -> None:
+    """Add one flag per field that ``role`` reads, plus ``--config FILE``. Flags default
+    to None so that :func:`resolve` can tell which were given."""
+    parser.add_argument("--config", metavar="FILE", default=None,
+                        help="TOML config file (a preset); flags override it")
+    for f in fields_for(role):
+        kind = _HINTS[f.name]
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        help_text = f"{f.metadata['help']} [default: {default}; env {env_var_name(f.name)}]"
+        if kind is bool:
+            parser.add_argument(flag_name(f.name), dest=f.name, default=None,
+                                action=argparse.BooleanOptionalAction, help=help_text)
+        else:
+            parser.add_argument(flag_name(f.name), dest=f.name, default=None,
+                                metavar=f.name.upper(), help=help_text)
+
+
+def resolve(args: argparse.Namespace | None, role: str, *,
+            environ: typing.Mapping[str, str] | None = None,
+            base: dict[str, Any] | None = None) -> Config:
+    """Defaults < ``base`` (e.g. a saved config) < --config file < env vars < flags."""
+    environ = os.environ if environ is None else environ
+    values: dict[str, Any] = dict(base or {})
+    config_file = getattr(args, "config", None) if args is not None else None
+    config_file = config_file or environ.get(ENV_PREFIX + "CONFIG")
+    if config_file:
+        values.update(load_toml(config_file))
+    names = {f.name for f in fields_for(role)}
+    for name in names:
+        raw = environ.get(env_var_name(name))
+        if raw is not None and raw != "":
+            values[name] = parse_value(name, raw, f"environment variable {env_var_name(name)}")
+    if args is not None:
+        for name in names:
+            raw = getattr(args, name, None)
+            if raw is not None:
+                values[name] = parse_value(name, raw, f"flag {flag_name(name)}")
+    config = Config(**values)
+    validate(config)
+    return config
+
+
+def validate(config: Config) -> None:
+    """Reject values that cannot work, saying which knob and what would."""
+    positive = ["num_actors", "envs_per_actor", "unroll_length", "batch_size", "max_batch",
+                "queue_size", "max_envs_per_actor", "lstm_size", "max_message_bytes"]
+    for name in positive:
+        if getattr(config, name) <= 0:
+            raise ConfigError(f"{flag_name(name)} must be positive, got {getattr(config, name)}")
+    if not 0.0 <= config.discount <= 1.0:
+        raise ConfigError(f"--discount must be in [0, 1], got {config.discount}")
+    if config.optimizer not in {"rmsprop", "adam"}:
+        raise ConfigError(f"--optimizer must be rmsprop or adam, got {config.optimizer!r}")
+    if config.conv_net not in {"nature", "impala"}:
+        raise ConfigError(f"--conv-net must be nature or impala, got {config.conv_net!r}")
+    if config.max_wait_ms < 0:
+        raise ConfigError(f"--max-wait-ms must be >= 0, got {config.max_wait_ms}")
+    if bool(config.tls_cert) != bool(config.tls_key):
+        raise ConfigError("--tls-cert and --tls-key go together: give both or neither")
+    if config.envs_per_actor > config.max_envs_per_actor:
+        raise ConfigError(f"--envs-per-actor {config.envs_per_actor} exceeds "
+                          f"--max-envs-per-actor {config.max_envs_per_actor}")

@@ -1,0 +1,60 @@
+"""Small deterministic environments for tests and debugging (torch-free).
+
+``gymnasium.make("seed_rl.testing:RevealAction-v0", ...)`` imports this module and so
+registers them in any process, actors included.
+
+RevealAction: observation ``[t, episode]`` (float32), where t counts steps within the
+episode. Taking action a at observation t yields reward ``10 * t + a``: the reward reveals
+both the action and the observation it was taken at, which is how the tests prove the slot
+convention. After ``episode_length`` steps the episode ends: terminated, or truncated when
+``truncate=True``.
+"""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+
+
+class RevealActionEnv(gym.Env):
+    metadata = {"render_modes": ["rgb_array"]}
+
+    def __init__(self, num_actions: int = 3, episode_length: int = 5, truncate: bool = False,
+                 render_mode: str | None = None):
+        self.num_actions = num_actions
+        self.episode_length = episode_length
+        self.truncate = truncate
+        self.render_mode = render_mode
+        self.action_space = gym.spaces.Discrete(num_actions)
+        self.observation_space = gym.spaces.Box(0.0, np.inf, shape=(2,), dtype=np.float32)
+        self._t = 0
+        self._episode = -1
+
+    def _obs(self) -> np.ndarray:
+        return np.array([self._t, self._episode], dtype=np.float32)
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        self._t = 0
+        self._episode += 1
+        return self._obs(), {}
+
+    def step(self, action):
+        action = int(action)
+        if not self.action_space.contains(action):
+            raise ValueError(f"action {action} outside {self.action_space}")
+        reward = 10.0 * self._t + action
+        self._t += 1
+        ended = self._t >= self.episode_length
+        terminated = ended and not self.truncate
+        truncated = ended and self.truncate
+        return self._obs(), reward, terminated, truncated, {}
+
+    def render(self):
+        frame = np.zeros((16, 16, 3), dtype=np.uint8)
+        frame[:, : min(16, self._t * 3)] = 255
+        return frame
+
+
+if "RevealAction-v0" not in gym.registry:
+    gym.register("RevealAction-v0", entry_point=RevealActionEnv)
