@@ -1,0 +1,206 @@
+"""Dynamic inference batching: many actors' requests, one forward pass.
+
+Stream handlers submit one :class:`InferenceRequest` per actor message (K environments)
+and wait on it. The batcher thread gathers requests until ``max_batch`` environments are
+waiting or ``max_wait`` has passed since the first one arrived (a partial batch still runs,
+so one actor alone never stalls), runs the model once under ``torch.inference_mode()``,
+samples the actions and hands each request its slice.
+
+Each request may also carry the final observations of environments that a time limit
+truncated this step; their values (the truncation bootstrap) come out of the same forward
+pass, computed with the environment's recurrent state before the reset.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from learner.models import ActorCritic, sample_actions
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class InferenceRequest:
+    """One actor message. Arrays are numpy; ``core_state`` is the env's state before x_t."""
+
+    observations: np.ndarray  # [K, *obs_shape]
+    episode_start: np.ndarray  # [K] bool: x_t starts an episode (reset the core state)
+    core_state: tuple[torch.Tensor, ...]  # per layer [K, H] (CPU tensors); () without a core
+    final_env_indices: np.ndarray  # [F] int: envs whose final observation follows
+    final_observations: np.ndarray  # [F, *obs_shape]
+    greedy: bool = False
+    # Filled by the batcher:
+    actions: np.ndarray | None = None  # [K] int64, 0-based
+    logits: np.ndarray | None = None  # [K, A] float32
+    final_values: np.ndarray | None = None  # [F] float32
+    next_core_state: tuple[torch.Tensor, ...] = ()
+    policy_version: int = -1
+    error: BaseException | None = None
+    done: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def num_envs(self) -> int:
+        return len(self.observations)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return self.done.wait(timeout)
+
+
+class BatcherStopped(Exception):
+    """The batcher was stopped before it answered this request."""
+
+
+class InferenceBatcher:
+    """Gathers requests into batches for ``model``; ``weights_lock`` guards its weights.
+
+    ``version_fn`` returns the policy version of the weights; it is read under the lock so
+    the version stamped on an action is the version that produced it.
+    """
+
+    def __init__(
+        self,
+        model: ActorCritic,
+        device: torch.device,
+        weights_lock: threading.Lock,
+        version_fn: Callable[[], int],
+        max_batch: int,
+        max_wait_s: float,
+        on_batch: Callable[[int, float], None] | None = None,
+    ):
+        self.model = model
+        self.device = device
+        self.weights_lock = weights_lock
+        self.version_fn = version_fn
+        self.max_batch = max_batch
+        self.max_wait_s = max_wait_s
+        self.on_batch = on_batch  # (environments in the batch, seconds the first one waited)
+        self._requests: queue.SimpleQueue[InferenceRequest | None] = queue.SimpleQueue()
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="inference-batcher", daemon=True)
+        self.failure: BaseException | None = None
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopped.set()
+        self._requests.put(None)
+        self._thread.join(timeout=10)
+        self._fail_pending(BatcherStopped("the learner is shutting down"))
+
+    def submit(self, request: InferenceRequest) -> InferenceRequest:
+        if self._stopped.is_set():
+            request.error = BatcherStopped("the learner is shutting down")
+            request.done.set()
+        else:
+            self._requests.put(request)
+        return request
+
+    def _fail_pending(self, error: BaseException) -> None:
+        while True:
+            try:
+                request = self._requests.get_nowait()
+            except queue.Empty:
+                return
+            if request is not None:
+                request.error = error
+                request.done.set()
+
+    def _gather(self) -> tuple[list[InferenceRequest], float]:
+        first = self._requests.get()
+        if first is None:
+            return [], 0.0
+        arrived = time.perf_counter()
+        batch, envs = [first], first.num_envs
+        deadline = arrived + self.max_wait_s
+        while envs < self.max_batch:
+            remaining = deadline - time.perf_counter()
+            try:
+                request = (self._requests.get(timeout=remaining) if remaining > 0
+                           else self._requests.get_nowait())
+            except queue.Empty:
+                break
+            if request is None:
+                self._requests.put(None)  # keep the stop signal for the loop
+                break
+            batch.append(request)
+            envs += request.num_envs
+        return batch, time.perf_counter() - arrived
+
+    def _run(self) -> None:
+        try:
+            while not self._stopped.is_set():
+                batch, waited = self._gather()
+                if not batch:
+                    continue
+                try:
+                    self._infer(batch)
+                except Exception as error:  # answer every caller, then stop serving
+                    for request in batch:
+                        request.error = error
+                    raise
+                finally:
+                    for request in batch:
+                        request.done.set()
+                if self.on_batch is not None:
+                    self.on_batch(sum(r.num_envs for r in batch), waited)
+        except BaseException as error:
+            self.failure = error
+            log.exception("inference batcher failed; the learner stops")
+            self._stopped.set()
+            self._fail_pending(error)
+
+    def _infer(self, batch: list[InferenceRequest]) -> None:
+        """One forward pass over all environments of ``batch`` plus their final observations.
+
+        Rows [0, N) are the K_i observations of each request, rows [N, N + F) the final
+        observations; a final observation uses its environment's state before the reset
+        and is never an episode start.
+        """
+        observations = np.concatenate(
+            [r.observations for r in batch] + [r.final_observations for r in batch])
+        starts = np.concatenate(
+            [r.episode_start for r in batch] + [np.zeros(len(r.final_env_indices), bool)
+                                                for r in batch])
+        num_regular = sum(r.num_envs for r in batch)
+        obs = torch.from_numpy(observations).to(self.device, non_blocking=True)
+        episode_start = torch.from_numpy(starts).to(self.device, non_blocking=True)
+        core_state: tuple[torch.Tensor, ...] = ()
+        if batch[0].core_state:
+            layers = len(batch[0].core_state)
+            core_state = tuple(
+                torch.cat([r.core_state[i] for r in batch]
+                          + [r.core_state[i][torch.from_numpy(r.final_env_indices)]
+                             for r in batch]).to(self.device, non_blocking=True)
+                for i in range(layers))
+        with torch.inference_mode(), self.weights_lock:
+            output = self.model(obs.unsqueeze(0), episode_start.unsqueeze(0), core_state)
+            version = self.version_fn()
+        logits = output.logits[0]
+        greedy = torch.tensor([r.greedy for r in batch for _ in range(r.num_envs)],
+                              device=self.device)
+        actions = torch.where(greedy, sample_actions(logits[:num_regular], greedy=True),
+                              sample_actions(logits[:num_regular]))
+        actions_np = actions.cpu().numpy()
+        logits_np = logits[:num_regular].float().cpu().numpy()
+        values_np = output.values[0].float().cpu().numpy()
+        next_state = tuple(s[:num_regular].cpu() for s in output.core_state)
+        start, final_start = 0, num_regular
+        for request in batch:
+            stop = start + request.num_envs
+            final_stop = final_start + len(request.final_env_indices)
+            request.actions = actions_np[start:stop]
+            request.logits = logits_np[start:stop]
+            request.final_values = values_np[final_start:final_stop]
+            request.next_core_state = tuple(s[start:stop] for s in next_state)
+            request.policy_version = version
+            start, final_start = stop, final_stop

@@ -1,0 +1,344 @@
+"""The learner process: wires the service, the batcher, the trainer and the run's state.
+
+``seed-rl learner`` (and ``python -m learner``) runs :func:`main`. Threads:
+
+  gRPC workers     one per actor stream: decode, check, hand to the batcher, store, answer
+  batcher          gathers requests, one forward pass per batch (inference weights)
+  trainer          B unrolls -> IMPALA update -> new inference weights, policy version + 1
+  main             metrics, checkpoints, stop criteria, signals
+
+An error in any background thread stops the learner with a non-zero exit code and the
+traceback in the log; it is never swallowed.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import math
+import random
+import signal
+import threading
+import time
+from concurrent import futures
+from pathlib import Path
+
+import grpc
+import gymnasium as gym
+import numpy as np
+import torch
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from learner import checkpoint
+from learner.batcher import InferenceBatcher
+from learner.metrics import Metrics
+from learner.models import build_model
+from learner.service import LearnerServicer, LearnerSpec
+from learner.store import UnrollQueue
+from learner.trainer import Batch, build_optimizer, learning_rate_at, train_step
+from seed_rl.config import Config
+from seed_rl.proto.seed_rl.v1 import seed_rl_pb2_grpc as pb_grpc
+
+log = logging.getLogger("learner")
+
+SERVICE_NAME = "seed_rl.v1.Learner"
+LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1", "[::1]"}
+
+
+def select_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit(f"--device {name}: CUDA is not available on this machine; use "
+                         "--device cpu or auto")
+    return device
+
+
+def make_spec(config: Config) -> LearnerSpec:
+    """Make the environment once to learn its spaces (the contract actors must match)."""
+    env = gym.make(config.env, **config.env_kwargs)
+    try:
+        return LearnerSpec(config.env, dict(config.env_kwargs), env.observation_space,
+                           env.action_space)
+    finally:
+        env.close()
+
+
+class Learner:
+    """One learner: serves actors, trains, checkpoints. ``serve_forever`` until stopped."""
+
+    def __init__(self, config: Config):
+        self.config = config
+        self.logdir = Path(config.logdir)
+        self.logdir.mkdir(parents=True, exist_ok=True)
+        self.device = select_device(config.device)
+        self.spec = make_spec(config)
+        torch.manual_seed(config.seed)
+        np.random.seed(config.seed)
+        random.seed(config.seed)
+
+        self.model = build_model(self.spec.observation_space, self.spec.action_space,
+                                 config).to(self.device)
+        self.optimizer = build_optimizer(self.model, config)
+        counters = {"env_steps": 0, "train_steps": 0, "policy_version": 0, "episodes": 0,
+                    "recent_returns": []}
+        self.resumed_from: Path | None = None
+        if config.resume:
+            found = checkpoint.load_latest(self.logdir, map_location=self.device)
+            if found is not None:
+                state, path = found
+                self.model.load_state_dict(state["model"])
+                self.optimizer.load_state_dict(state["optimizer"])
+                counters.update(state["counters"])
+                restore_rng(state.get("rng", {}))
+                self.resumed_from = path
+                log.info("resumed from %s: %d env steps, %d train steps, policy version %d",
+                         path, counters["env_steps"], counters["train_steps"],
+                         counters["policy_version"])
+        self.policy_version = int(counters["policy_version"])
+        self.inference_model = copy.deepcopy(self.model).eval()
+        for p in self.inference_model.parameters():
+            p.requires_grad_(False)
+        self.weights_lock = threading.Lock()
+
+        self.metrics = Metrics(self.logdir, env_steps=int(counters["env_steps"]),
+                               train_steps=int(counters["train_steps"]),
+                               episodes=int(counters["episodes"]),
+                               recent_returns=list(counters["recent_returns"]))
+        self.queue = UnrollQueue(capacity=config.queue_size * config.batch_size,
+                                 max_policy_lag=config.max_policy_lag)
+        self.batcher = InferenceBatcher(
+            self.inference_model, self.device, self.weights_lock, lambda: self.policy_version,
+            max_batch=config.max_batch, max_wait_s=config.max_wait_ms / 1000.0,
+            on_batch=self.metrics.add_batch)
+        self.servicer = LearnerServicer(
+            config, self.spec, self.batcher, self.queue, self.metrics,
+            initial_core_state=lambda k: tuple(
+                s.cpu() for s in self.model.initial_state(k)),
+            policy_version=lambda: self.policy_version)
+        self.health = health.HealthServicer()
+        self.stop_requested = threading.Event()
+        self.stop_reason = ""
+        self.failure: BaseException | None = None
+        self._trainer = threading.Thread(target=self._train_loop, name="trainer", daemon=True)
+        self._watchdog = threading.Thread(target=self._watch_sessions, name="watchdog",
+                                          daemon=True)
+        self.server: grpc.Server | None = None
+        self.port: int = 0
+        self._shut_down = False
+        config.save(self.logdir / "config.json")
+
+    # -- lifetime ------------------------------------------------------------------------
+    def start(self, train: bool = True) -> int:
+        """Start serving; returns the bound port. ``train=False`` serves inference and
+        fills the unroll queue without training (tests read the queue)."""
+        config = self.config
+        options = [
+            ("grpc.max_receive_message_length", config.max_message_bytes),
+            ("grpc.max_send_message_length", config.max_message_bytes),
+            ("grpc.keepalive_time_ms", 10_000),
+            ("grpc.keepalive_timeout_ms", 5_000),
+            ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
+            ("grpc.keepalive_permit_without_calls", 1),
+            ("grpc.so_reuseport", 0),
+        ]
+        self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=256,
+                                                             thread_name_prefix="grpc"),
+                                  options=options, maximum_concurrent_rpcs=1024)
+        pb_grpc.add_LearnerServicer_to_server(self.servicer, self.server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        host = config.address.rsplit(":", 1)[0]
+        if config.tls_cert:
+            credentials = grpc.ssl_server_credentials(
+                [(Path(config.tls_key).read_bytes(), Path(config.tls_cert).read_bytes())],
+                root_certificates=(Path(config.tls_client_ca).read_bytes()
+                                   if config.tls_client_ca else None),
+                require_client_auth=bool(config.tls_client_ca))
+            self.port = self.server.add_secure_port(config.address, credentials)
+        else:
+            self.port = self.server.add_insecure_port(config.address)
+        if self.port == 0:
+            raise SystemExit(f"cannot listen on {config.address}: the address is in use or "
+                             "invalid; pick another --address")
+        if host not in LOOPBACK_HOSTS and not (config.auth_token or config.tls_cert):
+            log.warning("listening on %s without --auth-token or TLS: anyone who can reach "
+                        "this port can join and feed training data", config.address)
+        self.batcher.start()
+        if train:
+            self._trainer.start()
+        self._watchdog.start()
+        self.server.start()
+        self.health.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
+        self.health.set("", health_pb2.HealthCheckResponse.SERVING)
+        log.info("learner serving %s on %s:%d (device %s, model %d parameters), logdir %s",
+                 config.env, host, self.port, self.device,
+                 sum(p.numel() for p in self.model.parameters()), self.logdir)
+        return self.port
+
+    def request_stop(self, reason: str) -> None:
+        if not self.stop_requested.is_set():
+            self.stop_reason = reason
+            log.info("stopping: %s", reason)
+            self.stop_requested.set()
+
+    def serve_forever(self, on_metrics=None) -> int:
+        """Run until a stop criterion, a signal or a failure; returns the exit code."""
+        config = self.config
+        started = time.monotonic()
+        next_log = started + config.log_every
+        next_checkpoint = started + config.checkpoint_every
+        while not self.stop_requested.wait(timeout=0.2):
+            now = time.monotonic()
+            if self.batcher.failure is not None:
+                self.failure = self.batcher.failure
+                self.request_stop("the inference batcher failed")
+                break
+            if now >= next_log:
+                next_log = now + config.log_every
+                record = self.emit_metrics()
+                if on_metrics is not None:
+                    on_metrics(record)
+            if now >= next_checkpoint:
+                next_checkpoint = now + config.checkpoint_every
+                self.save_checkpoint()
+            reason = self.stop_criterion(now - started)
+            if reason:
+                self.request_stop(reason)
+        self.shutdown()
+        return 1 if self.failure is not None else 0
+
+    def stop_criterion(self, elapsed: float) -> str:
+        config, metrics = self.config, self.metrics
+        if config.total_steps and metrics.env_steps >= config.total_steps:
+            return f"reached {config.total_steps} env steps"
+        if config.max_time and elapsed >= config.max_time:
+            return f"reached the time limit of {config.max_time:g} s"
+        if not math.isnan(config.target_return) and len(metrics.returns) >= min(
+                100, metrics.returns.maxlen):
+            mean = metrics.return_mean()
+            if mean >= config.target_return:
+                return (f"mean return {mean:.1f} of the last {len(metrics.returns)} "
+                        f"episodes reached the target {config.target_return:g}")
+        return ""
+
+    def shutdown(self) -> None:
+        """Tell actors training is over, stop the threads, write the final checkpoint."""
+        if self._shut_down:
+            return
+        self._shut_down = True
+        self.health.set(SERVICE_NAME, health_pb2.HealthCheckResponse.NOT_SERVING)
+        self.health.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
+        self.servicer.stopping.set()
+        deadline = time.monotonic() + 3.0  # actors hear "training over" on their next step
+        while self.servicer.connected_actors and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self.queue.close()
+        if self._trainer.is_alive():
+            self._trainer.join(timeout=30)
+        self.batcher.stop()
+        if self.server is not None:
+            self.server.stop(grace=1.0).wait(5)
+        self.emit_metrics()
+        self.save_checkpoint()
+        self.metrics.close()
+        log.info("learner stopped (%s): %d env steps, %d train steps, policy version %d",
+                 self.stop_reason, self.metrics.env_steps, self.metrics.train_steps,
+                 self.policy_version)
+
+    # -- background work -----------------------------------------------------------------
+    def _train_loop(self) -> None:
+        config = self.config
+        try:
+            while not self.stop_requested.is_set():
+                unrolls = self.queue.get(config.batch_size, self.policy_version, timeout=0.5)
+                if unrolls is None:
+                    continue
+                batch = Batch.from_unrolls(unrolls, self.device)
+                lr = learning_rate_at(self.metrics.env_steps, config)
+                stats = train_step(self.model, self.optimizer, batch, config, lr)
+                if stats.skipped:
+                    self.metrics.skipped_updates += 1
+                    log.warning("skipped an update: non-finite loss %.3g or gradient norm "
+                                "%.3g (%d skipped so far)", stats.loss_total, stats.grad_norm,
+                                self.metrics.skipped_updates)
+                    continue
+                with self.weights_lock:
+                    for target, source in zip(self.inference_model.parameters(),
+                                              self.model.parameters(), strict=True):
+                        target.copy_(source.detach())
+                    self.policy_version += 1
+                lag = self.policy_version - 1 - float(unrolls.policy_versions[:-1].mean())
+                record = {k: v for k, v in vars(stats).items() if k != "skipped"}
+                self.metrics.add_train(record, lag)
+        except BaseException as error:
+            self.failure = error
+            log.exception("the trainer failed; the learner stops")
+            self.request_stop(f"trainer failed: {error}")
+
+    def _watch_sessions(self) -> None:
+        while not self.stop_requested.wait(timeout=1.0):
+            try:
+                self.servicer.expire_idle()
+            except Exception:
+                log.exception("session watchdog error")
+
+    # -- state ---------------------------------------------------------------------------
+    def emit_metrics(self) -> dict:
+        return self.metrics.emit(
+            policy_version=self.policy_version,
+            queue_depth=self.queue.depth,
+            dropped_unrolls=self.queue.dropped_stale + self.servicer.dropped_partial_unrolls,
+            dropped_stale_unrolls=self.queue.dropped_stale,
+            dropped_partial_unrolls=self.servicer.dropped_partial_unrolls,
+            connected_actors=self.servicer.connected_actors,
+        )
+
+    def checkpoint_state(self) -> dict:
+        metrics = self.metrics
+        return {
+            "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
+            "optimizer": self.optimizer.state_dict(),
+            "counters": {"env_steps": metrics.env_steps, "train_steps": metrics.train_steps,
+                         "policy_version": self.policy_version, "episodes": metrics.episodes,
+                         "recent_returns": [float(r) for r in metrics.returns]},
+            "config": json.dumps(self.config.to_json_dict()),
+            "rng": capture_rng(),
+        }
+
+    def save_checkpoint(self) -> Path | None:
+        try:
+            path = checkpoint.save(self.logdir, self.checkpoint_state())
+        except checkpoint.CheckpointError as error:
+            log.error("%s", error)
+            return None
+        log.debug("checkpoint written: %s", path)
+        return path
+
+
+def capture_rng() -> dict:
+    return {"torch": torch.get_rng_state(),
+            "numpy": torch.from_numpy(np.random.get_state()[1].astype(np.int64))}
+
+
+def restore_rng(state: dict) -> None:
+    if "torch" in state:
+        torch.set_rng_state(state["torch"])
+    if "numpy" in state:
+        np.random.set_state(("MT19937", state["numpy"].numpy().astype(np.uint32), 0, 0, 0.0))
+
+
+def install_signal_handlers(learner: Learner) -> None:
+    def handle(signum, _frame):
+        learner.request_stop(f"received {signal.Signals(signum).name}")
+
+    signal.signal(signal.SIGTERM, handle)
+    signal.signal(signal.SIGINT, handle)
+
+
+def main(config: Config, args=None) -> int:
+    learner = Learner(config)
+    install_signal_handlers(learner)
+    learner.start()
+    return learner.serve_forever()

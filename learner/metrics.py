@@ -1,0 +1,134 @@
+"""Learner metrics: counters fed from many threads, written as JSON lines and TensorBoard.
+
+``LOGDIR/metrics.jsonl`` gets one object per ``log_every`` seconds; ``LOGDIR/tb/`` the same
+scalars for TensorBoard. Names are stable (tests and ``seed-rl train`` read them).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+RETURN_WINDOW = 100
+
+
+class Metrics:
+    def __init__(self, logdir: str | Path, *, tensorboard: bool = True,
+                 env_steps: int = 0, train_steps: int = 0, episodes: int = 0,
+                 recent_returns: list[float] | None = None):
+        self.logdir = Path(logdir)
+        self.logdir.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self.start_time = time.time()
+        self.env_steps = env_steps
+        self.train_steps = train_steps
+        self.episodes = episodes
+        self.returns: deque[float] = deque(recent_returns or [], maxlen=RETURN_WINDOW)
+        self.lengths: deque[int] = deque(maxlen=RETURN_WINDOW)
+        self.best_return_mean = -math.inf
+        self.skipped_updates = 0
+        self.dropped_unrolls_restart = 0  # partial unrolls of ended sessions
+        self._batch_envs: list[int] = []
+        self._batch_waits: list[float] = []
+        self._lags: list[float] = []
+        self._train: dict[str, list[float]] = {}
+        self._eval: dict[str, float] = {}
+        self._last_emit_time = time.time()
+        self._last_emit_steps = env_steps
+        self.last_record: dict[str, Any] = {}
+        self._jsonl = open(self.logdir / "metrics.jsonl", "a", buffering=1)  # noqa: SIM115
+        self._writer = None
+        if tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._writer = SummaryWriter(str(self.logdir / "tb"), purge_step=env_steps or None)
+
+    # -- fed by the serving and training threads -----------------------------------------
+    def add_env_steps(self, steps: int, episode_returns: list[float],
+                      episode_lengths: list[int]) -> None:
+        with self._lock:
+            self.env_steps += steps
+            self.episodes += len(episode_returns)
+            self.returns.extend(episode_returns)
+            self.lengths.extend(episode_lengths)
+
+    def add_batch(self, envs: int, waited_s: float) -> None:
+        with self._lock:
+            self._batch_envs.append(envs)
+            self._batch_waits.append(waited_s)
+
+    def add_train(self, stats: dict[str, float], policy_lag: float) -> None:
+        with self._lock:
+            self.train_steps += 1
+            self._lags.append(policy_lag)
+            for key, value in stats.items():
+                self._train.setdefault(key, []).append(value)
+
+    def add_eval(self, stats: dict[str, float]) -> None:
+        with self._lock:
+            self._eval.update(stats)
+
+    # -- read by the main loop -----------------------------------------------------------
+    def return_mean(self) -> float:
+        with self._lock:
+            return sum(self.returns) / len(self.returns) if self.returns else math.nan
+
+    def emit(self, **extra: Any) -> dict[str, Any]:
+        """Write one record (window since the last emit) and return it."""
+        now = time.time()
+        with self._lock:
+            elapsed = max(now - self._last_emit_time, 1e-9)
+            sps = (self.env_steps - self._last_emit_steps) / elapsed
+            record: dict[str, Any] = {
+                "wall_time": now,
+                "elapsed": now - self.start_time,
+                "env_steps": self.env_steps,
+                "train_steps": self.train_steps,
+                "sps": sps,
+                "episodes": self.episodes,
+                "episode_return_mean": _mean(self.returns),
+                "episode_length_mean": _mean(self.lengths),
+                "batch_size_mean": _mean(self._batch_envs),
+                "batch_wait_ms_mean": 1000 * _mean(self._batch_waits),
+                "inference_batches": len(self._batch_envs),
+                "policy_lag_mean": _mean(self._lags),
+                "skipped_updates": self.skipped_updates,
+            }
+            for key, values in self._train.items():
+                record[key] = _mean(values)
+            record.update({f"eval/{k}": v for k, v in self._eval.items()})
+            record.update(extra)
+            self._batch_envs, self._batch_waits, self._lags, self._train = [], [], [], {}
+            self._eval = {}
+            self._last_emit_time, self._last_emit_steps = now, self.env_steps
+            if not math.isnan(record["episode_return_mean"]) and len(self.returns) > 0:
+                self.best_return_mean = max(self.best_return_mean,
+                                            record["episode_return_mean"])
+        clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v)
+                 for k, v in record.items()}
+        self._jsonl.write(json.dumps(clean) + "\n")
+        if self._writer is not None:
+            step = record["env_steps"]
+            for key, value in record.items():
+                if key in ("wall_time", "env_steps") or not isinstance(value, (int, float)):
+                    continue
+                if isinstance(value, float) and not math.isfinite(value):
+                    continue
+                self._writer.add_scalar(key if "/" in key else f"learner/{key}", value, step)
+            self._writer.flush()
+        self.last_record = record
+        return record
+
+    def close(self) -> None:
+        self._jsonl.close()
+        if self._writer is not None:
+            self._writer.close()
+
+
+def _mean(values) -> float:
+    return sum(values) / len(values) if values else math.nan

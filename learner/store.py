@@ -1,0 +1,215 @@
+"""Trajectory store: per-environment unrolls of T+1 slots, and the bounded queue to the trainer.
+
+Slot convention (DESIGN.md). Slot t of an unroll holds
+  - the observation x_t,
+  - the reward and the terminated/truncated flags of the transition that LED to x_t
+    (so slot t's flags say "x_t starts a new episode"), and, when that transition was
+    truncated, the value of the true final observation (``truncation_value``),
+  - the inference outputs computed FROM x_t: the action a_t, the behaviour logits
+    mu(.|x_t), the policy version that produced them,
+and each unroll keeps the recurrent state before its slot 0. The trainer pairs
+pi(.|x_t), mu(.|x_t), a_t with the reward and flags of slot t + 1.
+
+An unroll is complete at T+1 slots; its last slot becomes the next unroll's slot 0, so
+consecutive unrolls overlap by one step and no transition is lost.
+
+All K environments of one actor step together, so a session's unfinished unrolls live in
+one block of arrays ``[T+1, K, ...]`` and every step is a row write: per message, not per
+environment.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class Unrolls:
+    """A group of complete unrolls, time-major: arrays ``[T+1, N, ...]``; core state [N, H]."""
+
+    observations: np.ndarray
+    rewards: np.ndarray  # float32
+    terminated: np.ndarray  # bool
+    truncated: np.ndarray  # bool
+    truncation_values: np.ndarray  # float32, V(final observation) where truncated
+    actions: np.ndarray  # int64, 0-based action index
+    behaviour_logits: np.ndarray  # float32 [T+1, N, A]
+    policy_versions: np.ndarray  # int64
+    core_state: tuple[np.ndarray, ...] = ()
+
+    FIELDS = ("observations", "rewards", "terminated", "truncated", "truncation_values",
+              "actions", "behaviour_logits", "policy_versions")
+
+    @property
+    def size(self) -> int:
+        return self.rewards.shape[1]
+
+    def select(self, columns: slice | np.ndarray) -> Unrolls:
+        """The unrolls in ``columns`` (a view for slices)."""
+        return Unrolls(*(getattr(self, name)[:, columns] for name in self.FIELDS),
+                       core_state=tuple(s[columns] for s in self.core_state))
+
+    @staticmethod
+    def concatenate(parts: list[Unrolls]) -> Unrolls:
+        if len(parts) == 1:
+            return parts[0]
+        return Unrolls(
+            *(np.concatenate([getattr(p, name) for p in parts], axis=1) for name in
+              Unrolls.FIELDS),
+            core_state=tuple(np.concatenate(states, axis=0) for states in
+                             zip(*(p.core_state for p in parts), strict=True)),
+        )
+
+
+@dataclass
+class UnrollBuilder:
+    """The unfinished unrolls of one actor session's K environments."""
+
+    unroll_length: int
+    num_envs: int
+    observation_shape: tuple[int, ...]
+    observation_dtype: np.dtype
+    num_actions: int
+    core_state_shapes: tuple[tuple[int, ...], ...] = ()
+    row: int = 0
+    _block: Unrolls = field(init=False)
+
+    def __post_init__(self) -> None:
+        slots, k = self.unroll_length + 1, self.num_envs
+        self._block = Unrolls(
+            observations=np.zeros((slots, k, *self.observation_shape), self.observation_dtype),
+            rewards=np.zeros((slots, k), np.float32),
+            terminated=np.zeros((slots, k), bool),
+            truncated=np.zeros((slots, k), bool),
+            truncation_values=np.zeros((slots, k), np.float32),
+            actions=np.zeros((slots, k), np.int64),
+            behaviour_logits=np.zeros((slots, k, self.num_actions), np.float32),
+            policy_versions=np.zeros((slots, k), np.int64),
+            core_state=tuple(np.zeros(shape, np.float32) for shape in self.core_state_shapes),
+        )
+
+    def add_step(
+        self,
+        observations: np.ndarray,
+        rewards: np.ndarray,
+        terminated: np.ndarray,
+        truncated: np.ndarray,
+        truncation_values: np.ndarray,
+        actions: np.ndarray,
+        behaviour_logits: np.ndarray,
+        policy_version: int,
+        core_state_before: tuple[np.ndarray, ...] = (),
+    ) -> Unrolls | None:
+        """Write slot ``row`` for all K environments; return the K unrolls when complete.
+
+        ``core_state_before`` is the recurrent state before x_t (before any episode-start
+        reset); it is kept when x_t is an unroll's slot 0.
+        """
+        block, row = self._block, self.row
+        if row == 0:
+            for kept, state in zip(block.core_state, core_state_before, strict=True):
+                kept[...] = state
+        block.observations[row] = observations
+        block.rewards[row] = rewards
+        block.terminated[row] = terminated
+        block.truncated[row] = truncated
+        block.truncation_values[row] = truncation_values
+        block.actions[row] = actions
+        block.behaviour_logits[row] = behaviour_logits
+        block.policy_versions[row] = policy_version
+        if row < self.unroll_length:
+            self.row = row + 1
+            return None
+        complete = Unrolls(*(getattr(block, name).copy() for name in Unrolls.FIELDS),
+                           core_state=tuple(s.copy() for s in block.core_state))
+        for name in Unrolls.FIELDS:  # the last slot starts the next unroll
+            array = getattr(block, name)
+            array[0] = array[row]
+        self.row = 1
+        # The next unroll starts at x_T: its initial state is the state before x_T.
+        for kept, state in zip(block.core_state, core_state_before, strict=True):
+            kept[...] = state
+        return complete
+
+
+class QueueClosed(Exception):
+    """The unroll queue was closed (the learner is shutting down)."""
+
+
+class UnrollQueue:
+    """Bounded FIFO of complete unrolls from all sessions to the trainer.
+
+    ``put`` blocks while ``capacity`` unrolls are waiting: when training falls behind,
+    the stream handlers (and so the actors) wait instead of memory growing. ``get`` drops
+    unrolls whose oldest step is more than ``max_policy_lag`` policy versions behind.
+    """
+
+    def __init__(self, capacity: int, max_policy_lag: int):
+        self.capacity = capacity
+        self.max_policy_lag = max_policy_lag
+        self._parts: deque[Unrolls] = deque()
+        self._size = 0
+        self._closed = False
+        self._cond = threading.Condition()
+        self.dropped_stale = 0
+
+    @property
+    def depth(self) -> int:
+        """Unrolls waiting."""
+        return self._size
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    def put(self, unrolls: Unrolls, timeout: float | None = None) -> bool:
+        """Append; waits for room. False on timeout; raises QueueClosed once closed."""
+        with self._cond:
+            if not self._cond.wait_for(
+                lambda: self._closed or self._size < self.capacity, timeout
+            ):
+                return False
+            if self._closed:
+                raise QueueClosed
+            self._parts.append(unrolls)
+            self._size += unrolls.size
+            self._cond.notify_all()
+            return True
+
+    def get(self, batch_size: int, current_version: int,
+            timeout: float | None = None) -> Unrolls | None:
+        """Take exactly ``batch_size`` fresh unrolls (None on timeout or when closed)."""
+        taken: list[Unrolls] = []
+        need = batch_size
+        with self._cond:
+            while need > 0:
+                if not self._cond.wait_for(lambda: self._closed or self._size > 0, timeout):
+                    break
+                if self._closed:
+                    break
+                part = self._parts.popleft()
+                self._size -= part.size
+                fresh = part.policy_versions.min(axis=0) >= current_version - self.max_policy_lag
+                if not fresh.all():
+                    self.dropped_stale += int((~fresh).sum())
+                    part = part.select(np.flatnonzero(fresh))
+                if part.size > need:
+                    rest = part.select(slice(need, None))
+                    self._parts.appendleft(rest)
+                    self._size += rest.size
+                    part = part.select(slice(0, need))
+                if part.size:
+                    taken.append(part)
+                    need -= part.size
+                self._cond.notify_all()
+            if need > 0:  # not enough: put back what we took, in order
+                for part in reversed(taken):
+                    self._parts.appendleft(part)
+                    self._size += part.size
+                return None
+        return Unrolls.concatenate(taken)
