@@ -164,7 +164,7 @@ def train_step(model: ActorCritic, optimizer: torch.optim.Optimizer, batch: Batc
     if not skipped:
         optimizer.step()
     return TrainStats(
-        loss_total=float(total),
+        loss_total=float(total.detach()),
         loss_pg=float(parts["loss_pg"]),
         loss_baseline=float(parts["loss_baseline"]),
         loss_entropy=float(parts["loss_entropy"]),
