@@ -156,6 +156,7 @@ def train_step(model: ActorCritic, optimizer: torch.optim.Optimizer, batch: Batc
     for group in optimizer.param_groups:
         group["lr"] = learning_rate
     total, parts = compute_loss(model, batch, config)
+    logged = {name: float(value.detach()) for name, value in parts.items()}
     optimizer.zero_grad(set_to_none=True)
     total.backward()
     max_norm = config.max_grad_norm if config.max_grad_norm > 0 else math.inf
@@ -165,10 +166,10 @@ def train_step(model: ActorCritic, optimizer: torch.optim.Optimizer, batch: Batc
         optimizer.step()
     return TrainStats(
         loss_total=float(total.detach()),
-        loss_pg=float(parts["loss_pg"]),
-        loss_baseline=float(parts["loss_baseline"]),
-        loss_entropy=float(parts["loss_entropy"]),
-        entropy=float(parts["entropy"]),
+        loss_pg=logged["loss_pg"],
+        loss_baseline=logged["loss_baseline"],
+        loss_entropy=logged["loss_entropy"],
+        entropy=logged["entropy"],
         grad_norm=float(grad_norm),
         learning_rate=learning_rate,
         skipped=skipped,

@@ -37,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"seed-rl {__version__}")
     sub = parser.add_subparsers(dest="role", metavar="COMMAND")
-    for role, (module, summary) in ROLES.items():
+    for role, (_module, summary) in ROLES.items():
         role_parser = sub.add_parser(role, help=summary, description=summary)
         config.add_arguments(role_parser, role)
         role_parser.add_argument("--log-level", default="INFO",

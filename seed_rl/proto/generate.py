@@ -22,9 +22,8 @@ def proto_files() -> list[Path]:
 
 def generate(output_root: Path) -> list[Path]:
     """Run protoc (grpcio-tools) on every file in proto/; returns the files written."""
-    from grpc_tools import protoc  # only at development time
-
     import grpc_tools
+    from grpc_tools import protoc  # only at development time
 
     include = Path(grpc_tools.__file__).parent / "_proto"
     files = [str(p.relative_to(PROTO_ROOT)) for p in proto_files()]

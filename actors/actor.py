@@ -1,0 +1,588 @@
+"""One actor: K gymnasium environments stepped in lockstep for a remote learner.
+
+The actor opens a session with ``Handshake`` and then keeps one ``Step`` stream with
+exactly one request outstanding: it sends the observations of all K environments, waits
+for the K actions, steps every environment once and sends the next message. Per-message
+work is done once per message (preallocated ``[K, ...]`` buffers, each tensor encoded
+once); per-environment work is only ``env.step`` / ``env.reset`` and one row copy.
+
+Slot convention (proto/seed_rl/v1/seed_rl.proto, DESIGN.md): the request at stream step t
+carries x_t and the reward and episode-end flags of the transition that LED to x_t. An
+environment whose episode ended is reset at once, so x_t is then the first observation of
+its next episode; on truncation (not termination) the final observation of the old
+episode travels in ``final_observation_envs`` / ``final_observations``. The first request
+of every session carries reward 0 and no flags: the learner starts a fresh trajectory per
+session, and what the old session never acknowledged belongs to no trajectory.
+
+Reconnects: an unreachable or restarted learner is retried with capped, jittered
+exponential backoff and a new handshake; environments keep their state. Errors that a
+retry cannot fix (spaces mismatch, bad token, malformed messages) end the actor with
+``EXIT_PERMANENT``. SIGTERM / SIGINT or a response with ``training_over`` end it with 0.
+
+Torch-free.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import random
+import signal
+import socket
+import threading
+import uuid
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import gymnasium as gym
+import numpy as np
+
+from actors.counters import Counters
+from seed_rl import wire
+from seed_rl.config import Config
+from seed_rl.proto.seed_rl.v1 import seed_rl_pb2 as pb
+from seed_rl.proto.seed_rl.v1 import seed_rl_pb2_grpc as pb_grpc
+
+log = logging.getLogger("actors.actor")
+
+EXIT_OK = 0
+EXIT_CRASH = 1  # an unexpected exception (a bug, an environment that raised)
+EXIT_PERMANENT = 2  # the learner refused us, or the setup cannot work; retrying won't help
+
+#: Status codes a retry cannot fix: the actor logs the learner's message and exits.
+PERMANENT_CODES = frozenset(
+    {
+        grpc.StatusCode.FAILED_PRECONDITION,
+        grpc.StatusCode.INVALID_ARGUMENT,
+        grpc.StatusCode.UNAUTHENTICATED,
+        grpc.StatusCode.PERMISSION_DENIED,
+        grpc.StatusCode.UNIMPLEMENTED,  # not a seed-rl learner, or another protocol
+    }
+)
+#: Everything else (UNAVAILABLE, DEADLINE_EXCEEDED, CANCELLED, ALREADY_EXISTS,
+#: RESOURCE_EXHAUSTED, ABORTED, INTERNAL, UNKNOWN, ...) is retried with backoff.
+
+HANDSHAKE_TIMEOUT_S = 30.0
+STOP_GRACE_S = 2.0  # after a stop request, how long the current call may take to finish
+BACKOFF_BASE_S = 0.1
+DEFAULT_MAX_MESSAGE_BYTES = 1 << 30  # until a handshake tells the learner's limit
+KEEPALIVE_OPTIONS = (
+    ("grpc.keepalive_time_ms", 10_000),
+    ("grpc.keepalive_timeout_ms", 5_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+)
+
+
+class PermanentError(Exception):
+    """Retrying cannot help; the text says what to change."""
+
+
+class _Stopped(Exception):
+    """A stop was requested while a call was in flight."""
+
+
+def actor_id_for(config: Config, actor_index: int) -> str:
+    """``HOST-INDEX`` by default; ``--actor-id-prefix`` replaces the host name part."""
+    return f"{config.actor_id_prefix or socket.gethostname()}-{actor_index}"
+
+
+def env_seeds(seed: int, actor_id: str, num_envs: int) -> list[int]:
+    """Deterministic, distinct seeds for the K envs of ``actor_id``, from the base seed."""
+    sequence = np.random.SeedSequence([seed % (1 << 64), zlib.crc32(actor_id.encode())])
+    return [int(child.generate_state(1, dtype=np.uint32)[0]) for child in sequence.spawn(num_envs)]
+
+
+def backoff_delay(failures: int, cap: float, rng: random.Random) -> float:
+    """Exponential backoff (0.1 s, 0.2 s, ...) capped at ``cap``, with +-50 % jitter."""
+    ceiling = min(cap, BACKOFF_BASE_S * (2.0 ** min(failures, 30)))
+    return ceiling * rng.uniform(0.5, 1.0)
+
+
+def _read_pem(path: str, what: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as error:
+        raise PermanentError(f"cannot read {what} {path!r}: {error.strerror}") from None
+
+
+class _RequestQueue:
+    """The request iterator of a Step call: yields what :meth:`put` hands it, ends on
+    :meth:`close` (which half-closes the stream)."""
+
+    _END = object()
+
+    def __init__(self) -> None:
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+
+    def put(self, request: pb.StepRequest) -> None:
+        self._queue.put(request)
+
+    def close(self) -> None:
+        self._queue.put(self._END)
+
+    def __iter__(self) -> Iterator[pb.StepRequest]:
+        while True:
+            item = self._queue.get()
+            if item is self._END:
+                return
+            yield item
+
+
+class Actor:
+    """Steps ``config.envs_per_actor`` environments for the learner at ``config.learner``.
+
+    ``run()`` blocks until training is over (0), ``stop`` is set (0), or a permanent error
+    (``EXIT_PERMANENT``). Safe to run in any thread; it installs no signal handlers.
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        actor_index: int,
+        *,
+        stop: threading.Event | None = None,
+        counters: Counters | None = None,
+    ):
+        self.config = config
+        self.actor_index = actor_index
+        self.actor_id = actor_id_for(config, actor_index)
+        self.run_id = uuid.uuid4().hex  # this incarnation
+        self.num_envs = int(config.envs_per_actor)
+        self.stop = stop if stop is not None else threading.Event()
+        self.counters = counters if counters is not None else Counters()
+        self.env_id = config.env
+        self.env_kwargs: dict[str, Any] = dict(config.env_kwargs)
+        self.envs: list[gym.Env] = []
+        self.session_id = ""
+        self._max_message_bytes = DEFAULT_MAX_MESSAGE_BYTES
+        self._metadata: tuple[tuple[str, str], ...] = ()
+        if config.auth_token:
+            self._metadata = ((wire.AUTH_METADATA_KEY, f"Bearer {config.auth_token}"),)
+        self._rng = random.Random()
+        self._call_lock = threading.Lock()
+        self._call: grpc.Future | None = None
+        self._cancel_all = False
+        self._finished = threading.Event()
+        self._progressed = False
+        self.stop_reason = ""  # e.g. the signal that stopped it, for the log
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    def run(self) -> int:
+        watcher = threading.Thread(
+            target=self._watch_stop, name=f"actor-{self.actor_index}-stop", daemon=True
+        )
+        watcher.start()
+        try:
+            return self._run()
+        except PermanentError as error:
+            log.error("actor %s: %s", self.actor_id, error)
+            return EXIT_PERMANENT
+        finally:
+            self._finished.set()
+            self.counters.set_connected(False)
+            self._close_envs()
+
+    def _run(self) -> int:
+        credentials = self._credentials()
+        if self.env_id:
+            self._make_envs(self.env_id, self.env_kwargs)
+        failures = 0
+        while not self.stop.is_set():
+            self._progressed = False
+            channel = self._open_channel(credentials)
+            try:
+                stub = pb_grpc.LearnerStub(channel)
+                if not self.envs:
+                    self._ask_learner_for_env(stub)
+                handshake = self._handshake(stub)
+                outcome = self._stream(stub, handshake)
+                if outcome == "training_over":
+                    log.info("actor %s: the learner says training is over; exiting", self.actor_id)
+                    return EXIT_OK
+                if outcome == "stopped":
+                    break
+                reason = "the learner ended the stream"
+            except _Stopped:
+                break
+            except grpc.RpcError as error:
+                if self.stop.is_set():
+                    break
+                code = error.code()
+                details = error.details() or ""
+                if code in PERMANENT_CODES:
+                    raise PermanentError(
+                        f"the learner at {self.config.learner} refused this actor: "
+                        f"{code.name}: {details} (not retrying)"
+                    ) from None
+                reason = f"{code.name}: {details}"
+            finally:
+                self.counters.set_connected(False)
+                channel.close()
+            if self._progressed:
+                failures = 0
+            delay = backoff_delay(failures, self.config.reconnect_max_backoff, self._rng)
+            failures += 1
+            what = "lost the learner" if self._progressed else "cannot reach the learner"
+            log.warning(
+                "actor %s: %s at %s (%s); reconnecting in %.2f s (attempt %d)",
+                self.actor_id,
+                what,
+                self.config.learner,
+                reason,
+                delay,
+                failures,
+            )
+            self.stop.wait(delay)
+        log.info(
+            "actor %s: stopped%s",
+            self.actor_id,
+            f" by {self.stop_reason}" if self.stop_reason else "",
+        )
+        return EXIT_OK
+
+    def _watch_stop(self) -> None:
+        """Once ``stop`` is set, give the current call STOP_GRACE_S to finish, then cancel it."""
+        while not self._finished.is_set():
+            if self.stop.wait(0.2):
+                break
+        else:
+            return
+        if self._finished.wait(STOP_GRACE_S):
+            return
+        with self._call_lock:
+            self._cancel_all = True
+            if self._call is not None:
+                self._call.cancel()
+
+    def _set_call(self, call: grpc.Future | None) -> None:
+        with self._call_lock:
+            self._call = call
+            if call is not None and self._cancel_all:
+                call.cancel()
+
+    def _close_envs(self) -> None:
+        for env in self.envs:
+            try:
+                env.close()
+            except Exception:  # closing must not hide why we stopped
+                log.debug("actor %s: env.close() failed", self.actor_id, exc_info=True)
+        self.envs = []
+
+    # -- channel and handshake -----------------------------------------------------------
+
+    def _credentials(self) -> grpc.ChannelCredentials | None:
+        config = self.config
+        if not (config.tls_ca or config.tls_cert):
+            if config.auth_token:
+                log.warning(
+                    "actor %s: --auth-token is sent without TLS (no --tls-ca); "
+                    "anyone on the network path can read it",
+                    self.actor_id,
+                )
+            return None
+        ca = _read_pem(config.tls_ca, "--tls-ca") if config.tls_ca else None
+        key = _read_pem(config.tls_key, "--tls-key") if config.tls_key else None
+        cert = _read_pem(config.tls_cert, "--tls-cert") if config.tls_cert else None
+        return grpc.ssl_channel_credentials(
+            root_certificates=ca, private_key=key, certificate_chain=cert
+        )
+
+    def _open_channel(self, credentials: grpc.ChannelCredentials | None) -> grpc.Channel:
+        limit = int(min(self._max_message_bytes, 2**31 - 1))
+        options = [
+            ("grpc.max_send_message_length", limit),
+            ("grpc.max_receive_message_length", limit),
+            *KEEPALIVE_OPTIONS,
+        ]
+        if credentials is None:
+            return grpc.insecure_channel(self.config.learner, options=options)
+        return grpc.secure_channel(self.config.learner, credentials, options=options)
+
+    def _base_handshake(self) -> pb.HandshakeRequest:
+        return pb.HandshakeRequest(
+            protocol_version=wire.PROTOCOL_VERSION,
+            actor_id=self.actor_id,
+            run_id=self.run_id,
+            num_envs=self.num_envs,
+        )
+
+    def _call_handshake(
+        self, stub: pb_grpc.LearnerStub, request: pb.HandshakeRequest
+    ) -> pb.HandshakeResponse:
+        if self.stop.is_set():
+            raise _Stopped
+        future = stub.Handshake.future(
+            request, timeout=HANDSHAKE_TIMEOUT_S, metadata=self._metadata
+        )
+        self._set_call(future)
+        try:
+            return future.result()
+        except grpc.FutureCancelledError:
+            raise _Stopped from None
+        finally:
+            self._set_call(None)
+
+    def _ask_learner_for_env(self, stub: pb_grpc.LearnerStub) -> None:
+        """Started without --env: ask the learner which environment to run, make it."""
+        response = self._call_handshake(stub, self._base_handshake())
+        if not response.env_id:
+            raise PermanentError(
+                f"started without --env, and the learner at {self.config.learner} named no "
+                "environment either; give --env"
+            )
+        try:
+            kwargs = json.loads(response.env_kwargs_json or "{}")
+        except json.JSONDecodeError as error:
+            raise PermanentError(
+                f"the learner sent env kwargs that are not JSON: {error}"
+            ) from None
+        if not isinstance(kwargs, dict):
+            raise PermanentError(
+                f"the learner sent env kwargs that are not a JSON object: "
+                f"{response.env_kwargs_json!r}"
+            )
+        log.info("actor %s: the learner runs %s %s", self.actor_id, response.env_id, kwargs)
+        self.env_id, self.env_kwargs = response.env_id, kwargs
+        self._make_envs(self.env_id, self.env_kwargs)
+
+    def _handshake(self, stub: pb_grpc.LearnerStub) -> pb.HandshakeResponse:
+        request = self._base_handshake()
+        request.env_id = self.env_id
+        request.env_kwargs_json = json.dumps(self.env_kwargs, sort_keys=True)
+        request.observation_space.CopyFrom(self._observation_space_msg)
+        request.action_space.CopyFrom(self._action_space_msg)
+        response = self._call_handshake(stub, request)
+        if response.max_message_bytes:
+            self._max_message_bytes = int(response.max_message_bytes)
+            worst = self._worst_request_bytes()
+            if worst > self._max_message_bytes:
+                raise PermanentError(
+                    f"a step of {self.num_envs} environments can take {worst} bytes, more "
+                    f"than the learner accepts ({self._max_message_bytes}); lower "
+                    "--envs-per-actor or raise the learner's --max-message-bytes"
+                )
+        self.session_id = response.session_id
+        log.info(
+            "actor %s: connected to the learner at %s (session %s, %s x %d envs, "
+            "policy version %d)",
+            self.actor_id,
+            self.config.learner,
+            response.session_id,
+            self.env_id,
+            self.num_envs,
+            response.policy_version,
+        )
+        return response
+
+    # -- environments --------------------------------------------------------------------
+
+    def _make_envs(self, env_id: str, kwargs: dict[str, Any]) -> None:
+        envs: list[gym.Env] = []
+        try:
+            for _ in range(self.num_envs):
+                envs.append(gym.make(env_id, **kwargs))
+        except Exception as error:
+            for env in envs:
+                env.close()
+            raise PermanentError(
+                f"cannot make environment {env_id!r} with kwargs {kwargs}: "
+                f"{type(error).__name__}: {error}"
+            ) from None
+        self.envs = envs
+        observation_space, action_space = envs[0].observation_space, envs[0].action_space
+        try:
+            self._observation_space_msg = wire.encode_space(observation_space)
+            self._action_space_msg = wire.encode_space(action_space)
+        except wire.WireError as error:
+            raise PermanentError(f"environment {env_id}: {error}") from None
+        shape, dtype = tuple(observation_space.shape), observation_space.dtype
+        k = self.num_envs
+        self._obs_shape, self._obs_dtype = shape, dtype
+        self._observations = np.zeros((k, *shape), dtype=dtype)
+        self._rewards = np.zeros(k, dtype=np.float32)
+        self._terminated = np.zeros(k, dtype=bool)
+        self._truncated = np.zeros(k, dtype=bool)
+        self._empty_finals = wire.encode_tensor(np.zeros((0, *shape), dtype=dtype))
+        self._final_envs: list[int] = []
+        self._final_observations: list[np.ndarray] = []
+        self._episodes: list[tuple[int, float, int]] = []
+        self._returns = [0.0] * k
+        self._lengths = [0] * k
+        seeds = env_seeds(self.config.seed, self.actor_id, k)
+        for i, (env, seed) in enumerate(zip(envs, seeds, strict=True)):
+            observation, _ = env.reset(seed=seed)
+            self._observations[i] = observation
+        log.info(
+            "actor %s: made %d x %s, observations %s %s, actions %s",
+            self.actor_id,
+            k,
+            env_id,
+            shape,
+            dtype,
+            wire.describe_space(action_space),
+        )
+
+    def _worst_request_bytes(self) -> int:
+        # every env may be truncated at once (a shared time limit): observations twice
+        return 2 * self._observations.nbytes + 64 * self.num_envs + 1024
+
+    def _begin_session(self) -> None:
+        """The first request of a session: current observations, reward 0, no episode ends."""
+        self._rewards[:] = 0.0
+        self._terminated[:] = False
+        self._truncated[:] = False
+        self._final_envs = []
+        self._final_observations = []
+        self._episodes = []
+
+    def _build_request(self) -> pb.StepRequest:
+        request = pb.StepRequest()
+        wire.encode_tensor(self._observations, out=request.observations)
+        wire.encode_tensor(self._rewards, out=request.rewards)
+        wire.encode_tensor(self._terminated, out=request.terminated)
+        wire.encode_tensor(self._truncated, out=request.truncated)
+        if self._final_envs:
+            request.final_observation_envs.extend(self._final_envs)
+            finals = np.asarray(self._final_observations, dtype=self._obs_dtype)
+            wire.encode_tensor(
+                finals.reshape(len(self._final_envs), *self._obs_shape),
+                out=request.final_observations,
+            )
+        else:
+            request.final_observations.CopyFrom(self._empty_finals)
+        for env_index, episode_return, length in self._episodes:
+            request.episodes.add(
+                env_index=env_index, episode_return=episode_return, episode_length=length
+            )
+        return request
+
+    def _decode_actions(self, response: pb.StepResponse) -> list[int]:
+        try:
+            actions = wire.decode_tensor(response.actions, name="StepResponse.actions")
+        except wire.WireError as error:
+            raise PermanentError(f"the learner sent malformed actions: {error}") from None
+        if actions.shape != (self.num_envs,) or actions.dtype.kind not in "iu":
+            raise PermanentError(
+                f"the learner sent actions of shape {list(actions.shape)} and dtype "
+                f"{actions.dtype}; expected [{self.num_envs}] int64"
+            )
+        return actions.tolist()
+
+    def _step_envs(self, actions: list[int]) -> None:
+        """Step every env once; fill the next request's buffers (slot convention above)."""
+        observations = self._observations
+        returns, lengths = self._returns, self._lengths
+        rewards = [0.0] * self.num_envs
+        terminated = [False] * self.num_envs
+        truncated = [False] * self.num_envs
+        final_envs: list[int] = []
+        finals: list[np.ndarray] = []
+        episodes: list[tuple[int, float, int]] = []
+        for i, env in enumerate(self.envs):
+            observation, reward, term, trunc, _ = env.step(actions[i])
+            reward = float(reward)
+            returns[i] += reward
+            lengths[i] += 1
+            rewards[i] = reward
+            if term or trunc:
+                terminated[i] = bool(term)
+                truncated[i] = bool(trunc)
+                if trunc and not term:
+                    final_envs.append(i)
+                    finals.append(observation)
+                episodes.append((i, returns[i], lengths[i]))
+                self.counters.add_episode(returns[i])
+                returns[i] = 0.0
+                lengths[i] = 0
+                observation, _ = env.reset()
+            observations[i] = observation
+        self._rewards[:] = rewards
+        self._terminated[:] = terminated
+        self._truncated[:] = truncated
+        self._final_envs = final_envs
+        self._final_observations = finals
+        self._episodes = episodes
+        self.counters.add_steps(self.num_envs)
+
+    # -- the Step stream -----------------------------------------------------------------
+
+    def _stream(self, stub: pb_grpc.LearnerStub, handshake: pb.HandshakeResponse) -> str:
+        """Run one session; returns "training_over", "stopped" or "ended" (by the learner).
+        Raises grpc.RpcError when the call fails."""
+        metadata = (*self._metadata, (wire.SESSION_METADATA_KEY, handshake.session_id))
+        requests = _RequestQueue()
+        responses = stub.Step(iter(requests), metadata=metadata)
+        self._set_call(responses)
+        try:
+            self._begin_session()
+            self.counters.set_connected(True)
+            while True:
+                requests.put(self._build_request())
+                try:
+                    response = next(responses)
+                except StopIteration:
+                    return "ended"
+                self._progressed = True
+                if response.training_over:
+                    self._finish(requests, responses)
+                    return "training_over"
+                if self.stop.is_set():
+                    self._finish(requests, responses)
+                    return "stopped"
+                self._step_envs(self._decode_actions(response))
+        finally:
+            requests.close()
+            self._set_call(None)
+            responses.cancel()  # no-op when the call has finished
+
+    @staticmethod
+    def _finish(requests: _RequestQueue, responses: Any) -> None:
+        """End the stream cleanly (half-close, read the learner's end); bounded in time."""
+        requests.close()
+        timer = threading.Timer(STOP_GRACE_S, responses.cancel)
+        timer.daemon = True
+        timer.start()
+        try:
+            for _ in responses:
+                pass
+        except grpc.RpcError:
+            pass
+        finally:
+            timer.cancel()
+
+
+def run_actor(
+    config: Config,
+    actor_index: int,
+    stop: threading.Event | None = None,
+    counters: Counters | None = None,
+) -> int:
+    """Run one actor until training is over or it is stopped; returns its exit code.
+
+    Without ``stop``, and in the main thread, SIGTERM and SIGINT stop it cleanly (the
+    previous handlers are restored on return). Never raises: an unexpected exception is
+    logged and returns ``EXIT_CRASH``.
+    """
+    previous: dict[int, Any] = {}
+    try:
+        actor = Actor(config, actor_index, stop=stop, counters=counters)
+        if stop is None and threading.current_thread() is threading.main_thread():
+
+            def on_signal(signum: int, _frame: Any) -> None:
+                actor.stop_reason = actor.stop_reason or signal.Signals(signum).name
+                actor.stop.set()
+
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                previous[sig] = signal.signal(sig, on_signal)
+        return actor.run()
+    except Exception:
+        log.exception("actor %s crashed", actor_id_for(config, actor_index))
+        return EXIT_CRASH
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

@@ -1,0 +1,241 @@
+"""A minimal stand-in for the learner's gRPC service, for actor tests.
+
+A real grpc server on 127.0.0.1 that implements ``seed_rl.v1.Learner`` without a model:
+it accepts handshakes (recording them, answering a fresh session id), records every
+StepRequest decoded to numpy, and answers deterministic actions: in the n-th response
+of a session (n = 0, 1, ...), env k gets action ``start + (n + k) % num_actions``. It can
+set ``training_over`` after N responses of a session, refuse handshakes with a given
+status, require a token, serve TLS, and be stopped and started again on the same port.
+
+Run it by hand: ``python tests/stand_in_learner.py [PORT]``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import sys
+import threading
+import time
+from collections.abc import Callable
+from concurrent import futures
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+import numpy as np
+
+from seed_rl import wire
+from seed_rl.proto.seed_rl.v1 import seed_rl_pb2 as pb
+from seed_rl.proto.seed_rl.v1 import seed_rl_pb2_grpc as pb_grpc
+
+
+@dataclass
+class Handshake:
+    request: pb.HandshakeRequest
+    metadata: dict[str, str]
+    session_id: str  # "" when the actor only asked for the environment
+
+
+@dataclass
+class Step:
+    session_id: str
+    actor_id: str
+    index: int  # within the session
+    observations: np.ndarray
+    rewards: np.ndarray
+    terminated: np.ndarray
+    truncated: np.ndarray
+    final_envs: list[int]
+    final_observations: np.ndarray
+    episodes: list[tuple[int, float, int]]
+    actions: np.ndarray | None  # what the stand-in answered (None: training over)
+    metadata: dict[str, str] = field(repr=False, default_factory=dict)
+
+
+class StandInLearner(pb_grpc.LearnerServicer):
+    def __init__(
+        self,
+        *,
+        port: int = 0,
+        env_id: str = "CartPole-v1",
+        env_kwargs: dict[str, Any] | None = None,
+        training_over_after: int | None = None,
+        handshake_error: tuple[grpc.StatusCode, str] | None = None,
+        auth_token: str = "",
+        server_credentials: grpc.ServerCredentials | None = None,
+        max_message_bytes: int = 64 * 1024 * 1024,  # announced in handshakes only
+    ):
+        self.port = port
+        self.env_id = env_id
+        self.env_kwargs = dict(env_kwargs or {})
+        self.training_over_after = training_over_after
+        self.handshake_error = handshake_error
+        self.auth_token = auth_token
+        self.server_credentials = server_credentials
+        self.max_message_bytes = max_message_bytes
+        self.handshakes: list[Handshake] = []
+        self.steps: list[Step] = []
+        self.ended_sessions: list[str] = []  # Step streams the actor half-closed
+        self._sessions: dict[str, pb.HandshakeRequest] = {}
+        self._ids = itertools.count(1)
+        self._lock = threading.Condition()
+        self._server: grpc.Server | None = None
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    def start(self, timeout: float = 10.0) -> StandInLearner:
+        """Serve on ``port`` (a free one the first time when 0); same port on restarts."""
+        deadline = time.monotonic() + timeout
+        while True:
+            server = grpc.server(
+                futures.ThreadPoolExecutor(max_workers=16),
+                options=[
+                    ("grpc.keepalive_permit_without_calls", 1),
+                    ("grpc.http2.min_recv_ping_interval_without_data_ms", 5_000),
+                    ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+                ],
+            )
+            pb_grpc.add_LearnerServicer_to_server(self, server)
+            target = f"127.0.0.1:{self.port}"
+            try:
+                if self.server_credentials is not None:
+                    port = server.add_secure_port(target, self.server_credentials)
+                else:
+                    port = server.add_insecure_port(target)
+            except RuntimeError:
+                port = 0
+            if port:
+                break
+            server.stop(0)
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"stand-in learner: cannot bind {target}")
+            time.sleep(0.05)
+        self.port = port
+        server.start()
+        self._server = server
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.stop(grace=0).wait(10)
+            self._server = None
+
+    def __enter__(self) -> StandInLearner:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- observation helpers -------------------------------------------------------------
+
+    def wait_until(
+        self, predicate: Callable[[StandInLearner], bool], timeout: float, what: str = "condition"
+    ) -> None:
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            while not predicate(self):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise AssertionError(
+                        f"stand-in learner: timed out after {timeout} s waiting for {what} "
+                        f"({len(self.handshakes)} handshakes, {len(self.steps)} steps)"
+                    )
+                self._lock.wait(min(remaining, 0.1))
+
+    def steps_of(self, session_id: str) -> list[Step]:
+        with self._lock:
+            return [s for s in self.steps if s.session_id == session_id]
+
+    def sessions(self) -> list[Handshake]:
+        with self._lock:
+            return [h for h in self.handshakes if h.session_id]
+
+    def actor_ids(self) -> set[str]:
+        with self._lock:
+            return {h.request.actor_id for h in self.handshakes}
+
+    # -- the service ---------------------------------------------------------------------
+
+    def _check_token(self, context: grpc.ServicerContext, metadata: dict[str, str]) -> None:
+        if self.auth_token and metadata.get(wire.AUTH_METADATA_KEY) != f"Bearer {self.auth_token}":
+            context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong auth token")
+
+    def Handshake(self, request: pb.HandshakeRequest, context: grpc.ServicerContext):
+        metadata = dict(context.invocation_metadata())
+        self._check_token(context, metadata)
+        session_id = ""
+        if request.env_id and self.handshake_error is None:
+            session_id = f"session-{next(self._ids)}"
+        with self._lock:
+            self.handshakes.append(Handshake(request, metadata, session_id))
+            if session_id:
+                self._sessions[session_id] = request
+            self._lock.notify_all()
+        if self.handshake_error is not None:
+            context.abort(*self.handshake_error)
+        return pb.HandshakeResponse(
+            env_id=self.env_id,
+            env_kwargs_json=json.dumps(self.env_kwargs),
+            session_id=session_id,
+            slot_ids=list(range(request.num_envs)),
+            max_message_bytes=self.max_message_bytes,
+            policy_version=0,
+            learner_version="stand-in",
+        )
+
+    def Step(self, request_iterator, context: grpc.ServicerContext):
+        metadata = dict(context.invocation_metadata())
+        self._check_token(context, metadata)
+        session_id = metadata.get(wire.SESSION_METADATA_KEY, "")
+        with self._lock:
+            hello = self._sessions.get(session_id)
+        if hello is None:
+            context.abort(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"unknown session {session_id!r}: handshake first",
+            )
+        action_space = wire.decode_space(hello.action_space, name="action_space")
+        n, start, k = int(action_space.n), int(action_space.start), int(hello.num_envs)
+        for index, request in enumerate(request_iterator):
+            over = self.training_over_after is not None and index + 1 >= self.training_over_after
+            actions = None if over else start + (index + np.arange(k, dtype=np.int64)) % n
+            step = Step(
+                session_id=session_id,
+                actor_id=hello.actor_id,
+                index=index,
+                observations=wire.decode_tensor(request.observations).copy(),
+                rewards=wire.decode_tensor(request.rewards).copy(),
+                terminated=wire.decode_tensor(request.terminated).copy(),
+                truncated=wire.decode_tensor(request.truncated).copy(),
+                final_envs=list(request.final_observation_envs),
+                final_observations=wire.decode_tensor(request.final_observations).copy(),
+                episodes=[
+                    (e.env_index, e.episode_return, e.episode_length) for e in request.episodes
+                ],
+                actions=actions,
+                metadata=metadata,
+            )
+            with self._lock:
+                self.steps.append(step)
+                self._lock.notify_all()
+            if over:
+                yield pb.StepResponse(training_over=True)
+            else:
+                yield pb.StepResponse(actions=wire.encode_tensor(actions))
+        with self._lock:  # the request stream ended without a cancellation
+            self.ended_sessions.append(session_id)
+            self._lock.notify_all()
+
+
+if __name__ == "__main__":
+    learner = StandInLearner(port=int(sys.argv[1]) if len(sys.argv) > 1 else 0).start()
+    print(f"stand-in learner on {learner.address}", flush=True)
+    try:
+        learner._server.wait_for_termination()
+    except KeyboardInterrupt:
+        learner.stop()
