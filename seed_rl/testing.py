@@ -7,7 +7,8 @@ RevealAction: observation ``[t, episode]`` (float32), where t counts steps withi
 episode. Taking action a at observation t yields reward ``10 * t + a``: the reward reveals
 both the action and the observation it was taken at, which is how the tests prove the slot
 convention. After ``episode_length`` steps the episode ends: terminated, or truncated when
-``truncate=True``.
+``truncate=True``. With ``pixels=S`` the observation is instead a uint8 image ``[S, S, 1]``
+whose every pixel holds t (for the conv-net path).
 """
 
 from __future__ import annotations
@@ -20,17 +21,24 @@ class RevealActionEnv(gym.Env):
     metadata = {"render_modes": ["rgb_array"]}
 
     def __init__(self, num_actions: int = 3, episode_length: int = 5, truncate: bool = False,
-                 render_mode: str | None = None):
+                 pixels: int = 0, render_mode: str | None = None):
         self.num_actions = num_actions
         self.episode_length = episode_length
         self.truncate = truncate
         self.render_mode = render_mode
         self.action_space = gym.spaces.Discrete(num_actions)
-        self.observation_space = gym.spaces.Box(0.0, np.inf, shape=(2,), dtype=np.float32)
+        self.pixels = pixels
+        if pixels:
+            self.observation_space = gym.spaces.Box(0, 255, shape=(pixels, pixels, 1),
+                                                    dtype=np.uint8)
+        else:
+            self.observation_space = gym.spaces.Box(0.0, np.inf, shape=(2,), dtype=np.float32)
         self._t = 0
         self._episode = -1
 
     def _obs(self) -> np.ndarray:
+        if self.pixels:
+            return np.full((self.pixels, self.pixels, 1), min(self._t, 255), dtype=np.uint8)
         return np.array([self._t, self._episode], dtype=np.float32)
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):

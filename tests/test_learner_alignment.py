@@ -87,3 +87,26 @@ def test_truncation_bootstraps_from_the_final_observation(tmp_path):
     expected = 10 * t_obs + inputs.actions.float() + torch.where(ended, 0.9 * final_values, 0.0)
     torch.testing.assert_close(inputs.rewards, expected)
     assert (final_values[ended].abs() > 0).all(), "the bootstrap must not be a silent zero"
+
+
+def test_training_replays_exactly_what_inference_computed(tmp_path):
+    """With unchanged weights, the trainer's forward pass over an unroll reproduces the
+    behaviour logits slot by slot, so log_rhos are 0: proof that observations, episode
+    starts and (with --lstm) the recurrent state replayed from the unroll's first state
+    line up with what the actor was served."""
+    kwargs = {"episode_length": EPISODE, "truncate": True}
+    for lstm in (False, True):
+        config = make_config(tmp_path / str(lstm), env=ENV, env_kwargs=kwargs,
+                             unroll_length=T, batch_size=K, lstm=lstm, lstm_size=16)
+        with running_learner(config, train=False) as learner:
+            drive(f"127.0.0.1:{learner.port}", kwargs, steps=3 * T + 1)
+            unrolls = learner.queue.get(3 * K, learner.policy_version, timeout=5)
+            assert unrolls is not None
+            batch = Batch.from_unrolls(unrolls, torch.device("cpu"))
+            if lstm:
+                assert batch.core_state[0].abs().sum() > 0, "later unrolls start mid-state"
+            with torch.no_grad():
+                output = learner.model(batch.observations, batch.terminated | batch.truncated,
+                                       batch.core_state)
+            torch.testing.assert_close(output.logits, batch.behaviour_logits,
+                                       atol=1e-5, rtol=1e-5)

@@ -1,0 +1,87 @@
+"""Models chosen from the observation space, through the real service: image observations
+stay uint8 on the wire and in the store, and both conv torsos train."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from learner_client import ScriptedActor, handshake_request, step_request
+from learner_harness import make_config, running_learner
+
+from learner.models import ImpalaTorso, MLPTorso, NatureTorso, build_model
+from learner.trainer import Batch, build_optimizer, train_step
+from seed_rl.config import Config
+
+ENV = "seed_rl.testing:RevealAction-v0"
+K, T = 2, 4
+
+
+@pytest.mark.parametrize("conv_net", ["nature", "impala"])
+def test_image_observations_stay_uint8_and_train(tmp_path, conv_net):
+    kwargs = {"pixels": 36, "episode_length": 3}
+    config = make_config(tmp_path, env=ENV, env_kwargs=kwargs, unroll_length=T, batch_size=K,
+                         conv_net=conv_net)
+    with running_learner(config, train=False) as learner:
+        torso = learner.model.torso
+        assert isinstance(torso, NatureTorso if conv_net == "nature" else ImpalaTorso)
+        env = gym.make(ENV, **kwargs)
+        obs = np.stack([env.reset()[0] for _ in range(K)])
+        actor = ScriptedActor(f"127.0.0.1:{learner.port}", handshake_request(ENV, K,
+                                                                             env_kwargs=kwargs))
+        for step in range(T + 1):
+            actor.step(step_request(np.full_like(obs, step)))
+        actor.close()
+        unrolls = learner.queue.get(K, learner.policy_version, timeout=5)
+        assert unrolls.observations.dtype == np.uint8
+        assert unrolls.observations.shape == (T + 1, K, 36, 36, 1)
+        batch = Batch.from_unrolls(unrolls, torch.device("cpu"))
+        assert batch.observations.dtype == torch.uint8
+        before = [p.detach().clone() for p in learner.model.parameters()]
+        stats = train_step(learner.model, learner.optimizer, batch, config, 1e-3)
+        assert not stats.skipped and np.isfinite(stats.loss_total)
+        assert any((a != b).any() for a, b in zip(before, learner.model.parameters(),
+                                                   strict=True))
+
+
+def test_vector_observations_get_an_mlp_and_an_optional_lstm():
+    env = gym.make("CartPole-v1")
+    config = dataclasses.replace(Config(), hidden_sizes=[32, 16], lstm=True, lstm_size=8)
+    model = build_model(env.observation_space, env.action_space, config)
+    assert isinstance(model.torso, MLPTorso) and model.torso.output_size == 16
+    state = model.initial_state(5)
+    assert [s.shape for s in state] == [(5, 8), (5, 8)]
+    out = model(torch.zeros(3, 5, 4), torch.zeros(3, 5, dtype=torch.bool), state)
+    assert out.logits.shape == (3, 5, 2) and out.values.shape == (3, 5)
+
+
+def test_episode_start_resets_the_recurrent_state():
+    env = gym.make("CartPole-v1")
+    config = dataclasses.replace(Config(), lstm=True, lstm_size=8)
+    model = build_model(env.observation_space, env.action_space, config)
+    obs = torch.randn(1, 2, 4)
+    warm = tuple(torch.randn(2, 8) for _ in range(2))
+    fresh = model(obs, torch.tensor([[True, True]]), warm)
+    zero = model(obs, torch.tensor([[False, False]]), model.initial_state(2))
+    torch.testing.assert_close(fresh.logits, zero.logits)
+    carried = model(obs, torch.tensor([[False, False]]), warm)
+    assert not torch.allclose(carried.logits, zero.logits)
+
+
+def test_unsupported_spaces_are_refused_with_a_clear_message():
+    config = Config()
+    with pytest.raises(ValueError, match="Discrete actions"):
+        build_model(gym.spaces.Box(0, 1, (3,)), gym.spaces.Box(-1, 1, (2,)), config)
+    with pytest.raises(ValueError, match="Box observations"):
+        build_model(gym.spaces.Discrete(4), gym.spaces.Discrete(2), config)
+
+
+def test_optimizers_are_built_from_the_config():
+    env = gym.make("CartPole-v1")
+    for name, kind in (("adam", torch.optim.Adam), ("rmsprop", torch.optim.RMSprop)):
+        config = dataclasses.replace(Config(), optimizer=name)
+        model = build_model(env.observation_space, env.action_space, config)
+        assert isinstance(build_optimizer(model, config), kind)
