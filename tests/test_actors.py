@@ -23,6 +23,7 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
+from procs import children_of, is_running
 from stand_in_learner import StandInLearner, Step
 
 from actors.actor import EXIT_PERMANENT, actor_id_for, env_seeds, run_actor
@@ -464,97 +465,6 @@ def test_mutual_tls(learners, tmp_path) -> None:
 
 
 # -- real processes -----------------------------------------------------------------------
-
-
-class Process:
-    """A subprocess whose stderr is collected line by line in the background."""
-
-    def __init__(self, args: list[str], env: dict[str, str] | None = None):
-        self.popen = subprocess.Popen(
-            args,
-            cwd=REPO,
-            env={**os.environ, **(env or {})},
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        self.lines: list[str] = []
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        for line in self.popen.stdout:
-            self.lines.append(line.rstrip("\n"))
-
-    @property
-    def text(self) -> str:
-        return "\n".join(self.lines)
-
-    def wait_for_line(self, pattern: str, timeout: float = WAIT) -> str:
-        deadline = time.monotonic() + timeout
-        while True:
-            for line in list(self.lines):
-                if re.search(pattern, line):
-                    return line
-            assert self.popen.poll() is None or self._reader.is_alive(), (
-                f"exited ({self.popen.returncode}) without printing {pattern!r}:\n{self.text}"
-            )
-            assert time.monotonic() < deadline, f"no line matching {pattern!r}:\n{self.text}"
-            time.sleep(0.05)
-
-    def wait(self, timeout: float = WAIT) -> int:
-        try:
-            rc = self.popen.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.popen.kill()
-            self.popen.wait(10)
-            raise AssertionError(f"did not exit within {timeout} s:\n{self.text}") from None
-        self._reader.join(10)
-        return rc
-
-    def kill(self) -> None:
-        if self.popen.poll() is None:
-            self.popen.kill()
-            self.popen.wait(10)
-
-
-@pytest.fixture
-def processes() -> Iterator[Callable[..., Process]]:
-    started: list[Process] = []
-
-    def start(args: list[str], env: dict[str, str] | None = None) -> Process:
-        process = Process(args, env)
-        started.append(process)
-        return process
-
-    yield start
-    for process in started:
-        process.kill()
-
-
-def children_of(pid: int) -> list[int]:
-    """PIDs whose parent is ``pid`` (from /proc)."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        if int(stat[stat.rindex(")") + 2 :].split()[1]) == pid:
-            found.append(int(entry))
-    return found
-
-
-def is_running(pid: int) -> bool:
-    """Alive and not a zombie (an exited orphan that nobody has reaped yet)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat[stat.rindex(")") + 2] != "Z"
 
 
 def cmdline(pid: int) -> str:
