@@ -31,6 +31,7 @@ import random
 import signal
 import socket
 import threading
+import time
 import uuid
 import zlib
 from collections.abc import Iterator
@@ -70,6 +71,7 @@ HANDSHAKE_TIMEOUT_S = 30.0
 STOP_GRACE_S = 2.0  # after a stop request, how long the current call may take to finish
 BACKOFF_BASE_S = 0.1
 DEFAULT_MAX_MESSAGE_BYTES = 1 << 30  # until a handshake tells the learner's limit
+ROUND_TRIP_WINDOW = 256  # steps per published round-trip percentile
 KEEPALIVE_OPTIONS = (
     ("grpc.keepalive_time_ms", 10_000),
     ("grpc.keepalive_timeout_ms", 5_000),
@@ -169,6 +171,7 @@ class Actor:
         self._finished = threading.Event()
         self._progressed = False
         self.stop_reason = ""  # e.g. the signal that stopped it, for the log
+        self._round_trips: list[float] = []
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -522,11 +525,14 @@ class Actor:
             self._begin_session()
             self.counters.set_connected(True)
             while True:
-                requests.put(self._build_request())
+                request = self._build_request()
+                sent = time.perf_counter()
+                requests.put(request)
                 try:
                     response = next(responses)
                 except StopIteration:
                     return "ended"
+                self._record_round_trip(time.perf_counter() - sent)
                 self._progressed = True
                 if response.training_over:
                     self._finish(requests, responses)
@@ -539,6 +545,15 @@ class Actor:
             requests.close()
             self._set_call(None)
             responses.cancel()  # no-op when the call has finished
+
+    def _record_round_trip(self, seconds: float) -> None:
+        """Keep the last round trips; publish p50/p99 every ``ROUND_TRIP_WINDOW`` steps."""
+        trips = self._round_trips
+        trips.append(seconds)
+        if len(trips) == ROUND_TRIP_WINDOW:
+            p50, p99 = np.percentile(trips, [50, 99]) * 1000.0
+            self.counters.set_round_trip(float(p50), float(p99))
+            trips.clear()
 
     @staticmethod
     def _finish(requests: _RequestQueue, responses: Any) -> None:

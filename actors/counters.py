@@ -9,12 +9,13 @@ from __future__ import annotations
 
 from collections.abc import MutableSequence
 
-CONNECTED, STEPS, EPISODES, RETURN_SUM = range(4)
-WIDTH = 4
+CONNECTED, STEPS, EPISODES, RETURN_SUM, RTT_P50_MS, RTT_P99_MS = range(6)
+WIDTH = 6
 
 
 class Counters:
-    """A view of one actor's row: connected flag, env steps, episodes, sum of returns."""
+    """A view of one actor's row: connected flag, env steps, episodes, sum of returns,
+    round-trip percentiles."""
 
     __slots__ = ("_array", "_base")
 
@@ -33,6 +34,16 @@ class Counters:
     def add_episode(self, episode_return: float) -> None:
         self._array[self._base + EPISODES] += 1
         self._array[self._base + RETURN_SUM] += episode_return
+
+    def set_round_trip(self, p50_ms: float, p99_ms: float) -> None:
+        """Latest percentiles of the actor's step round trip (request sent -> actions in)."""
+        self._array[self._base + RTT_P50_MS] = p50_ms
+        self._array[self._base + RTT_P99_MS] = p99_ms
+
+    @property
+    def round_trip_ms(self) -> tuple[float, float]:
+        return (float(self._array[self._base + RTT_P50_MS]),
+                float(self._array[self._base + RTT_P99_MS]))
 
     @property
     def connected(self) -> bool:

@@ -224,15 +224,20 @@ class Supervisor:
         rate = (steps - last_steps) / max(now - then, 1e-9)
         new_episodes = episodes - last_episodes
         mean = f"{(return_sum - last_return_sum) / new_episodes:.2f}" if new_episodes else "n/a"
+        trips = [r.round_trip_ms for r in rows if r.round_trip_ms[0] > 0]
+        p50 = max((t[0] for t in trips), default=float("nan"))
+        p99 = max((t[1] for t in trips), default=float("nan"))
         log.info(
             "status: %d/%d actors connected | %.0f env steps/s | %d episodes (+%d) | "
-            "mean return %s",
+            "mean return %s | round trip p50 %.2f ms, p99 %.2f ms (worst actor)",
             connected,
             len(rows),
             rate,
             episodes,
             new_episodes,
             mean,
+            p50,
+            p99,
         )
 
     # -- main loop -----------------------------------------------------------------------

@@ -23,16 +23,14 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
-from procs import children_of, is_running
+from procs import WAIT, children_of, is_running
 from stand_in_learner import StandInLearner, Step
 
 from actors.actor import EXIT_PERMANENT, actor_id_for, env_seeds, run_actor
 from seed_rl import wire
 from seed_rl.config import Config
 
-REPO = Path(__file__).resolve().parents[1]
 REVEAL = "seed_rl.testing:RevealAction-v0"
-WAIT = 30.0  # seconds: generous bound for anything to happen on a busy 2-core machine
 
 
 def make_config(address: str, **overrides) -> Config:
@@ -609,3 +607,15 @@ def test_single_actor_process_stops_cleanly_on_sigterm(learners, processes) -> N
     assert learner.actor_ids() == {"one-3"}
     assert "stopped by SIGTERM" in actor.text
     learner.wait_until(lambda s: len(s.ended_sessions) == 1, WAIT, "the stream closed")
+
+
+def test_round_trip_percentiles_are_published_for_the_status_line(learners) -> None:
+    from actors.actor import ROUND_TRIP_WINDOW
+    from actors.counters import Counters
+
+    learner = learners(env_id=REVEAL, training_over_after=ROUND_TRIP_WINDOW + 10)
+    config = make_config(f"127.0.0.1:{learner.port}")
+    counters = Counters()
+    assert run_actor(config, 0, counters=counters) == 0
+    p50, p99 = counters.round_trip_ms
+    assert 0 < p50 <= p99
