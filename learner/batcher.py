@@ -74,7 +74,7 @@ class InferenceBatcher:
         version_fn: Callable[[], int],
         max_batch: int,
         max_wait_s: float,
-        on_batch: Callable[[int, float], None] | None = None,
+        on_batch: Callable[[int, float, float], None] | None = None,
     ):
         self.model = model
         self.device = device
@@ -82,7 +82,8 @@ class InferenceBatcher:
         self.version_fn = version_fn
         self.max_batch = max_batch
         self.max_wait_s = max_wait_s
-        self.on_batch = on_batch  # (environments in the batch, seconds the first one waited)
+        # (environments in the batch, seconds the first one waited, seconds of inference)
+        self.on_batch = on_batch
         self._requests: queue.SimpleQueue[InferenceRequest | None] = queue.SimpleQueue()
         self._stopped = threading.Event()
         self._thread = threading.Thread(target=self._run, name="inference-batcher", daemon=True)
@@ -142,6 +143,7 @@ class InferenceBatcher:
                 batch, waited = self._gather()
                 if not batch:
                     continue
+                started = time.perf_counter()
                 try:
                     self._infer(batch)
                 except Exception as error:  # answer every caller, then stop serving
@@ -152,7 +154,8 @@ class InferenceBatcher:
                     for request in batch:
                         request.done.set()
                 if self.on_batch is not None:
-                    self.on_batch(sum(r.num_envs for r in batch), waited)
+                    self.on_batch(sum(r.num_envs for r in batch), waited,
+                                  time.perf_counter() - started)
         except BaseException as error:
             self.failure = error
             log.exception("inference batcher failed; the learner stops")

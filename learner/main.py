@@ -256,9 +256,11 @@ class Learner:
                 unrolls = self.queue.get(config.batch_size, self.policy_version, timeout=0.5)
                 if unrolls is None:
                     continue
+                started = time.perf_counter()
                 batch = Batch.from_unrolls(unrolls, self.device)
                 lr = learning_rate_at(self.metrics.env_steps, config)
                 stats = train_step(self.model, self.optimizer, batch, config, lr)
+                self.metrics.add_time("train", time.perf_counter() - started)
                 if stats.skipped:
                     self.metrics.skipped_updates += 1
                     log.warning("skipped an update: non-finite loss %.3g or gradient norm "

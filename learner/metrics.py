@@ -38,6 +38,7 @@ class Metrics:
         self._lags: list[float] = []
         self._train: dict[str, list[float]] = {}
         self._eval: dict[str, float] = {}
+        self._timers: dict[str, list[float]] = {}
         self._last_emit_time = time.time()
         self._last_emit_steps = env_steps
         self.last_record: dict[str, Any] = {}
@@ -57,10 +58,11 @@ class Metrics:
             self.returns.extend(episode_returns)
             self.lengths.extend(episode_lengths)
 
-    def add_batch(self, envs: int, waited_s: float) -> None:
+    def add_batch(self, envs: int, waited_s: float, inference_s: float) -> None:
         with self._lock:
             self._batch_envs.append(envs)
             self._batch_waits.append(waited_s)
+            self._timers.setdefault("inference", []).append(inference_s)
 
     def add_train(self, stats: dict[str, float], policy_lag: float) -> None:
         with self._lock:
@@ -68,6 +70,11 @@ class Metrics:
             self._lags.append(policy_lag)
             for key, value in stats.items():
                 self._train.setdefault(key, []).append(value)
+
+    def add_time(self, name: str, seconds: float) -> None:
+        """Time one piece of learner work took (for "where the learner's time goes")."""
+        with self._lock:
+            self._timers.setdefault(name, []).append(seconds)
 
     def add_eval(self, stats: dict[str, float]) -> None:
         with self._lock:
@@ -102,9 +109,13 @@ class Metrics:
             for key, values in self._train.items():
                 record[key] = _mean(values)
             record.update({f"eval/{k}": v for k, v in self._eval.items()})
+            for name, times in self._timers.items():
+                # mean duration, and the share of wall time spent on it in this window
+                record[f"time/{name}_ms"] = 1000 * _mean(times)
+                record[f"time/{name}_busy"] = sum(times) / elapsed
             record.update(extra)
             self._batch_envs, self._batch_waits, self._lags, self._train = [], [], [], {}
-            self._eval = {}
+            self._eval, self._timers = {}, {}
             self._last_emit_time, self._last_emit_steps = now, self.env_steps
             if not math.isnan(record["episode_return_mean"]) and len(self.returns) > 0:
                 self.best_return_mean = max(self.best_return_mean,

@@ -229,11 +229,12 @@ class LearnerServicer(pb_grpc.LearnerServicer):
                                           policy_version=self.policy_version())
                     return
                 try:
-                    yield self._step(session, request)
+                    response = self._step(session, request)
                 except StepRejected as rejected:
                     reason = f"rejected: {rejected}"
                     log.warning("actor %s: %s", session.actor_id, rejected)
                     context.abort(rejected.code, str(rejected))
+                yield response
                 if session.closed:
                     reason = "closed"
                     return
@@ -242,6 +243,8 @@ class LearnerServicer(pb_grpc.LearnerServicer):
 
     # -- one step ------------------------------------------------------------------------
     def _step(self, session: Session, request: pb.StepRequest) -> pb.StepResponse:
+        """Check one message, get its actions from the batcher, store the step."""
+        started = time.perf_counter()
         k = session.num_envs
         limit = self.config.max_message_bytes
         try:
@@ -293,7 +296,9 @@ class LearnerServicer(pb_grpc.LearnerServicer):
             observations=observations, episode_start=episode_start,
             core_state=session.core_state, final_env_indices=final_envs,
             final_observations=final_obs))
+        handled = time.perf_counter() - started
         inference.wait()
+        resumed = time.perf_counter()
         if inference.error is not None:
             raise StepRejected(grpc.StatusCode.UNAVAILABLE,
                                f"inference failed ({inference.error}); the learner is stopping")
@@ -307,11 +312,13 @@ class LearnerServicer(pb_grpc.LearnerServicer):
         session.steps += 1
         self.metrics.add_env_steps(k, [e.episode_return for e in request.episodes],
                                    [e.episode_length for e in request.episodes])
-        if unrolls is not None:
-            self._enqueue(unrolls)
-        return pb.StepResponse(
+        response = pb.StepResponse(
             actions=wire.encode_tensor(inference.actions + self._action_start),
             policy_version=inference.policy_version)
+        self.metrics.add_time("step_handling", handled + time.perf_counter() - resumed)
+        if unrolls is not None:
+            self._enqueue(unrolls)  # may wait for the trainer: backpressure, not handling
+        return response
 
     def _enqueue(self, unrolls) -> None:
         """Hand complete unrolls to the trainer, waiting (backpressure) while it is behind."""

@@ -28,7 +28,7 @@ class EchoModel(nn.Module):
 def make_batcher(max_batch: int, max_wait_s: float, sizes: list[int]) -> InferenceBatcher:
     return InferenceBatcher(EchoModel(), torch.device("cpu"), threading.Lock(), lambda: 7,
                             max_batch=max_batch, max_wait_s=max_wait_s,
-                            on_batch=lambda envs, waited: sizes.append(envs))
+                            on_batch=lambda envs, waited, busy: sizes.append(envs))
 
 
 def request(values, finals=()) -> InferenceRequest:
