@@ -2,9 +2,10 @@
 
 Stream handlers submit one :class:`InferenceRequest` per actor message (K environments)
 and wait on it. The batcher thread gathers requests until ``max_batch`` environments are
-waiting or ``max_wait`` has passed since the first one arrived (a partial batch still runs,
-so one actor alone never stalls), runs the model once under ``torch.inference_mode()``,
-samples the actions and hands each request its slice.
+waiting, or every connected environment is, or ``max_wait`` has passed since the first one
+arrived (a partial batch still runs, so one slow or frozen actor never stalls the others),
+runs the model once under ``torch.inference_mode()``, samples the actions and hands each
+request its slice.
 
 Each request may also carry the final observations of environments that a time limit
 truncated this step; their values (the truncation bootstrap) come out of the same forward
@@ -75,6 +76,7 @@ class InferenceBatcher:
         max_batch: int,
         max_wait_s: float,
         on_batch: Callable[[int, float, float], None] | None = None,
+        connected_envs: Callable[[], int] | None = None,
     ):
         self.model = model
         self.device = device
@@ -84,6 +86,8 @@ class InferenceBatcher:
         self.max_wait_s = max_wait_s
         # (environments in the batch, seconds the first one waited, seconds of inference)
         self.on_batch = on_batch
+        # Environments that can be waiting at all: no point waiting for more than these.
+        self.connected_envs = connected_envs
         self._requests: queue.SimpleQueue[InferenceRequest | None] = queue.SimpleQueue()
         self._stopped = threading.Event()
         self._thread = threading.Thread(target=self._run, name="inference-batcher", daemon=True)
@@ -123,7 +127,10 @@ class InferenceBatcher:
         arrived = time.perf_counter()
         batch, envs = [first], first.num_envs
         deadline = arrived + self.max_wait_s
-        while envs < self.max_batch:
+        target = self.max_batch
+        if self.connected_envs is not None:
+            target = max(1, min(target, self.connected_envs()))
+        while envs < target:
             remaining = deadline - time.perf_counter()
             try:
                 request = (self._requests.get(timeout=remaining) if remaining > 0

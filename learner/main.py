@@ -34,11 +34,10 @@ from learner import checkpoint
 from learner.batcher import InferenceBatcher
 from learner.metrics import Metrics
 from learner.models import build_model
-from learner.service import LearnerServicer, LearnerSpec
+from learner.service import LearnerServicer, LearnerSpec, TokenInterceptor, add_to_server
 from learner.store import UnrollQueue
 from learner.trainer import Batch, build_optimizer, learning_rate_at, train_step
 from seed_rl.config import Config
-from seed_rl.proto.seed_rl.v1 import seed_rl_pb2_grpc as pb_grpc
 
 log = logging.getLogger("learner")
 
@@ -112,7 +111,8 @@ class Learner:
         self.batcher = InferenceBatcher(
             self.inference_model, self.device, self.weights_lock, lambda: self.policy_version,
             max_batch=config.max_batch, max_wait_s=config.max_wait_ms / 1000.0,
-            on_batch=self.metrics.add_batch)
+            on_batch=self.metrics.add_batch,
+            connected_envs=lambda: self.servicer.streaming_envs)
         self.servicer = LearnerServicer(
             config, self.spec, self.batcher, self.queue, self.metrics,
             initial_core_state=lambda k: tuple(
@@ -145,21 +145,31 @@ class Learner:
             ("grpc.keepalive_permit_without_calls", 1),
             ("grpc.so_reuseport", 0),
         ]
+        # The token is checked on every RPC (health included) before any handler runs.
+        interceptors = [TokenInterceptor(config.auth_token)] if config.auth_token else None
         self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=256,
                                                              thread_name_prefix="grpc"),
-                                  options=options, maximum_concurrent_rpcs=1024)
-        pb_grpc.add_LearnerServicer_to_server(self.servicer, self.server)
+                                  options=options, maximum_concurrent_rpcs=1024,
+                                  interceptors=interceptors)
+        add_to_server(self.servicer, self.server)  # unparseable requests: INVALID_ARGUMENT
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         host = config.address.rsplit(":", 1)[0]
-        if config.tls_cert:
-            credentials = grpc.ssl_server_credentials(
-                [(Path(config.tls_key).read_bytes(), Path(config.tls_cert).read_bytes())],
-                root_certificates=(Path(config.tls_client_ca).read_bytes()
-                                   if config.tls_client_ca else None),
-                require_client_auth=bool(config.tls_client_ca))
-            self.port = self.server.add_secure_port(config.address, credentials)
-        else:
-            self.port = self.server.add_insecure_port(config.address)
+        if config.tls_client_ca and not config.tls_cert:
+            raise SystemExit("--tls-client-ca (mutual TLS) needs the learner's own "
+                             "--tls-cert and --tls-key")
+        try:
+            if config.tls_cert:
+                credentials = grpc.ssl_server_credentials(
+                    [(read_pem(config.tls_key, "--tls-key"),
+                      read_pem(config.tls_cert, "--tls-cert"))],
+                    root_certificates=(read_pem(config.tls_client_ca, "--tls-client-ca")
+                                       if config.tls_client_ca else None),
+                    require_client_auth=bool(config.tls_client_ca))
+                self.port = self.server.add_secure_port(config.address, credentials)
+            else:
+                self.port = self.server.add_insecure_port(config.address)
+        except RuntimeError:  # recent grpc raises where older ones returned port 0
+            self.port = 0
         if self.port == 0:
             raise SystemExit(f"cannot listen on {config.address}: the address is in use or "
                              "invalid; pick another --address")
@@ -273,8 +283,9 @@ class Learner:
                         target.copy_(source.detach())
                     self.policy_version += 1
                 lag = self.policy_version - 1 - float(unrolls.policy_versions[:-1].mean())
+                lag_max = self.policy_version - 1 - int(unrolls.policy_versions[:-1].min())
                 record = {k: v for k, v in vars(stats).items() if k != "skipped"}
-                self.metrics.add_train(record, lag)
+                self.metrics.add_train(record, lag, lag_max)
         except BaseException as error:
             self.failure = error
             log.exception("the trainer failed; the learner stops")
@@ -318,6 +329,14 @@ class Learner:
             return None
         log.debug("checkpoint written: %s", path)
         return path
+
+
+def read_pem(path: str, flag: str) -> bytes:
+    """The bytes of a PEM file named by ``flag``; a clear exit when it cannot be read."""
+    try:
+        return Path(path).read_bytes()
+    except OSError as error:
+        raise SystemExit(f"cannot read {flag} {path!r}: {error.strerror}") from None
 
 
 def capture_rng() -> dict:

@@ -3,6 +3,15 @@
 Every step message is checked against the spec agreed at the handshake before anything
 else sees it; bad input ends only that actor's stream, with a status code and a message a
 person can act on (DESIGN.md, "The wire"). The other actors keep training.
+
+Status codes (docs/reliability.md has the full table): INVALID_ARGUMENT for anything
+malformed (bytes that do not parse, wrong dtype/shape/byte length, non-finite values, ids
+that are not printable, more environments than --max-envs-per-actor);
+FAILED_PRECONDITION for a protocol version or spaces that do not match, or a Step stream
+without a handshake; ALREADY_EXISTS for a second live incarnation of one actor id;
+RESOURCE_EXHAUSTED for a message over --max-message-bytes (grpc) or more environments
+than --max-total-envs across all actors; UNAUTHENTICATED for a missing or wrong token
+(checked by :class:`TokenInterceptor` on every RPC); UNAVAILABLE while shutting down.
 """
 
 from __future__ import annotations
@@ -15,7 +24,7 @@ import math
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 import grpc
@@ -35,6 +44,93 @@ log = logging.getLogger(__name__)
 
 MAX_ID_LENGTH = 256
 UNOPENED_SESSION_TTL_S = 60.0
+ECHO_CHARS = 80  # at most this much of a client's own text is echoed back in an error
+
+
+def _echo(value: object) -> str:
+    """``repr`` of client-supplied text, cut short: error messages stay small and readable."""
+    text = repr(value)
+    return text if len(text) <= ECHO_CHARS else text[:ECHO_CHARS] + f"... ({len(text)} chars)"
+
+
+@dataclass(frozen=True)
+class MalformedMessage:
+    """Stands in for request bytes that are not a valid message, so that the handler (not
+    grpc, which would answer INTERNAL) rejects them with INVALID_ARGUMENT and a reason."""
+
+    type_name: str
+    size: int
+    error: str
+
+    def describe(self) -> str:
+        return (f"a {self.size}-byte request is not a valid {self.type_name} ({self.error}); "
+                "actor and learner must run matching seed-rl versions")
+
+
+def lenient_parser(message_type: type) -> Callable[[bytes], object]:
+    """A request deserializer that never raises: bad bytes become a MalformedMessage."""
+    type_name = message_type.DESCRIPTOR.full_name
+
+    def parse(data: bytes) -> object:
+        try:
+            return message_type.FromString(data)
+        except Exception as error:  # DecodeError: truncated, bad wire types, bad UTF-8
+            return MalformedMessage(type_name, len(data), str(error)[:200])
+
+    return parse
+
+
+def add_to_server(servicer: LearnerServicer, server: grpc.Server) -> None:
+    """Register the Learner service like the generated ``add_LearnerServicer_to_server``,
+    but with :func:`lenient_parser` so unparseable requests get INVALID_ARGUMENT."""
+    handlers = {
+        "Handshake": grpc.unary_unary_rpc_method_handler(
+            servicer.Handshake, request_deserializer=lenient_parser(pb.HandshakeRequest),
+            response_serializer=pb.HandshakeResponse.SerializeToString),
+        "Step": grpc.stream_stream_rpc_method_handler(
+            servicer.Step, request_deserializer=lenient_parser(pb.StepRequest),
+            response_serializer=pb.StepResponse.SerializeToString),
+    }
+    name = pb.DESCRIPTOR.services_by_name["Learner"].full_name
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(name, handlers),))
+
+
+def token_matches(metadata: Iterable[tuple[str, str | bytes]], token: str) -> bool:
+    """Whether ``metadata`` carries ``authorization: Bearer <token>`` (constant time)."""
+    given = ""
+    for key, value in metadata:
+        if key == wire.AUTH_METADATA_KEY:
+            given = value if isinstance(value, str) else ""
+    return hmac.compare_digest(given.encode(), f"Bearer {token}".encode())
+
+
+class TokenInterceptor(grpc.ServerInterceptor):
+    """Every RPC (the health service and unknown methods included) must carry the token;
+    otherwise UNAUTHENTICATED before any handler or parser runs. The token is never logged."""
+
+    MESSAGE = ("missing or wrong auth token: pass the learner's --auth-token (or "
+               "SEED_RL_AUTH_TOKEN) to the actors")
+
+    def __init__(self, token: str):
+        self._token = token
+
+        def deny(_request: object, context: grpc.ServicerContext) -> None:
+            context.abort(grpc.StatusCode.UNAUTHENTICATED, self.MESSAGE)
+
+        self._deny = {
+            (False, False): grpc.unary_unary_rpc_method_handler(deny),
+            (False, True): grpc.unary_stream_rpc_method_handler(deny),
+            (True, False): grpc.stream_unary_rpc_method_handler(deny),
+            (True, True): grpc.stream_stream_rpc_method_handler(deny),
+        }
+
+    def intercept_service(self, continuation, handler_call_details):
+        if token_matches(handler_call_details.invocation_metadata or (), self._token):
+            return continuation(handler_call_details)
+        handler = continuation(handler_call_details)
+        kind = ((handler.request_streaming, handler.response_streaming) if handler is not None
+                else (False, False))
+        return self._deny[kind]
 
 
 class StepRejected(Exception):
@@ -61,6 +157,7 @@ class Session:
     last_seen: float = field(default_factory=time.monotonic)
     context: grpc.ServicerContext | None = None  # set while the stream is open
     closed: bool = False
+    busy: bool = False  # the learner holds its request (inference, backpressure): not idle
     steps: int = 0
 
 
@@ -97,6 +194,7 @@ class LearnerServicer(pb_grpc.LearnerServicer):
         self._sessions: dict[str, Session] = {}  # by session id
         self._by_actor: dict[str, Session] = {}
         self._slot_ids = itertools.count()
+        self.streaming_envs = 0  # environments of sessions whose stream is open
         self.dropped_partial_unrolls = 0
         obs = spec.observation_space
         self._obs_shape = tuple(obs.shape)
@@ -119,6 +217,8 @@ class LearnerServicer(pb_grpc.LearnerServicer):
             if session.closed:
                 return
             session.closed = True
+            if session.context is not None:
+                self.streaming_envs -= session.num_envs
             self._sessions.pop(session.session_id, None)
             if self._by_actor.get(session.actor_id) is session:
                 del self._by_actor[session.actor_id]
@@ -133,6 +233,8 @@ class LearnerServicer(pb_grpc.LearnerServicer):
         now = time.monotonic()
         for session in self.sessions():
             if session.context is not None:
+                if session.busy:
+                    continue  # the actor waits for us (inference or backpressure)
                 if now - session.last_seen > self.config.stream_idle_timeout:
                     log.warning("actor %s sent nothing for %.0f s: disconnecting it",
                                 session.actor_id, now - session.last_seen)
@@ -144,6 +246,8 @@ class LearnerServicer(pb_grpc.LearnerServicer):
     # -- RPCs ----------------------------------------------------------------------------
     def Handshake(self, request: pb.HandshakeRequest, context: grpc.ServicerContext):
         self._check_token(context)
+        if isinstance(request, MalformedMessage):
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.describe())
         if self.stopping.is_set():
             context.abort(grpc.StatusCode.UNAVAILABLE, "the learner is shutting down")
         if request.protocol_version != wire.PROTOCOL_VERSION:
@@ -156,7 +260,7 @@ class LearnerServicer(pb_grpc.LearnerServicer):
             if not value or len(value) > MAX_ID_LENGTH or not value.isprintable():
                 context.abort(grpc.StatusCode.INVALID_ARGUMENT,
                               f"{name} must be 1-{MAX_ID_LENGTH} printable characters, got "
-                              f"{value[:40]!r}")
+                              f"{_echo(value)}")
         answer = pb.HandshakeResponse(
             env_id=self.spec.env_id, env_kwargs_json=json.dumps(self.spec.env_kwargs),
             max_message_bytes=self.config.max_message_bytes,
@@ -182,6 +286,12 @@ class LearnerServicer(pb_grpc.LearnerServicer):
                               f"actor id {actor_id!r} is already connected (run "
                               f"{existing.run_id[:8]}, from {existing.peer}); give each actor a "
                               "unique id (--actor-id-prefix), or wait for the old one to time out")
+            in_use = sum(s.num_envs for s in self._sessions.values() if s is not existing)
+            if in_use + k > self.config.max_total_envs:
+                context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                              f"the learner is full: {in_use} environments in use, {k} more "
+                              f"would exceed --max-total-envs {self.config.max_total_envs}; "
+                              "retry later, or raise the learner's --max-total-envs")
             slot_ids = [next(self._slot_ids) for _ in range(k)]
         if existing is not None:  # same incarnation reconnecting, or a stale handshake
             if existing.context is not None:
@@ -212,6 +322,7 @@ class LearnerServicer(pb_grpc.LearnerServicer):
             session = self._sessions.get(session_id)
             if session is not None and session.context is None:
                 session.context = context
+                self.streaming_envs += session.num_envs
             elif session is not None:
                 session = None  # the session's stream is already open
         if session is None:
@@ -223,17 +334,25 @@ class LearnerServicer(pb_grpc.LearnerServicer):
         try:
             for request in request_iterator:
                 session.last_seen = time.monotonic()
+                if isinstance(request, MalformedMessage):
+                    reason = "rejected: malformed message"
+                    log.warning("actor %s: %s", session.actor_id, request.describe())
+                    context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.describe())
                 if self.stopping.is_set():
                     reason = "training is over"
                     yield pb.StepResponse(training_over=True,
                                           policy_version=self.policy_version())
                     return
+                session.busy = True
                 try:
                     response = self._step(session, request)
                 except StepRejected as rejected:
                     reason = f"rejected: {rejected}"
                     log.warning("actor %s: %s", session.actor_id, rejected)
                     context.abort(rejected.code, str(rejected))
+                finally:
+                    session.busy = False
+                    session.last_seen = time.monotonic()
                 yield response
                 if session.closed:
                     reason = "closed"
@@ -256,17 +375,36 @@ class LearnerServicer(pb_grpc.LearnerServicer):
         except wire.WireError as error:
             raise StepRejected(grpc.StatusCode.INVALID_ARGUMENT, str(error)) from None
         expect(observations, "observations", (k, *self._obs_shape), self._obs_dtype)
+        if observations.dtype.kind == "f" and not np.isfinite(observations).all():
+            bad = np.flatnonzero(~np.isfinite(observations).reshape(k, -1).all(1))[:5]
+            raise StepRejected(grpc.StatusCode.INVALID_ARGUMENT,
+                               f"observations: non-finite values at environments "
+                               f"{bad.tolist()}; check the environment (NaN observations "
+                               "would poison inference and training)")
         expect(rewards, "rewards", (k,), None)
         if rewards.dtype.kind != "f":
             raise StepRejected(grpc.StatusCode.INVALID_ARGUMENT,
                                f"rewards: dtype {rewards.dtype} must be a float type")
-        if not np.isfinite(rewards).all():
-            bad = np.flatnonzero(~np.isfinite(rewards))[:5].tolist()
+        with np.errstate(over="ignore"):  # float64 beyond float32's range becomes inf
+            finite = np.isfinite(rewards.astype(np.float32, copy=False))
+        if not finite.all():
+            bad = np.flatnonzero(~finite)[:5].tolist()
             raise StepRejected(grpc.StatusCode.INVALID_ARGUMENT,
-                               f"rewards: non-finite values at environments {bad}; check the "
-                               "environment (a NaN reward would poison training)")
+                               f"rewards: non-finite values (or beyond float32) at environments "
+                               f"{bad}; check the environment (a NaN reward would poison "
+                               "training)")
         expect(terminated, "terminated", (k,), np.dtype(bool))
         expect(truncated, "truncated", (k,), np.dtype(bool))
+        for name, flags in (("terminated", terminated), ("truncated", truncated)):
+            if flags.view(np.uint8).max(initial=0) > 1:
+                raise StepRejected(grpc.StatusCode.INVALID_ARGUMENT,
+                                   f"{name}: bool bytes must be 0 or 1")
+        if len(request.episodes) > k or any(
+                e.env_index >= k or not math.isfinite(e.episode_return)
+                for e in request.episodes):
+            raise StepRejected(grpc.StatusCode.INVALID_ARGUMENT,
+                               f"episodes: {len(request.episodes)} entries; at most one per "
+                               f"environment, env_index in [0, {k}), finite episode_return")
         final_envs = np.asarray(request.final_observation_envs, dtype=np.int64)
         if len(final_envs):
             try:
@@ -334,11 +472,8 @@ class LearnerServicer(pb_grpc.LearnerServicer):
         token = self.config.auth_token
         if not token:
             return
-        given = dict(context.invocation_metadata()).get(wire.AUTH_METADATA_KEY, "")
-        if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
-            context.abort(grpc.StatusCode.UNAUTHENTICATED,
-                          "missing or wrong auth token: pass the learner's --auth-token (or "
-                          "SEED_RL_AUTH_TOKEN) to the actors")
+        if not token_matches(context.invocation_metadata() or (), token):
+            context.abort(grpc.StatusCode.UNAUTHENTICATED, TokenInterceptor.MESSAGE)
 
     def _check_spec(self, request: pb.HandshakeRequest, context: grpc.ServicerContext) -> None:
         try:
@@ -346,12 +481,14 @@ class LearnerServicer(pb_grpc.LearnerServicer):
             observation_space = wire.decode_space(request.observation_space,
                                                   name="observation_space")
             action_space = wire.decode_space(request.action_space, name="action_space")
-        except (wire.WireError, ValueError) as error:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"bad handshake: {error}")
+        except Exception as error:  # WireError, bad JSON, too deep, spaces gymnasium rejects
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                          f"bad handshake: {type(error).__name__}: {str(error)[:200]}")
         problems = []
         if request.env_id != self.spec.env_id or kwargs != self.spec.env_kwargs:
             problems.append(f"environment: learner runs {self.spec.env_id} "
-                            f"{self.spec.env_kwargs}, actor runs {request.env_id} {kwargs}")
+                            f"{self.spec.env_kwargs}, actor runs {_echo(request.env_id)} "
+                            f"{_echo(kwargs)}")
         for name, mine, theirs in (("observation space", self.spec.observation_space,
                                     observation_space),
                                    ("action space", self.spec.action_space, action_space)):
@@ -359,6 +496,7 @@ class LearnerServicer(pb_grpc.LearnerServicer):
             if mismatch is not None:
                 problems.append(f"{name}: {mismatch.what}")
         if problems:
+            # The actor's own text is echoed cut short: a hostile handshake cannot bloat it.
             context.abort(grpc.StatusCode.FAILED_PRECONDITION,
                           "actor and learner disagree: " + "; ".join(problems)
                           + ". Start the actors with the learner's --env (or no --env).")

@@ -101,3 +101,21 @@ def test_a_model_error_reaches_the_caller_and_is_recorded():
     assert isinstance(req.error, RuntimeError) and "boom" in str(req.error)
     batcher.stop()
     assert isinstance(batcher.failure, RuntimeError)
+
+
+def test_no_waiting_once_every_connected_environment_has_asked():
+    """With all connected environments in the batch there is nobody left to wait for: the
+    batch runs at once instead of after max_wait (here far longer than the test's bound)."""
+    sizes: list[int] = []
+    batcher = InferenceBatcher(EchoModel(), torch.device("cpu"), threading.Lock(), lambda: 0,
+                               max_batch=1000, max_wait_s=600.0,
+                               on_batch=lambda envs, waited, busy: sizes.append(envs),
+                               connected_envs=lambda: 5)
+    batcher.start()
+    try:
+        first, second = batcher.submit(request([1, 2])), batcher.submit(request([3, 4, 0]))
+        assert first.wait(30) and second.wait(30)
+        assert first.actions.tolist() == [1, 2] and second.actions.tolist() == [3, 4, 0]
+        assert sizes == [5]
+    finally:
+        batcher.stop()

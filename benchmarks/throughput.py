@@ -1,0 +1,174 @@
+"""End-to-end throughput of seed-rl on this machine: CartPole-v1, N actors x K envs.
+
+For each N x K it measures, side by side in one run:
+  (a) limit  the same N x K environments stepped with random actions in N processes by the
+             actor's own env loop, with no learner and no network;
+  (b) full   a real learner process (training on) and a real `seed-rl actors` process
+             tree, env steps/s counted by the learner;
+  (c) the actors' step round trip (request sent -> actions back), p50 and p99;
+  (d) where the learner's time goes: share of wall time in inference, training and
+      per-message handling (decode, checks, store), from its metrics.jsonl;
+and prints (b)/(a).
+
+    python benchmarks/throughput.py                 # default grid
+    python benchmarks/throughput.py --grid 2x64 --seconds 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import re
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+ENV = "CartPole-v1"
+LEARNER_FLAGS = ["--optimizer", "adam", "--learning-rate", "0.002", "--optimizer-eps", "1e-8",
+                 "--batch-size", "16", "--unroll-length", "16"]
+
+
+def _limit_worker(num_envs: int, seconds: float, seed: int, out: mp.Queue) -> None:
+    from actors.actor import Actor
+    from seed_rl.config import Config
+
+    actor = Actor(Config(env=ENV, envs_per_actor=num_envs, seed=seed), seed)
+    actor._make_envs(ENV, {})
+    rng = np.random.default_rng(seed)
+    steps, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        actor._build_request()  # the per-message encode work an actor does
+        actor._step_envs(rng.integers(0, 2, num_envs).tolist())
+        steps += num_envs
+    out.put(steps / (time.perf_counter() - start))
+
+
+def measure_limit(actors: int, envs: int, seconds: float) -> float:
+    ctx = mp.get_context("spawn")
+    out = ctx.Queue()
+    procs = [ctx.Process(target=_limit_worker, args=(envs, seconds, i, out))
+             for i in range(actors)]
+    for p in procs:
+        p.start()
+    rates = [out.get(timeout=seconds + 60) for _ in procs]
+    for p in procs:
+        p.join()
+    return sum(rates)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Reader:
+    def __init__(self, popen: subprocess.Popen):
+        self.lines: list[str] = []
+        self.thread = threading.Thread(target=self._read, args=(popen,), daemon=True)
+        self.thread.start()
+
+    def _read(self, popen: subprocess.Popen) -> None:
+        for line in popen.stdout:
+            self.lines.append(line.rstrip())
+
+
+def measure_full(actors: int, envs: int, seconds: float, warmup: float) -> dict:
+    logdir = Path(tempfile.mkdtemp(prefix="seed-rl-throughput-"))
+    address = f"127.0.0.1:{free_port()}"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    learner = subprocess.Popen(
+        [sys.executable, "-m", "learner", "--env", ENV, "--address", address, "--logdir",
+         str(logdir), "--log-every", "1", "--no-resume", *LEARNER_FLAGS],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    learner_log = Reader(learner)
+    deadline = time.monotonic() + 60
+    while not any("learner serving" in line for line in learner_log.lines):
+        if learner.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError("the learner did not start:\n" + "\n".join(learner_log.lines))
+        time.sleep(0.1)
+    actor_tree = subprocess.Popen(
+        [sys.executable, "-m", "actors", "--learner", address, "--num-actors", str(actors),
+         "--envs-per-actor", str(envs), "--status-every", "2"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    actor_log = Reader(actor_tree)
+    try:
+        time.sleep(warmup)
+        begin = time.time()
+        time.sleep(seconds)
+        end = time.time()
+    finally:
+        actor_tree.send_signal(signal.SIGTERM)
+        learner.send_signal(signal.SIGTERM)
+        actor_tree.wait(60)
+        learner.wait(60)
+    records = [json.loads(line) for line in (logdir / "metrics.jsonl").read_text().splitlines()]
+    window = [r for r in records if begin <= r["wall_time"] <= end]
+    if len(window) < 2:
+        raise RuntimeError(f"too few metrics records in the window: {len(window)}")
+    sps = (window[-1]["env_steps"] - window[0]["env_steps"]) / (
+        window[-1]["wall_time"] - window[0]["wall_time"])
+    trains = (window[-1]["train_steps"] - window[0]["train_steps"]) / (
+        window[-1]["wall_time"] - window[0]["wall_time"])
+
+    def mean_of(key: str) -> float:
+        values = [r[key] for r in window if r.get(key) is not None]
+        return statistics.fmean(values) if values else float("nan")
+
+    trips = [tuple(map(float, m.groups())) for line in actor_log.lines
+             if (m := re.search(r"p50 ([\d.]+) ms, p99 ([\d.]+) ms", line))]
+    p50 = statistics.median(t[0] for t in trips[1:]) if len(trips) > 1 else float("nan")
+    p99 = statistics.median(t[1] for t in trips[1:]) if len(trips) > 1 else float("nan")
+    return {"sps": sps, "train_steps_per_s": trains, "rtt_p50_ms": p50, "rtt_p99_ms": p99,
+            "batch": mean_of("batch_size_mean"), "inference": mean_of("time/inference_busy"),
+            "train": mean_of("time/train_busy"), "handling": mean_of("time/step_handling_busy"),
+            "return": window[-1]["episode_return_mean"]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--grid", default="1x64,2x32,2x64,2x128,4x64",
+                        help="comma-separated NxK (actors x envs per actor)")
+    parser.add_argument("--seconds", type=float, default=10.0, help="measurement window")
+    parser.add_argument("--warmup", type=float, default=5.0, help="seconds before measuring")
+    args = parser.parse_args()
+    grid = [tuple(int(x) for x in item.split("x")) for item in args.grid.split(",")]
+    print(f"CartPole-v1 throughput, {os.cpu_count()} CPUs, torch threads default; "
+          f"window {args.seconds:g} s after {args.warmup:g} s warm-up")
+    header = (f"{'N x K':>8} {'(a) limit':>10} {'(b) full':>9} {'(b)/(a)':>8} {'train/s':>8} "
+              f"{'batch':>6} {'rtt p50':>8} {'rtt p99':>8} {'infer':>6} {'train':>6} "
+              f"{'handle':>6}")
+    rows = []
+    for actors, envs in grid:
+        limit = measure_limit(actors, envs, args.seconds)
+        full = measure_full(actors, envs, args.seconds, args.warmup)
+        rows.append((actors, envs, limit, full))
+        print(f"  measured {actors}x{envs}: limit {limit:.0f}, full {full['sps']:.0f}",
+              flush=True)
+    print()
+    print(header)
+    for actors, envs, limit, full in rows:
+        print(f"{f'{actors}x{envs}':>8} {limit:>10.0f} {full['sps']:>9.0f} "
+              f"{full['sps'] / limit:>8.2f} {full['train_steps_per_s']:>8.1f} "
+              f"{full['batch']:>6.0f} {full['rtt_p50_ms']:>6.2f}ms {full['rtt_p99_ms']:>6.2f}ms "
+              f"{full['inference']:>6.0%} {full['train']:>6.0%} {full['handling']:>6.0%}")
+    best = max(rows, key=lambda r: r[3]["sps"])
+    print(f"\nbest: {best[0]}x{best[1]} at {best[3]['sps']:.0f} env steps/s with training on, "
+          f"(b)/(a) = {best[3]['sps'] / best[2]:.2f}")
+    print("infer / train / handle: share of the learner's wall time spent in inference "
+          "forward passes, training steps, and per-message handling (decode, checks, store)")
+
+
+if __name__ == "__main__":
+    main()
