@@ -58,11 +58,11 @@ def save(logdir: str | os.PathLike, state: dict[str, Any], *, keep: int = 2) -> 
         raise CheckpointError("refusing to write a checkpoint: the model has non-finite "
                               "weights")
     directory = checkpoint_dir(logdir)
-    directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"ckpt-{int(state['counters']['train_steps']):010d}.pt"
     tmp = directory / f".{path.name}.tmp-{os.getpid()}"
     payload = {"format_version": FORMAT_VERSION, **state}
     try:
+        directory.mkdir(parents=True, exist_ok=True)
         with open(tmp, "wb") as file:
             torch.save(payload, file)
             file.flush()
@@ -73,11 +73,17 @@ def save(logdir: str | os.PathLike, state: dict[str, Any], *, keep: int = 2) -> 
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
-    except OSError as error:
+    except (OSError, RuntimeError) as error:  # torch.save turns a failed write (a full
+        # disk) into a RuntimeError of its zip writer, the OSError as its context
+        cause = error.__context__ if isinstance(error.__context__, OSError) else error
         tmp.unlink(missing_ok=True)
-        raise CheckpointError(f"could not write checkpoint {path}: {error}") from error
+        raise CheckpointError(f"could not write checkpoint {path}: {cause}") from error
     for old in list_checkpoints(directory)[keep:]:
         old.unlink(missing_ok=True)
+    for torn in directory.glob(".ckpt-*.pt.tmp-*"):  # left by a writer killed mid-write
+        if torn != tmp:
+            log.info("removing %s, the remains of an interrupted checkpoint write", torn.name)
+            torn.unlink(missing_ok=True)
     return path
 
 

@@ -7,6 +7,7 @@ scalars for TensorBoard. Names are stable (tests and ``seed-rl train`` read them
 from __future__ import annotations
 
 import json
+import logging
 import math
 import threading
 import time
@@ -15,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 RETURN_WINDOW = 100
+
+log = logging.getLogger(__name__)
 
 
 class Metrics:
@@ -36,10 +39,12 @@ class Metrics:
         self._batch_envs: list[int] = []
         self._batch_waits: list[float] = []
         self._lags: list[float] = []
+        self._lag_max = math.nan  # largest policy lag of any step trained in this window
         self._train: dict[str, list[float]] = {}
         self._eval: dict[str, float] = {}
         self._timers: dict[str, list[float]] = {}
         self._last_emit_time = time.time()
+        self.write_failures: dict[str, int] = {}  # by target: a full disk must not stop us
         self._last_emit_steps = env_steps
         self.last_record: dict[str, Any] = {}
         self._jsonl = open(self.logdir / "metrics.jsonl", "a", buffering=1)  # noqa: SIM115
@@ -64,10 +69,16 @@ class Metrics:
             self._batch_waits.append(waited_s)
             self._timers.setdefault("inference", []).append(inference_s)
 
-    def add_train(self, stats: dict[str, float], policy_lag: float) -> None:
+    def add_train(self, stats: dict[str, float], policy_lag: float,
+                  policy_lag_max: float | None = None) -> None:
+        """One update: its stats, the mean policy lag of its steps and the largest one
+        (policy versions between the one that acted and the one trained)."""
         with self._lock:
             self.train_steps += 1
             self._lags.append(policy_lag)
+            largest = policy_lag if policy_lag_max is None else policy_lag_max
+            if not largest <= self._lag_max:  # also when nothing was trained yet (nan)
+                self._lag_max = largest
             for key, value in stats.items():
                 self._train.setdefault(key, []).append(value)
 
@@ -104,6 +115,7 @@ class Metrics:
                 "batch_wait_ms_mean": 1000 * _mean(self._batch_waits),
                 "inference_batches": len(self._batch_envs),
                 "policy_lag_mean": _mean(self._lags),
+                "policy_lag_max": self._lag_max,
                 "skipped_updates": self.skipped_updates,
             }
             for key, values in self._train.items():
@@ -115,6 +127,7 @@ class Metrics:
                 record[f"time/{name}_busy"] = sum(times) / elapsed
             record.update(extra)
             self._batch_envs, self._batch_waits, self._lags, self._train = [], [], [], {}
+            self._lag_max = math.nan
             self._eval, self._timers = {}, {}
             self._last_emit_time, self._last_emit_steps = now, self.env_steps
             if not math.isnan(record["episode_return_mean"]) and len(self.returns) > 0:
@@ -122,23 +135,42 @@ class Metrics:
                                             record["episode_return_mean"])
         clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v)
                  for k, v in record.items()}
-        self._jsonl.write(json.dumps(clean) + "\n")
+        try:
+            self._jsonl.write(json.dumps(clean) + "\n")
+        except OSError as error:
+            self._write_failed("metrics.jsonl", error)
         if self._writer is not None:
             step = record["env_steps"]
-            for key, value in record.items():
-                if key in ("wall_time", "env_steps") or not isinstance(value, (int, float)):
-                    continue
-                if isinstance(value, float) and not math.isfinite(value):
-                    continue
-                self._writer.add_scalar(key if "/" in key else f"learner/{key}", value, step)
-            self._writer.flush()
+            try:
+                for key, value in record.items():
+                    if key in ("wall_time", "env_steps") or not isinstance(value, (int, float)):
+                        continue
+                    if isinstance(value, float) and not math.isfinite(value):
+                        continue
+                    self._writer.add_scalar(key if "/" in key else f"learner/{key}", value,
+                                            step)
+                self._writer.flush()
+            except OSError as error:  # its writer thread died; TensorBoard logging stops
+                self._writer = None
+                self._write_failed("TensorBoard (tb/, off for the rest of the run)", error)
         self.last_record = record
         return record
 
+    def _write_failed(self, what: str, error: OSError) -> None:
+        """A full disk must not stop training: say so (once per target and 1000 failures),
+        carry on without that record."""
+        count = self.write_failures[what] = self.write_failures.get(what, 0) + 1
+        if count % 1000 == 1:
+            log.error("cannot write %s in %s (%s; %d failure(s)); the learner goes on "
+                      "without it: free some disk space", what, self.logdir, error, count)
+
     def close(self) -> None:
-        self._jsonl.close()
-        if self._writer is not None:
-            self._writer.close()
+        for target in (self._jsonl, self._writer):
+            try:
+                if target is not None:
+                    target.close()
+            except OSError as error:
+                self._write_failed("the last metrics", error)
 
 
 def _mean(values) -> float:

@@ -43,7 +43,9 @@ from seed_rl.proto.seed_rl.v1 import seed_rl_pb2_grpc as pb_grpc
 log = logging.getLogger(__name__)
 
 MAX_ID_LENGTH = 256
-UNOPENED_SESSION_TTL_S = 60.0
+# A handshake whose Step stream never opens holds its environments (--max-total-envs)
+# this long; a real actor opens its stream milliseconds after the handshake.
+UNOPENED_SESSION_TTL_S = 10.0
 ECHO_CHARS = 80  # at most this much of a client's own text is echoed back in an error
 
 

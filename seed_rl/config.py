@@ -60,7 +60,9 @@ class Config:
     envs_per_actor: int = knob(32, "environments stepped by each actor process (K)", ACTORS)
     actor_id_prefix: str = knob("", "prefix of actor ids (default: the host name); ids must "
                                 "be unique across machines", ACTORS)
-    reconnect_max_backoff: float = knob(10.0, "cap of the reconnect backoff, seconds", ACTORS)
+    reconnect_max_backoff: float = knob(2.0, "cap of the reconnect backoff, seconds (a "
+                                        "restarted learner is rejoined within about this)",
+                                        ACTORS)
     max_restarts: int = knob(5, "crash-loop limit: restarts of one actor within "
                              "restart_window seconds before giving up", ACTORS)
     restart_window: float = knob(60.0, "window of the crash-loop limit, seconds", ACTORS)
@@ -79,6 +81,9 @@ class Config:
     max_message_bytes: int = knob(64 * 1024 * 1024, "largest gRPC message accepted, bytes",
                                   LEARNER)
     max_envs_per_actor: int = knob(4096, "largest K one actor may ask for", LEARNER)
+    max_total_envs: int = knob(16384, "most environments across all actors at once (each "
+                               "keeps T+1 steps in learner memory); beyond it handshakes "
+                               "get RESOURCE_EXHAUSTED and actors retry", LEARNER)
     stream_idle_timeout: float = knob(30.0, "an actor silent this long (seconds) is "
                                       "disconnected and its slots freed", LEARNER)
 
@@ -289,7 +294,8 @@ def resolve(args: argparse.Namespace | None, role: str, *,
 def validate(config: Config) -> None:
     """Reject values that cannot work, saying which knob and what would."""
     positive = ["num_actors", "envs_per_actor", "unroll_length", "batch_size", "max_batch",
-                "queue_size", "max_envs_per_actor", "lstm_size", "max_message_bytes"]
+                "queue_size", "max_envs_per_actor", "lstm_size", "max_message_bytes",
+                "max_total_envs"]
     for name in positive:
         if getattr(config, name) <= 0:
             raise ConfigError(f"{flag_name(name)} must be positive, got {getattr(config, name)}")

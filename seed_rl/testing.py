@@ -9,6 +9,11 @@ both the action and the observation it was taken at, which is how the tests prov
 convention. After ``episode_length`` steps the episode ends: terminated, or truncated when
 ``truncate=True``. With ``pixels=S`` the observation is instead a uint8 image ``[S, S, 1]``
 whose every pixel holds t (for the conv-net path).
+
+SpikeReward: RevealAction whose episodes end, with probability ``spike_probability``, on a
+huge but finite reward (3e38, near float32's largest). The learner accepts it (it is
+finite), and a training batch that holds one overflows its loss to inf in float32: the
+update must be skipped and counted, and training must go on with the other batches.
 """
 
 from __future__ import annotations
@@ -64,5 +69,21 @@ class RevealActionEnv(gym.Env):
         return frame
 
 
+class SpikeRewardEnv(RevealActionEnv):
+    SPIKE = 3e38
+
+    def __init__(self, spike_probability: float = 0.05, **kwargs):
+        super().__init__(**kwargs)
+        self.spike_probability = spike_probability
+
+    def step(self, action):
+        observation, reward, terminated, truncated, info = super().step(action)
+        if (terminated or truncated) and self.np_random.random() < self.spike_probability:
+            reward = self.SPIKE
+        return observation, reward, terminated, truncated, info
+
+
 if "RevealAction-v0" not in gym.registry:
     gym.register("RevealAction-v0", entry_point=RevealActionEnv)
+if "SpikeReward-v0" not in gym.registry:
+    gym.register("SpikeReward-v0", entry_point=SpikeRewardEnv)

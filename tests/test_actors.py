@@ -10,9 +10,7 @@ import json
 import logging
 import os
 import re
-import shutil
 import signal
-import subprocess
 import sys
 import textwrap
 import threading
@@ -423,29 +421,7 @@ def test_stop_event_ends_the_stream_cleanly(learners, actors) -> None:
 # -- TLS ----------------------------------------------------------------------------------
 
 
-def make_pki(directory: Path) -> dict[str, Path]:
-    """A CA, a server certificate for 127.0.0.1 and a client certificate (openssl CLI)."""
-
-    def openssl(command: str) -> None:
-        args = ["openssl", *command.split()]
-        subprocess.run(args, cwd=directory, check=True, capture_output=True, timeout=60)
-
-    openssl(
-        "req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=test-ca -keyout ca.key -out ca.pem"
-    )
-    (directory / "san.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
-    for name in ("server", "client"):
-        openssl(f"req -newkey rsa:2048 -nodes -subj /CN={name} -keyout {name}.key -out {name}.csr")
-        openssl(
-            f"x509 -req -in {name}.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 1 "
-            f"-extfile san.ext -out {name}.pem"
-        )
-    return {p.stem + p.suffix: p for p in directory.iterdir()}
-
-
-@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
-def test_mutual_tls(learners, tmp_path) -> None:
-    pki = make_pki(tmp_path)
+def test_mutual_tls(learners, pki) -> None:
     credentials = grpc.ssl_server_credentials(
         [(pki["server.key"].read_bytes(), pki["server.pem"].read_bytes())],
         root_certificates=pki["ca.pem"].read_bytes(),
