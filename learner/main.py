@@ -125,6 +125,7 @@ class Learner:
         self._trainer = threading.Thread(target=self._train_loop, name="trainer", daemon=True)
         self._watchdog = threading.Thread(target=self._watch_sessions, name="watchdog",
                                           daemon=True)
+        self.evaluator = None  # learner.evaluate.PeriodicEvaluator with --eval-every
         self.server: grpc.Server | None = None
         self.port: int = 0
         self._shut_down = False
@@ -180,6 +181,11 @@ class Learner:
         if train:
             self._trainer.start()
         self._watchdog.start()
+        if config.eval_every > 0:
+            from learner.evaluate import PeriodicEvaluator
+
+            self.evaluator = PeriodicEvaluator(self)
+            self.evaluator.start()
         self.server.start()
         self.health.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
         self.health.set("", health_pb2.HealthCheckResponse.SERVING)
@@ -249,6 +255,8 @@ class Learner:
         if self._trainer.is_alive():
             self._trainer.join(timeout=30)
         self.batcher.stop()
+        if self.evaluator is not None:
+            self.evaluator.stop()
         if self.server is not None:
             self.server.stop(grace=1.0).wait(5)
         self.emit_metrics()

@@ -18,3 +18,11 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
 def add_actors_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--actor-index", type=int, default=None,
                         help=argparse.SUPPRESS)  # a single child process (set by supervisor)
+
+
+def add_train_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--preset", default=None, metavar="NAME",
+                        help="a shipped preset to start from (seed_rl/presets/NAME.toml: "
+                        "cartpole, acrobot, lunarlander, pong); default: the preset of --env, "
+                        "CartPole-v1 without --env. --config, SEED_RL_* variables and flags "
+                        "override it")

@@ -1,0 +1,558 @@
+"""``seed-rl train``: a learner and its actors on this machine, one command.
+
+With no arguments it trains CartPole-v1 with the shipped preset until the preset's target
+return. What it does:
+
+1. Resolve the config: the shipped preset of the environment (``seed_rl/presets/*.toml``,
+   CartPole-v1 when no ``--env`` is given) is the base; ``--config FILE``, ``SEED_RL_*``
+   environment variables and flags override it, in that order. Knobs nobody set get local
+   defaults: the logdir ``runs/<env>`` (so the same command resumes), the learner on
+   ``127.0.0.1`` port 0 (a free one), and the number of actor processes and environments
+   per actor from the CPU count.
+2. Start the learner in this process (:class:`learner.main.Learner`) and the actors as ONE
+   child process, ``python -m actors`` (the supervisor, which runs and restarts N actor
+   processes). The child gets a fresh auth token through its environment, never on the
+   command line, and is killed by the kernel if this process dies, even by SIGKILL
+   (``PR_SET_PDEATHSIG``, armed by a tiny bootstrap before it execs the supervisor).
+3. Show a live status until a stop criterion (the preset's target return, ``--total-steps``,
+   ``--max-time``), Ctrl-C / SIGTERM, or a failure of the learner or the actors.
+4. At exit, whatever the reason: the final checkpoint (the learner writes it), then
+   ``LOGDIR/learning_curve.png`` and a one-screen summary.
+
+Exit codes: 0 when a stop criterion ended the run, 1 on a failure (learner, actors, or the
+curve), 128 + N when signal N stopped it (130 for Ctrl-C). Results are kept in every case;
+running the same command again resumes from the latest checkpoint.
+
+This module never imports ``actors`` (DESIGN.md): the actors are a subprocess.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import contextlib
+import dataclasses
+import json
+import logging
+import math
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from seed_rl import config as cfg
+from seed_rl.config import Config
+
+log = logging.getLogger("train")
+
+DEFAULT_PRESET = "cartpole"
+#: The actors' stop sequence after the learner has shut down (seconds).
+ACTORS_EXIT_WAIT_S = 5.0  # they normally exit at once: the learner said training is over
+ACTORS_TERM_WAIT_S = 8.0  # after SIGTERM (the supervisor gives its children 5 s)
+OUTPUT_TAIL_LINES = 40
+#: The actors start before the learner listens and retry until it does (every
+#: STARTUP_BACKOFF_S at most); their "cannot reach" warnings are expected until then.
+STARTUP_BACKOFF_S = 0.25
+_STARTUP_RETRY = "cannot reach the learner"
+
+#: Runs in the actor child before it becomes the supervisor: ask the kernel to SIGKILL it
+#: when its parent (this train process) dies, then exec ``python -m actors ...``. An exec
+#: keeps the death signal, and no ``preexec_fn`` runs in a process that has threads.
+_BOOTSTRAP = """\
+import os, sys
+parent = int(sys.argv[1])
+if sys.platform.startswith("linux"):
+    import ctypes, signal
+    ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL), 0, 0, 0)
+if os.getppid() != parent:
+    os._exit(1)
+os.execv(sys.argv[2], sys.argv[2:])
+"""
+
+#: Packages an environment family needs, and the extra that brings them.
+_EXTRAS = (
+    (re.compile(r"^(ALE/|seed_rl\.envs:Atari)"), "atari", "ale-py"),
+    (re.compile(r"^(LunarLander|BipedalWalker|CarRacing)"), "box2d", "gymnasium[box2d]"),
+)
+
+
+# ---------------------------------------------------------------------------------------
+# presets
+
+
+def preset_dir() -> Path:
+    """The folder of the shipped presets (package data of ``seed_rl``)."""
+    return Path(str(resources.files("seed_rl").joinpath("presets")))
+
+
+def shipped_presets() -> dict[str, Path]:
+    """Preset name (the file stem, e.g. ``cartpole``) -> TOML file."""
+    folder = preset_dir()
+    return {p.stem: p for p in sorted(folder.glob("*.toml"))} if folder.is_dir() else {}
+
+
+def find_preset(env_id: str) -> Path | None:
+    """The shipped preset whose ``env`` is ``env_id`` (None when none is shipped)."""
+    for path in shipped_presets().values():
+        if cfg.load_toml(path).get("env") == env_id:
+            return path
+    return None
+
+
+def named_preset(name: str) -> Path:
+    """The shipped preset ``name`` (``cartpole``, ``pong``...); ConfigError names the
+    choices when there is none."""
+    presets = shipped_presets()
+    key = name.lower().removesuffix(".toml")
+    if key not in presets:
+        raise cfg.ConfigError(
+            f"--preset {name}: no such preset; shipped presets: "
+            f"{', '.join(presets) or '(none found)'} (or give your own "
+            "TOML file with --config FILE)"
+        )
+    return presets[key]
+
+
+# ---------------------------------------------------------------------------------------
+# config
+
+
+def explicit_fields(args: argparse.Namespace | None, environ: Mapping[str, str]) -> set[str]:
+    """The fields a person set for this run: by flag, ``SEED_RL_*`` variable or --config."""
+    names = {f.name for f in cfg.fields_for("train")}
+    given = set()
+    config_file = (getattr(args, "config", None) if args is not None else None) or environ.get(
+        cfg.ENV_PREFIX + "CONFIG"
+    )
+    if config_file:
+        given |= set(cfg.load_toml(config_file))
+    given |= {n for n in names if environ.get(cfg.env_var_name(n))}
+    if args is not None:
+        given |= {n for n in names if getattr(args, n, None) is not None}
+    return given
+
+
+def local_actor_layout(cpus: int) -> tuple[int, int]:
+    """(actor processes, environments per actor) for a machine with ``cpus`` cores.
+
+    The learner (inference, training, gRPC) needs about one core; the rest step
+    environments. Measured on a 2-core machine (docs/train.md): 2 processes x 32 CartPole
+    environments keep the learner's batches full while both cores stay busy.
+    """
+    actors = max(2, min(cpus - 1, 16))
+    return actors, 32
+
+
+def slug(env_id: str) -> str:
+    """A directory name for an environment id: ``ALE/Pong-v5`` -> ``ALE-Pong-v5``."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", env_id).strip("-") or "env"
+
+
+def resolve_train_config(
+    args: argparse.Namespace | None,
+    environ: Mapping[str, str] | None = None,
+    cpus: int | None = None,
+) -> tuple[Config, Path | None]:
+    """The run's config and the preset it was based on (see the module docstring)."""
+    environ = os.environ if environ is None else environ
+    preset_name = getattr(args, "preset", None) if args is not None else None
+    if preset_name:
+        preset: Path | None = named_preset(preset_name)
+    else:
+        preset = find_preset(cfg.resolve(args, "train", environ=environ).env)
+    base = cfg.load_toml(preset) if preset is not None else {}
+    config = cfg.resolve(args, "train", environ=environ, base=base)
+    given = explicit_fields(args, environ) | set(base)
+    changes: dict[str, Any] = {}
+    if "logdir" not in given:
+        changes["logdir"] = str(Path("runs") / slug(config.env))
+    if "address" not in given:
+        changes["address"] = "127.0.0.1:0"
+    actors, envs = local_actor_layout(cpus or os.cpu_count() or 1)
+    if "num_actors" not in given:
+        changes["num_actors"] = actors
+    if "envs_per_actor" not in given:
+        changes["envs_per_actor"] = envs
+    if "reconnect_max_backoff" not in given:  # loopback: retrying often costs nothing
+        changes["reconnect_max_backoff"] = STARTUP_BACKOFF_S
+    config = dataclasses.replace(config, **changes)
+    cfg.validate(config)
+    return config, preset
+
+
+def extra_hint(env_id: str) -> str:
+    """The install command for the optional dependencies of ``env_id`` ("" if none)."""
+    for pattern, extra, what in _EXTRAS:
+        if pattern.search(env_id):
+            return f"pip install 'seed-rl[{extra}]' (brings {what})"
+    return ""
+
+
+def check_environment(config: Config) -> None:
+    """Make the environment once, so that a missing dependency or a bad id fails before
+    anything starts, saying what to install or change (SystemExit)."""
+    import gymnasium as gym
+
+    try:
+        env = gym.make(config.env, **config.env_kwargs)
+    except (gym.error.DependencyNotInstalled, ImportError) as error:
+        hint = extra_hint(config.env) or "install the package named above"
+        raise SystemExit(
+            f"seed-rl train: environment {config.env} needs a package that is "
+            f"not installed: {error}\n  fix: {hint}"
+        ) from None
+    except (gym.error.Error, TypeError, ValueError) as error:
+        raise SystemExit(
+            f"seed-rl train: cannot make environment {config.env!r} with "
+            f"kwargs {config.env_kwargs} (--env, --env-kwargs): "
+            f"{type(error).__name__}: {error}"
+        ) from None
+    env.close()
+
+
+# ---------------------------------------------------------------------------------------
+# the actor child process
+
+
+def _flag_value(value: Any) -> str:
+    if isinstance(value, dict):
+        return json.dumps(value, sort_keys=True)
+    if isinstance(value, list):
+        return ",".join(str(v) for v in value)
+    return str(value)
+
+
+def actor_command(config: Config, learner_address: str, log_level: str) -> list[str]:
+    """``python -m actors`` with every actor knob of ``config`` as a flag (secrets and TLS
+    excluded: the token travels in the environment, and the link is loopback)."""
+    skip = {"auth_token", "tls_cert", "tls_key", "tls_ca", "learner", "status_every"}
+    argv = [
+        sys.executable,
+        "-m",
+        "actors",
+        f"--learner={learner_address}",
+        "--status-every=0",
+        f"--log-level={log_level}",
+    ]
+    for f in cfg.fields_for("actors"):
+        if f.name in skip:
+            continue
+        value = getattr(config, f.name)
+        if isinstance(value, bool):
+            argv.append(cfg.flag_name(f.name) if value else "--no-" + cfg.flag_name(f.name)[2:])
+        else:
+            argv.append(f"{cfg.flag_name(f.name)}={_flag_value(value)}")
+    return argv
+
+
+class ActorProcess:
+    """The supervisor of the local actors, as one child process.
+
+    Its output (stdout and stderr) is forwarded line by line to ``sink`` and the last lines
+    are kept for the failure report. It runs in its own session, so a Ctrl-C on the
+    terminal reaches only this process, which stops the learner first; the learner then
+    tells the actors that training is over and they exit 0.
+    """
+
+    def __init__(
+        self,
+        command: list[str],
+        env: dict[str, str],
+        sink: Callable[[str], None],
+        learner_up: threading.Event | None = None,
+    ):
+        self.command = command
+        self.learner_up = learner_up
+        self.tail: collections.deque[str] = collections.deque(maxlen=OUTPUT_TAIL_LINES)
+        self._sink = sink
+        self.popen = subprocess.Popen(
+            [sys.executable, "-c", _BOOTSTRAP, str(os.getpid()), *command],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            errors="replace",
+            start_new_session=True,
+        )
+        self._reader = threading.Thread(target=self._forward, name="actor-output", daemon=True)
+        self._reader.start()
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def _forward(self) -> None:
+        try:
+            for line in self.popen.stdout:  # type: ignore[union-attr]
+                line = line.rstrip("\n")
+                self.tail.append(line)
+                if (
+                    self.learner_up is not None
+                    and not self.learner_up.is_set()
+                    and _STARTUP_RETRY in line
+                ):
+                    continue  # expected: the actors start before the learner listens
+                self._sink(line)
+        except Exception:  # never silently: the log says the forwarding broke
+            log.exception("forwarding the actors' output failed")
+
+    def poll(self) -> int | None:
+        return self.popen.poll()
+
+    def wait(self, timeout: float | None = None) -> int | None:
+        try:
+            return self.popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def kill(self) -> None:
+        """SIGKILL the supervisor and its actor processes (one process group)."""
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.popen.pid, signal.SIGKILL)
+
+    def stop(self) -> int:
+        """Wait for a clean exit, then SIGTERM, then SIGKILL; returns the exit code."""
+        rc = self.wait(ACTORS_EXIT_WAIT_S)
+        if rc is None:
+            log.info("the actors have not exited yet; sending them SIGTERM")
+            self.popen.terminate()
+            rc = self.wait(ACTORS_TERM_WAIT_S)
+        if rc is None:
+            log.warning("the actors did not stop after SIGTERM; killing them")
+            self.kill()
+            rc = self.popen.wait()
+        else:
+            self.kill()  # the group: any actor that outlived its supervisor
+        self._reader.join(timeout=5.0)
+        return rc
+
+
+# ---------------------------------------------------------------------------------------
+# the run
+
+
+@dataclasses.dataclass
+class RunState:
+    """What the signal handlers and the actor monitor share with the main thread."""
+
+    signals: list[int] = dataclasses.field(default_factory=list)
+    actors_failure: str = ""
+    learner: Any = None
+    actors: ActorProcess | None = None
+
+
+def _install_signal_handlers(state: RunState) -> dict[int, Any]:
+    def handle(signum: int, _frame: Any) -> None:
+        state.signals.append(signum)
+        name = signal.Signals(signum).name
+        if len(state.signals) == 1:
+            if state.learner is not None:
+                state.learner.request_stop(f"received {name}")
+            return
+        if state.actors is not None:  # a second signal: do not wait for the actors
+            state.actors.kill()
+        if len(state.signals) == 2:
+            sys.stderr.write(
+                f"\nseed-rl train: {name} again: actors killed; the learner is "
+                "writing its final checkpoint (a third one aborts without it)\n"
+            )
+            return
+        os._exit(128 + signum)
+
+    return {sig: signal.signal(sig, handle) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+
+def _monitor_actors(state: RunState) -> None:
+    """Stop the learner if the actors' supervisor exits while training is on."""
+    actors, learner = state.actors, state.learner
+    assert actors is not None and learner is not None
+    rc = actors.popen.wait()
+    if learner.stop_requested.is_set():
+        return
+    tail = "\n    ".join(list(actors.tail)[-15:]) or "(no output)"
+    state.actors_failure = (
+        f"the actor processes exited with code {rc} while training was "
+        f"running; their last output:\n    {tail}"
+    )
+    log.error("%s", state.actors_failure)
+    learner.request_stop(f"the actors exited (code {rc})")
+
+
+def _actor_env(token: str) -> dict[str, str]:
+    """The actors' environment: no SEED_RL_* variables (every knob is a flag) but the auth
+    token, which must not appear on a command line (``ps`` shows those to everyone)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(cfg.ENV_PREFIX)}
+    if token:
+        env[cfg.env_var_name("auth_token")] = token
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    return env
+
+
+def summary_lines(
+    config: Config, learner: Any, wall_s: float, curve: Path | None, outcome: str
+) -> list[str]:
+    """The one-screen summary printed at exit."""
+    metrics = learner.metrics
+    final = metrics.return_mean()
+    best = metrics.best_return_mean
+    logdir = Path(config.logdir)
+    ckpts = sorted((logdir / "checkpoints").glob("ckpt-*.pt"))
+    lines = [
+        f"seed-rl train: {config.env}: {outcome}",
+        f"  env steps     {metrics.env_steps:,} ({metrics.train_steps:,} train steps, "
+        f"{metrics.episodes:,} episodes)",
+        f"  wall time     {wall_s:.1f} s (this command)",
+        f"  mean return   final {final:.1f}, best {best:.1f} (mean of the last "
+        f"{len(metrics.returns)} episodes)"
+        if math.isfinite(final)
+        else "  mean return   - (no episode finished)",
+        f"  written to    {logdir}/",
+        f"    checkpoint  {ckpts[-1] if ckpts else '(none)'}",
+        f"    curve       {curve if curve else '(not written)'}",
+        f"    metrics     {logdir / 'metrics.jsonl'} and {logdir / 'tb'}/ (TensorBoard)",
+        f"    config      {logdir / 'config.json'}",
+        f"  watch it      seed-rl eval --checkpoint {logdir} --greedy --video "
+        f"{logdir / 'episodes.gif'}",
+    ]
+    if learner.resumed_from is not None:
+        lines.insert(2, f"  resumed from  {learner.resumed_from}")
+    return lines
+
+
+def pick_port(host: str) -> int:
+    """A TCP port on ``host`` that nothing listens on right now (the learner binds it a
+    moment later; if something else takes it meanwhile, the learner falls back to port 0)."""
+    with socket.socket(
+        socket.AF_INET6 if ":" in host.strip("[]") else socket.AF_INET, socket.SOCK_STREAM
+    ) as sock:
+        sock.bind((host.strip("[]"), 0))
+        return int(sock.getsockname()[1])
+
+
+def _connect_host(bind_host: str) -> str:
+    """Where local actors reach a learner bound to ``bind_host``."""
+    return (
+        "127.0.0.1"
+        if bind_host in ("", "0.0.0.0", "localhost")
+        else ("[::1]" if bind_host == "[::]" else bind_host)
+    )
+
+
+def main(config: Config, args: argparse.Namespace | None = None) -> int:
+    """Run ``seed-rl train``; returns the exit code (see the module docstring).
+
+    Start-up is overlapped: the actors are spawned on a free port picked here *before*
+    torch is imported and the learner built (about 2 s on a 2-core machine), so their
+    interpreters, imports and environments are ready when the learner starts serving.
+    """
+    started = time.monotonic()
+    try:
+        config, preset = resolve_train_config(args)
+    except cfg.ConfigError as error:
+        sys.stderr.write(f"seed-rl train: error: {error}\n")
+        return 2
+    log_level = str(getattr(args, "log_level", "INFO") or "INFO").upper()
+    check_environment(config)
+    if config.tls_cert or config.tls_ca:
+        log.warning(
+            "seed-rl train runs the learner and its actors on this machine over "
+            "loopback; the TLS flags are ignored (use `seed-rl learner` and `seed-rl "
+            "actors` for TLS)"
+        )
+        config = dataclasses.replace(config, tls_cert="", tls_key="", tls_ca="", tls_client_ca="")
+    bind_host, _, bind_port = config.address.rpartition(":")
+    if bind_port == "0":
+        config = dataclasses.replace(config, address=f"{bind_host}:{pick_port(bind_host)}")
+    log.info(
+        "training %s with %s; %d actor process(es) x %d environments; logdir %s",
+        config.env,
+        f"preset {preset.name}" if preset else "no preset (the defaults)",
+        config.num_actors,
+        config.envs_per_actor,
+        config.logdir,
+    )
+
+    from learner.console import LiveStatus
+
+    state = RunState()
+    previous_handlers = _install_signal_handlers(state)
+    status = LiveStatus(config)
+    serving = threading.Event()
+    actor_log_level = "INFO" if log_level == "DEBUG" else "WARNING"
+
+    def spawn_actors(address: str) -> ActorProcess:
+        host, _, port = address.rpartition(":")
+        return ActorProcess(
+            actor_command(config, f"{_connect_host(host)}:{port}", actor_log_level),
+            _actor_env(config.auth_token),
+            status.print_line,
+            serving,
+        )
+
+    learner = None
+    curve_path: Path | None = None
+    rc = 0
+    try:
+        with status:
+            state.actors = spawn_actors(config.address)
+            from learner.main import Learner  # torch: while the actors start
+
+            learner = Learner(config)
+            state.learner = learner
+            if state.signals:
+                learner.request_stop(f"received {signal.Signals(state.signals[0]).name}")
+            try:
+                learner.start()
+            except (SystemExit, RuntimeError) as error:  # the picked port was taken
+                log.warning(
+                    "could not listen on %s (%s); using a free port instead", config.address, error
+                )
+                state.actors.kill()
+                state.actors.stop()
+                learner.config = dataclasses.replace(learner.config, address=f"{bind_host}:0")
+                port = learner.start()
+                state.actors = spawn_actors(f"{bind_host}:{port}")
+            serving.set()
+            threading.Thread(
+                target=_monitor_actors, args=(state,), name="actor-monitor", daemon=True
+            ).start()
+            rc = learner.serve_forever(on_metrics=status.update)
+            actors_rc = state.actors.stop()
+            if actors_rc not in (0, None) and not state.actors_failure and not state.signals:
+                log.warning("the actor processes exited with code %d after training", actors_rc)
+        try:
+            from learner.curves import plot_learning_curve
+
+            curve_path = plot_learning_curve(
+                config.logdir, title=config.env, target_return=config.target_return
+            )
+        except Exception:
+            log.exception("could not write the learning curve")
+            rc = rc or 1
+    finally:
+        if state.actors is not None and state.actors.poll() is None:
+            state.actors.kill()
+        for sig, handler in previous_handlers.items():
+            signal.signal(sig, handler)
+    if state.actors_failure:
+        rc = 1
+        outcome = "stopped: the actors failed"
+    elif rc != 0:
+        outcome = f"stopped: {learner.stop_reason}"
+    elif state.signals:
+        rc = 128 + state.signals[0]
+        outcome = f"interrupted ({learner.stop_reason}); run the same command to resume"
+    else:
+        outcome = f"done: {learner.stop_reason}"
+    for line in summary_lines(config, learner, time.monotonic() - started, curve_path, outcome):
+        print(line, flush=True)
+    return rc

@@ -1,0 +1,239 @@
+"""``seed-rl eval`` and the learner's periodic greedy evaluation (``--eval-every``).
+
+Checkpoints are produced in the tests by a real :class:`learner.main.Learner`; episodes
+are played in real gymnasium environments; videos are real files read back with imageio.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+import time
+
+import imageio.v2 as imageio
+import numpy as np
+import pytest
+import torch
+from learner_harness import make_config
+from procs import REPO
+
+from learner import evaluate
+from learner.main import Learner
+from learner.models import build_model
+from seed_rl import cli
+from seed_rl.config import Config
+
+WAIT = 60.0
+REVEAL = "seed_rl.testing:RevealAction-v0"
+
+
+def make_checkpoint(tmp_path, **overrides):
+    """A real learner's checkpoint of an untrained model; returns the logdir."""
+    config = make_config(tmp_path, hidden_sizes=[16, 16], **overrides)
+    learner = Learner(config)
+    try:
+        assert learner.save_checkpoint() is not None
+    finally:
+        learner.metrics.close()
+    return tmp_path / "run"
+
+
+def run_eval(capsys, *argv: str) -> tuple[int, str]:
+    rc = cli.main(["eval", *argv])
+    return rc, capsys.readouterr().out
+
+
+STATS = re.compile(r"return  mean (\S+)  std (\S+)  min (\S+)  max (\S+)")
+
+
+def test_eval_cli_plays_a_checkpoint_writes_a_gif_and_prints_statistics(tmp_path) -> None:
+    import subprocess
+
+    logdir = make_checkpoint(tmp_path)
+    gif = tmp_path / "out" / "episodes.gif"
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "seed_rl",
+            "eval",
+            "--checkpoint",
+            str(logdir),
+            "--episodes",
+            "3",
+            "--greedy",
+            "--video",
+            str(gif),
+            "--seed",
+            "4",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=WAIT,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    out = done.stdout
+    assert "3 episode(s), greedy actions, seed 4" in out
+    mean, std, low, high = (float(x) for x in STATS.search(out).groups())
+    assert 1 <= low <= mean <= high <= 500 and std >= 0
+    frames = imageio.mimread(gif)
+    assert len(frames) > 1
+    height, width = frames[0].shape[:2]
+    assert 0 < width <= evaluate.GIF_MAX_WIDTH and height > 0
+    assert re.search(rf"video   {re.escape(str(gif))} \(\d+ frames\)", out)
+
+
+def test_eval_writes_mp4(tmp_path, capsys) -> None:
+    logdir = make_checkpoint(tmp_path)
+    video = tmp_path / "episodes.mp4"
+    rc, out = run_eval(
+        capsys, "--checkpoint", str(logdir), "--episodes", "1", "--video", str(video)
+    )
+    assert rc == 0
+    reader = imageio.get_reader(video)
+    try:
+        frame = reader.get_data(0)
+    finally:
+        reader.close()
+    assert frame.ndim == 3 and frame.shape[2] == 3
+
+
+def test_eval_is_reproducible_for_a_seed_and_takes_a_checkpoint_file(tmp_path, capsys) -> None:
+    logdir = make_checkpoint(tmp_path)
+    (checkpoint_file,) = (logdir / "checkpoints").glob("ckpt-*.pt")
+    runs = [
+        run_eval(capsys, "--checkpoint", str(target), "--episodes", "4", "--seed", "9")
+        for target in (logdir, checkpoint_file, logdir)
+    ]
+    assert all(rc == 0 for rc, _ in runs)
+    stats = [STATS.search(out).groups() for _, out in runs]
+    assert stats[0] == stats[1] == stats[2]  # sampled actions, but seeded
+    other = STATS.search(
+        run_eval(capsys, "--checkpoint", str(logdir), "--episodes", "4", "--seed", "10")[1]
+    ).groups()
+    assert other != stats[0]
+
+
+def test_eval_errors_say_what_to_do(tmp_path, capsys) -> None:
+    with pytest.raises(SystemExit, match="does not exist"):
+        run_eval(capsys, "--checkpoint", str(tmp_path / "nowhere"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SystemExit, match="no readable checkpoint.*train first"):
+        run_eval(capsys, "--checkpoint", str(tmp_path / "empty"))
+    logdir = make_checkpoint(tmp_path)
+    with pytest.raises(SystemExit, match=r"give a \.mp4 or a \.gif"):
+        run_eval(capsys, "--checkpoint", str(logdir), "--video", str(tmp_path / "x.avi"))
+    with pytest.raises(SystemExit, match="--episodes must be positive"):
+        run_eval(capsys, "--checkpoint", str(logdir), "--episodes", "0")
+    (checkpoint_file,) = (logdir / "checkpoints").glob("ckpt-*.pt")
+    checkpoint_file.write_bytes(b"not a checkpoint")
+    with pytest.raises(SystemExit, match="unreadable"):
+        run_eval(capsys, "--checkpoint", str(checkpoint_file))
+
+
+def rigged_model(config: Config, action: int):
+    """A model whose greedy action is always ``action`` (policy weights 0, one bias up)."""
+    import gymnasium as gym
+
+    env = gym.make(config.env, **config.env_kwargs)
+    model = build_model(env.observation_space, env.action_space, config)
+    env.close()
+    with torch.no_grad():
+        model.policy.weight.zero_()
+        model.policy.bias.zero_()
+        model.policy.bias[action] = 5.0
+    return model.eval()
+
+
+@pytest.mark.parametrize("lstm", [False, True])
+def test_play_episodes_counts_returns_and_lengths(lstm) -> None:
+    # RevealAction pays 10 * t + a for action a at step t: 3 steps of action 1 -> 33.
+    config = Config(
+        env=REVEAL,
+        env_kwargs={"episode_length": 3, "num_actions": 3},
+        hidden_sizes=[8],
+        lstm=lstm,
+        lstm_size=8,
+    )
+    env = evaluate.make_env(config, render=True)
+    try:
+        stats = evaluate.play_episodes(
+            rigged_model(config, 1), env, 4, greedy=True, seed=0, record=True
+        )
+    finally:
+        env.close()
+    assert stats.returns == [33.0] * 4 and stats.lengths == [3] * 4
+    assert len(stats.frames) == 4 * (3 + 1)  # the first frame of each episode, then one per step
+    summary = stats.summary()
+    assert summary["episode_return_mean"] == 33.0 and summary["episode_return_std"] == 0.0
+    assert (summary["episode_return_min"], summary["episode_return_max"]) == (33.0, 33.0)
+
+
+def test_config_round_trips_through_checkpoint_json() -> None:
+    original = Config(
+        env=REVEAL,
+        env_kwargs={"pixels": 8},
+        hidden_sizes=[3, 4],
+        lstm=True,
+        auth_token="secret",
+        target_return=float("nan"),
+    )
+    text = json.dumps(original.to_json_dict())
+    restored = evaluate.config_from_json(json.dumps({**json.loads(text), "future_knob": 1}))
+    assert restored.env_kwargs == {"pixels": 8} and restored.hidden_sizes == [3, 4]
+    assert restored.lstm and np.isnan(restored.target_return)
+    assert restored.auth_token == ""  # redacted in the file, never restored
+
+
+def test_eval_every_logs_greedy_evaluations(tmp_path) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    config = make_config(
+        tmp_path,
+        env=REVEAL,
+        env_kwargs={"episode_length": 4},
+        hidden_sizes=[8],
+        eval_every=0.2,
+        eval_episodes=2,
+    )
+    learner = Learner(config)
+    learner.start(train=False)
+    try:
+        deadline = time.monotonic() + WAIT
+        while learner.evaluator.evaluations < 1:
+            assert time.monotonic() < deadline, "no evaluation happened"
+            assert learner.failure is None, learner.failure
+            time.sleep(0.05)
+        record = learner.emit_metrics()
+    finally:
+        learner.request_stop("test finished")
+        learner.shutdown()
+    assert learner.failure is None
+    assert record["eval/episodes"] == 2.0
+    assert record["eval/episode_length_mean"] == 4.0
+    assert 0.0 <= record["eval/episode_return_min"] <= record["eval/episode_return_max"]
+    lines = [
+        json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().split("\n") if x
+    ]
+    assert any("eval/episode_return_mean" in line for line in lines)
+    events = EventAccumulator(str(tmp_path / "run" / "tb"))
+    events.Reload()
+    assert "eval/episode_return_mean" in events.Tags()["scalars"]
+
+
+def test_a_failing_evaluator_stops_the_learner(tmp_path) -> None:
+    config = make_config(tmp_path, env=REVEAL, hidden_sizes=[8], eval_every=0.1)
+    learner = Learner(config)
+    learner.config = Config(**{**vars(config), "env": "NoSuchEnv-v0"})  # breaks make_env only
+    learner.start(train=False)
+    try:
+        deadline = time.monotonic() + WAIT
+        while not learner.stop_requested.is_set():
+            assert time.monotonic() < deadline, "the learner did not stop"
+            time.sleep(0.05)
+    finally:
+        learner.shutdown()
+    assert "evaluator failed" in learner.stop_reason
+    assert learner.failure is not None
