@@ -164,6 +164,7 @@ class LiveStatus:
             f"return {format_number(r.get('episode_return_mean'))} "
             f"(best {format_number(self.best_return)}) | "
             f"loss {format_number(r.get('loss_total'), 2)} | "
+            f"actors {format_number(r.get('connected_actors'))} | "
             f"elapsed {format_duration(elapsed)}"
         )
         if math.isfinite(eta):
@@ -204,6 +205,7 @@ class LiveStatus:
             "train steps, policy lag",
             f"{format_number(r.get('train_steps'))}, {format_number(r.get('policy_lag_mean'))}",
         )
+        table.add_row("connected actors", format_number(r.get("connected_actors")))
         table.add_row("elapsed", format_duration(elapsed))
         table.add_row("stops at", goal)
         if math.isfinite(eta):

@@ -368,7 +368,21 @@ def install_signal_handlers(learner: Learner) -> None:
 
 
 def main(config: Config, args=None) -> int:
+    from learner.console import LiveStatus
+
     learner = Learner(config)
     install_signal_handlers(learner)
     learner.start()
-    return learner.serve_forever()
+    with LiveStatus(config, title="seed-rl learner") as status:
+        # On a terminal the panel follows every record; in a log (a container, a pipe) one
+        # line every --status-every seconds is enough.
+        next_line = 0.0
+
+        def show(record: dict) -> None:
+            nonlocal next_line
+            now = time.monotonic()
+            if status.live_enabled or (config.status_every > 0 and now >= next_line):
+                next_line = now + config.status_every
+                status.update(record)
+
+        return learner.serve_forever(on_metrics=show)

@@ -233,12 +233,14 @@ def test_sigterm_learner_writes_a_final_checkpoint_and_actors_exit_0(
     tmp_path, processes, free_port
 ) -> None:
     logdir = tmp_path / "run"
-    learner = processes(learner_command(logdir, free_port))  # no periodic checkpoints
+    # no periodic checkpoints; a status line every 0.3 s (the log is not a terminal)
+    learner = processes(learner_command(logdir, free_port, "--status-every 0.3"))
     learner.wait_for_line(SERVING.pattern)
     supervisor = processes(
         actors_command(free_port, "--num-actors 2 --envs-per-actor 4 --actor-id-prefix term")
     )
     wait_for(lambda: last_metric(logdir, "train_steps") >= 5, "training", process=learner)
+    learner.wait_for_line(r"steps [\d,]+ \| sps [\d,]+ \| return .* \| actors 2 \| elapsed")
     assert checkpoint.list_checkpoints(logdir) == []
     learner.popen.send_signal(signal.SIGTERM)
     assert learner.wait() == 0, learner.text
