@@ -66,6 +66,11 @@ def check_untorn(unrolls, episode_length: int) -> int:
     return starts.size
 
 
+def stepping_session(servicer, actor_id: str):
+    """The session of ``actor_id`` once it has stepped (None before)."""
+    return next((s for s in servicer.sessions() if s.actor_id == actor_id and s.steps > 0), None)
+
+
 # -- an actor dies -------------------------------------------------------------------------
 
 
@@ -130,13 +135,11 @@ def test_sigkilled_actor_drops_its_partial_unrolls_and_its_restart_rejoins(
         # under the same actor id as a new incarnation (a new run id).
         supervisor.wait_for_line(r"was killed by SIGKILL; restarting")
 
-        def rejoined():
-            return next(
-                (s for s in servicer.sessions() if s.actor_id == victim.actor_id and s.steps > 0),
-                None,
-            )
-
-        reborn = wait_for(rejoined, "the restarted actor stepping", process=supervisor)
+        reborn = wait_for(
+            lambda: stepping_session(servicer, victim.actor_id),
+            "the restarted actor stepping",
+            process=supervisor,
+        )
         assert reborn.run_id != victim.run_id
         wait_for(
             lambda: learner.metrics.train_steps >= trained_at_kill + 10,
@@ -301,14 +304,12 @@ def test_frozen_actor_is_disconnected_without_stalling_others_and_rejoins(
         finally:
             os.kill(frozen_pid, signal.SIGCONT)
 
-        def rejoined():
-            return next(
-                (s for s in servicer.sessions() if s.actor_id == frozen.actor_id and s.steps > 0),
-                None,
-            )
-
         # Thawed, it finds its stream cancelled and reconnects with a new session.
-        again = wait_for(rejoined, "the thawed actor to rejoin", process=supervisor)
+        again = wait_for(
+            lambda: stepping_session(servicer, frozen.actor_id),
+            "the thawed actor to rejoin",
+            process=supervisor,
+        )
         assert again.session_id != frozen.session_id
         assert servicer.connected_actors == 2
         assert "restarting" not in supervisor.text  # it reconnected by itself
