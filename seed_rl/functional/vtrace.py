@@ -308,20 +308,29 @@ def _vtrace(
     if lambda_ != 1.0:
         cs = lambda_ * cs  # c_t = lambda * min(c_bar, pi/mu)
 
+    # The arithmetic below updates fresh temporaries in place (``+=`` and friends): at these
+    # sizes allocating is a large part of the cost. Nothing here needs a gradient.
+
     # V(x_{t+1}) for t = 0..T-1, with V(x_T) = bootstrap_value.
     values_t_plus_1 = xp.concatenate([values[1:], bootstrap_value[None]])
     # delta_t V = rho_t * (r_t + gamma_t * V(x_{t+1}) - V(x_t)), for all t at once.
-    deltas = clipped_rhos * (rewards + discounts * values_t_plus_1 - values)
+    deltas = values_t_plus_1
+    deltas *= discounts
+    deltas += rewards
+    deltas -= values
+    deltas *= clipped_rhos
 
     # Remark 1: v_t - V(x_t) = delta_t V + gamma_t * c_t * (v_{t+1} - V(x_{t+1})).
-    vs_minus_v_xs = _reverse_linear_recurrence(deltas, discounts * cs)
-    vs = values + vs_minus_v_xs
+    vs = _reverse_linear_recurrence(deltas, discounts * cs)
+    vs += values
 
     # pg_advantage_t = rho^pg_t * (r_t + gamma_t * v_{t+1} - V(x_t)), with v_T = V(x_T).
-    vs_t_plus_1 = xp.concatenate([vs[1:], bootstrap_value[None]])
+    pg_advantages = xp.concatenate([vs[1:], bootstrap_value[None]])  # v_{t+1}
+    pg_advantages *= discounts
+    pg_advantages += rewards
+    pg_advantages -= values
     same_pg = clip_pg_rho_threshold == clip_rho_threshold
-    clipped_pg_rhos = clipped_rhos if same_pg else _clip(rhos, clip_pg_rho_threshold)
-    pg_advantages = clipped_pg_rhos * (rewards + discounts * vs_t_plus_1 - values)
+    pg_advantages *= clipped_rhos if same_pg else _clip(rhos, clip_pg_rho_threshold)
     return vs, pg_advantages
 
 
