@@ -21,6 +21,7 @@ import json
 import multiprocessing as mp
 import os
 import re
+import shutil
 import signal
 import socket
 import statistics
@@ -34,8 +35,9 @@ from pathlib import Path
 import numpy as np
 
 ENV = "CartPole-v1"
+BATCH_SIZE, UNROLL_LENGTH = 16, 16  # the CartPole preset's B and T
 LEARNER_FLAGS = ["--optimizer", "adam", "--learning-rate", "0.002", "--optimizer-eps", "1e-8",
-                 "--batch-size", "16", "--unroll-length", "16"]
+                 "--batch-size", str(BATCH_SIZE), "--unroll-length", str(UNROLL_LENGTH)]
 
 
 def _limit_worker(num_envs: int, seconds: float, seed: int, out: mp.Queue) -> None:
@@ -113,6 +115,7 @@ def measure_full(actors: int, envs: int, seconds: float, warmup: float) -> dict:
         actor_tree.wait(60)
         learner.wait(60)
     records = [json.loads(line) for line in (logdir / "metrics.jsonl").read_text().splitlines()]
+    shutil.rmtree(logdir, ignore_errors=True)
     window = [r for r in records if begin <= r["wall_time"] <= end]
     if len(window) < 2:
         raise RuntimeError(f"too few metrics records in the window: {len(window)}")
@@ -129,7 +132,11 @@ def measure_full(actors: int, envs: int, seconds: float, warmup: float) -> dict:
              if (m := re.search(r"p50 ([\d.]+) ms, p99 ([\d.]+) ms", line))]
     p50 = statistics.median(t[0] for t in trips[1:]) if len(trips) > 1 else float("nan")
     p99 = statistics.median(t[1] for t in trips[1:]) if len(trips) > 1 else float("nan")
-    return {"sps": sps, "train_steps_per_s": trains, "rtt_p50_ms": p50, "rtt_p99_ms": p99,
+    return {"sps": sps, "train_steps_per_s": trains,
+            # share of the acted steps that reached a training batch (the rest: unrolls
+            # dropped as older than --max-policy-lag, or cut by a disconnect)
+            "trained": trains * BATCH_SIZE * UNROLL_LENGTH / sps,
+            "rtt_p50_ms": p50, "rtt_p99_ms": p99,
             "batch": mean_of("batch_size_mean"), "inference": mean_of("time/inference_busy"),
             "train": mean_of("time/train_busy"), "handling": mean_of("time/step_handling_busy"),
             "return": window[-1]["episode_return_mean"]}
@@ -138,7 +145,7 @@ def measure_full(actors: int, envs: int, seconds: float, warmup: float) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--grid", default="1x64,2x32,2x64,2x128,4x64",
+    parser.add_argument("--grid", default="1x64,2x32,2x64,2x128,2x256,2x512,4x128",
                         help="comma-separated NxK (actors x envs per actor)")
     parser.add_argument("--seconds", type=float, default=10.0, help="measurement window")
     parser.add_argument("--warmup", type=float, default=5.0, help="seconds before measuring")
@@ -148,7 +155,7 @@ def main() -> None:
           f"window {args.seconds:g} s after {args.warmup:g} s warm-up")
     header = (f"{'N x K':>8} {'(a) limit':>10} {'(b) full':>9} {'(b)/(a)':>8} {'train/s':>8} "
               f"{'batch':>6} {'rtt p50':>8} {'rtt p99':>8} {'infer':>6} {'train':>6} "
-              f"{'handle':>6}")
+              f"{'handle':>6} {'trained':>7}")
     rows = []
     for actors, envs in grid:
         limit = measure_limit(actors, envs, args.seconds)
@@ -162,12 +169,15 @@ def main() -> None:
         print(f"{f'{actors}x{envs}':>8} {limit:>10.0f} {full['sps']:>9.0f} "
               f"{full['sps'] / limit:>8.2f} {full['train_steps_per_s']:>8.1f} "
               f"{full['batch']:>6.0f} {full['rtt_p50_ms']:>6.2f}ms {full['rtt_p99_ms']:>6.2f}ms "
-              f"{full['inference']:>6.0%} {full['train']:>6.0%} {full['handling']:>6.0%}")
+              f"{full['inference']:>6.0%} {full['train']:>6.0%} {full['handling']:>6.0%} "
+              f"{full['trained']:>7.0%}")
     best = max(rows, key=lambda r: r[3]["sps"])
     print(f"\nbest: {best[0]}x{best[1]} at {best[3]['sps']:.0f} env steps/s with training on, "
           f"(b)/(a) = {best[3]['sps'] / best[2]:.2f}")
     print("infer / train / handle: share of the learner's wall time spent in inference "
-          "forward passes, training steps, and per-message handling (decode, checks, store)")
+          "forward passes, training steps, and per-message handling (decode, checks, store);\n"
+          f"trained: share of the acted env steps that reached a training batch "
+          f"(B x T = {BATCH_SIZE} x {UNROLL_LENGTH} per train step)")
 
 
 if __name__ == "__main__":
