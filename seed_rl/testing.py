@@ -23,7 +23,7 @@ import numpy as np
 
 
 class RevealActionEnv(gym.Env):
-    metadata = {"render_modes": ["rgb_array"]}
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 30}
 
     def __init__(self, num_actions: int = 3, episode_length: int = 5, truncate: bool = False,
                  pixels: int = 0, render_mode: str | None = None):
