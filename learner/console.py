@@ -168,8 +168,14 @@ class LiveStatus:
             f"elapsed {format_duration(elapsed)}"
         )
         if math.isfinite(eta):
-            text += f" | eta {format_duration(eta)}"
+            at_most = "<=" if self._target_may_stop_sooner() else ""
+            text += f" | eta {at_most}{format_duration(eta)}"
         return text
+
+    def _target_may_stop_sooner(self) -> bool:
+        """With a target return the step or time budget only bounds the run (a preset's
+        safety net), so its ETA is the latest end, not a forecast."""
+        return not math.isnan(self.config.target_return)
 
     def _render(self) -> Table:
         r = self.last_record
@@ -209,5 +215,9 @@ class LiveStatus:
         table.add_row("elapsed", format_duration(elapsed))
         table.add_row("stops at", goal)
         if math.isfinite(eta):
-            table.add_row("ETA", format_duration(eta))
+            if self._target_may_stop_sooner():
+                table.add_row("ETA", f"at the latest {format_duration(eta)} (the target may "
+                              "end it sooner)")
+            else:
+                table.add_row("ETA", format_duration(eta))
         return table

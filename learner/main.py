@@ -224,6 +224,8 @@ class Learner:
             if reason:
                 self.request_stop(reason)
         self.shutdown()
+        if on_metrics is not None:  # the final record, written by shutdown()
+            on_metrics(self.metrics.last_record)
         return 1 if self.failure is not None else 0
 
     def stop_criterion(self, elapsed: float) -> str:

@@ -12,6 +12,7 @@ import io
 import json
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -20,6 +21,7 @@ from pathlib import Path
 
 import pytest
 from procs import REPO, children_of, is_running
+from rich.console import Console
 
 from learner import curves, train
 from learner.console import LiveStatus, format_duration, progress
@@ -251,6 +253,19 @@ def test_status_off_a_terminal_prints_plain_lines() -> None:
     assert lines[2] == "[not markup] from a child"
 
 
+def test_a_budget_next_to_a_target_return_gives_the_latest_end() -> None:
+    stream = io.StringIO()
+    config = Config(total_steps=1000, target_return=475.0)
+    with LiveStatus(config, stream=stream) as status:
+        status.update({"env_steps": 500, "sps": 50.0, "elapsed": 10.0})
+    assert "eta <=0:10" in stream.getvalue()
+    live = LiveStatus(config, stream=io.StringIO(), live=False)
+    live.update({"env_steps": 500, "sps": 50.0, "elapsed": 10.0})
+    rendered = io.StringIO()
+    Console(file=rendered, width=120).print(live._render())
+    assert "at the latest 0:10 (the target may end it sooner)" in rendered.getvalue()
+
+
 # -- the real command ---------------------------------------------------------------------
 
 
@@ -300,6 +315,10 @@ def test_train_end_to_end_then_resume(processes, tmp_path) -> None:
     assert saved["total_steps"] == 3000 and saved["logdir"] == str(logdir)
     assert "done: reached 3000 env steps" in first.text
     assert f"checkpoint  {checkpoints[-1]}" in first.text
+    # The last status line shows the final record, the one the summary reports.
+    (summary_steps,) = re.findall(r"env steps +([\d,]+) \(", first.text)
+    status_lines = [line for line in first.lines if line.startswith("steps ")]
+    assert status_lines and status_lines[-1].startswith(f"steps {summary_steps} |"), first.text
     assert "resumed from" not in first.text
 
     second = run_train(processes, logdir, "--total-steps", "6000")
