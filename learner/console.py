@@ -89,6 +89,7 @@ class LiveStatus:
         title: str = "seed-rl train",
         stream: TextIO | None = None,
         live: bool | None = None,
+        line_every: float = 0.0,
     ):
         self.config = config
         self.title = title
@@ -98,6 +99,11 @@ class LiveStatus:
         self.started = time.monotonic()
         self.best_return = -math.inf
         self.last_record: dict[str, Any] = {}
+        # Off a terminal: at most one line per ``line_every`` seconds, and the last record
+        # at exit whatever the interval (0: every record).
+        self.line_every = line_every
+        self._next_line = self.started + line_every
+        self._unprinted = False
         self._live: Live | None = None
         self._handlers: list[logging.Handler] = []
         self._rich_handler: logging.Handler | None = None
@@ -126,6 +132,8 @@ class LiveStatus:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        if self._unprinted:
+            self._print_line()
         if self._live is not None:
             self._live.update(self._render())
             self._live.stop()
@@ -145,8 +153,15 @@ class LiveStatus:
             self.best_return = max(self.best_return, mean)
         if self._live is not None:
             self._live.update(self._render())
-        else:
-            self.console.print(self.line(), markup=False, highlight=False, soft_wrap=True)
+            return
+        self._unprinted = True
+        if time.monotonic() >= self._next_line:
+            self._print_line()
+
+    def _print_line(self) -> None:
+        self.console.print(self.line(), markup=False, highlight=False, soft_wrap=True)
+        self._next_line = time.monotonic() + self.line_every
+        self._unprinted = False
 
     def print_line(self, text: str) -> None:
         """Write ``text`` verbatim above the live panel (or as a plain line)."""

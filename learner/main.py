@@ -375,16 +375,8 @@ def main(config: Config, args=None) -> int:
     learner = Learner(config)
     install_signal_handlers(learner)
     learner.start()
-    with LiveStatus(config, title="seed-rl learner") as status:
-        # On a terminal the panel follows every record; in a log (a container, a pipe) one
-        # line every --status-every seconds is enough.
-        next_line = 0.0
-
-        def show(record: dict) -> None:
-            nonlocal next_line
-            now = time.monotonic()
-            if status.live_enabled or (config.status_every > 0 and now >= next_line):
-                next_line = now + config.status_every
-                status.update(record)
-
-        return learner.serve_forever(on_metrics=show)
+    # On a terminal the panel follows every record; in a log (a container, a pipe) one line
+    # every --status-every seconds (0: only the final one) is enough.
+    line_every = config.status_every if config.status_every > 0 else math.inf
+    with LiveStatus(config, title="seed-rl learner", line_every=line_every) as status:
+        return learner.serve_forever(on_metrics=status.update)

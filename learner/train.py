@@ -425,9 +425,7 @@ def summary_lines(
     ]
     if learner.resumed_from is not None:
         lines.insert(2, f"  resumed from  {learner.resumed_from}")
-        if "reached the target" in (learner.stop_reason or ""):
-            lines.insert(3, "                (to train again from scratch: --no-resume, or "
-                         "another --logdir)")
+        lines.insert(3, "                (to start afresh: --no-resume, or another --logdir)")
     return lines
 
 

@@ -253,6 +253,16 @@ def test_status_off_a_terminal_prints_plain_lines() -> None:
     assert lines[2] == "[not markup] from a child"
 
 
+def test_off_a_terminal_lines_are_throttled_and_the_last_record_is_never_lost() -> None:
+    stream = io.StringIO()
+    with LiveStatus(Config(), stream=stream, line_every=3600.0) as status:
+        for steps in (100, 200, 300):
+            status.update({"env_steps": steps, "sps": 10.0, "elapsed": 1.0})
+        assert stream.getvalue() == ""  # the first interval has not passed
+    (line,) = stream.getvalue().splitlines()
+    assert line.startswith("steps 300 |")  # printed at exit
+
+
 def test_a_budget_next_to_a_target_return_gives_the_latest_end() -> None:
     stream = io.StringIO()
     config = Config(total_steps=1000, target_return=475.0)
