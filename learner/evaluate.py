@@ -217,14 +217,12 @@ def write_video(frames: list[np.ndarray], path: str | os.PathLike, fps: float) -
     return path
 
 
-def _explicit(args: argparse.Namespace | None, name: str) -> bool:
-    return (args is not None and getattr(args, name, None) is not None) or bool(
-        os.environ.get(cfg.env_var_name(name))
-    )
+def main(resolved: cfg.Resolved, args: argparse.Namespace | None = None) -> int:
+    """``seed-rl eval``: play a checkpoint, print the return statistics, write a video.
 
-
-def main(config: Config, args: argparse.Namespace | None = None) -> int:
-    """``seed-rl eval``: play a checkpoint, print the return statistics, write a video."""
+    The model plays with the config it was trained with; ``--env`` / ``--env-kwargs``, when
+    given, change only the environment."""
+    config = resolved.config
     if args is None or not getattr(args, "checkpoint", None):
         raise SystemExit("seed-rl eval: give --checkpoint PATH (a checkpoint file or a logdir)")
     episodes = int(getattr(args, "episodes", 10))
@@ -240,7 +238,7 @@ def main(config: Config, args: argparse.Namespace | None = None) -> int:
     model, trained, path, counters = load_policy(args.checkpoint)
     play_config = trained
     overrides = {
-        name: getattr(config, name) for name in ("env", "env_kwargs") if _explicit(args, name)
+        name: getattr(config, name) for name in ("env", "env_kwargs") if name in resolved.given
     }
     if overrides:
         play_config = dataclasses.replace(trained, **overrides)
@@ -291,7 +289,7 @@ class PeriodicEvaluator:
     def __init__(self, learner: Any):
         self.learner = learner
         self.config: Config = learner.config
-        self.model = copy.deepcopy(learner.inference_model).eval()
+        self.model = copy.deepcopy(learner.trainer.inference_model).eval()
         self.stop_event = threading.Event()
         self.evaluations = 0
         self._thread = threading.Thread(target=self._run, name="evaluator", daemon=True)
@@ -307,12 +305,12 @@ class PeriodicEvaluator:
         """Play one round of greedy episodes with the current weights; log and return the
         summary (None when stopped midway)."""
         learner = self.learner
-        with learner.weights_lock:
+        with learner.trainer.weights_lock:
             for target, source in zip(
-                self.model.parameters(), learner.inference_model.parameters(), strict=True
+                self.model.parameters(), learner.trainer.inference_model.parameters(), strict=True
             ):
                 target.copy_(source)
-            version = learner.policy_version
+            version = learner.trainer.policy_version
         env = make_env(self.config)
         try:
             stats = play_episodes(

@@ -5,7 +5,10 @@
   gRPC workers     one per actor stream: decode, check, hand to the batcher, store, answer
   batcher          gathers requests, one forward pass per batch (inference weights)
   trainer          B unrolls -> IMPALA update -> new inference weights, policy version + 1
+                   (learner/trainer.py)
   main             metrics, checkpoints, stop criteria, signals
+
+docs/architecture.md draws the whole data path.
 
 An error in any background thread stops the learner with a non-zero exit code and the
 traceback in the log; it is never swallowed.
@@ -13,11 +16,9 @@ traceback in the log; it is never swallowed.
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
 import math
-import random
 import signal
 import threading
 import time
@@ -26,7 +27,6 @@ from pathlib import Path
 
 import grpc
 import gymnasium as gym
-import numpy as np
 import torch
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
@@ -36,8 +36,8 @@ from learner.metrics import Metrics
 from learner.models import build_model
 from learner.service import LearnerServicer, LearnerSpec, TokenInterceptor, add_to_server
 from learner.store import UnrollQueue
-from learner.trainer import Batch, build_optimizer, learning_rate_at, train_step
-from seed_rl.config import Config
+from learner.trainer import Trainer
+from seed_rl.config import Config, Resolved
 
 log = logging.getLogger("learner")
 
@@ -75,54 +75,45 @@ class Learner:
         self.device = select_device(config.device)
         self.spec = make_spec(config)
         torch.manual_seed(config.seed)
-        np.random.seed(config.seed)
-        random.seed(config.seed)
 
-        self.model = build_model(self.spec.observation_space, self.spec.action_space,
-                                 config).to(self.device)
-        self.optimizer = build_optimizer(self.model, config)
         counters = {"env_steps": 0, "train_steps": 0, "policy_version": 0, "episodes": 0,
                     "recent_returns": []}
-        self.resumed_from: Path | None = None
-        if config.resume:
-            found = checkpoint.load_latest(self.logdir, map_location=self.device)
-            if found is not None:
-                state, path = found
-                self.model.load_state_dict(state["model"])
-                self.optimizer.load_state_dict(state["optimizer"])
-                counters.update(state["counters"])
-                restore_rng(state.get("rng", {}))
-                self.resumed_from = path
-                log.info("resumed from %s: %d env steps, %d train steps, policy version %d",
-                         path, counters["env_steps"], counters["train_steps"],
-                         counters["policy_version"])
-        self.policy_version = int(counters["policy_version"])
-        self.inference_model = copy.deepcopy(self.model).eval()
-        for p in self.inference_model.parameters():
-            p.requires_grad_(False)
-        self.weights_lock = threading.Lock()
-
+        found = checkpoint.load_latest(self.logdir, map_location=self.device) \
+            if config.resume else None
+        self.resumed_from: Path | None = found[1] if found is not None else None
+        if found is not None:
+            counters.update(found[0]["counters"])
         self.metrics = Metrics(self.logdir, env_steps=int(counters["env_steps"]),
                                train_steps=int(counters["train_steps"]),
                                episodes=int(counters["episodes"]),
                                recent_returns=list(counters["recent_returns"]))
         self.queue = UnrollQueue(capacity=config.queue_size * config.batch_size,
                                  max_policy_lag=config.max_policy_lag)
+        self.trainer = Trainer(build_model(self.spec.observation_space,
+                                           self.spec.action_space, config),
+                               config, self.device, self.queue, self.metrics)
+        if found is not None:
+            self.trainer.load(found[0])
+            restore_rng(found[0].get("rng", {}))
+            log.info("resumed from %s: %d env steps, %d train steps, policy version %d",
+                     self.resumed_from, counters["env_steps"], counters["train_steps"],
+                     counters["policy_version"])
         self.batcher = InferenceBatcher(
-            self.inference_model, self.device, self.weights_lock, lambda: self.policy_version,
+            self.trainer.inference_model, self.device, self.trainer.weights_lock,
+            lambda: self.trainer.policy_version,
             max_batch=config.max_batch, max_wait_s=config.max_wait_ms / 1000.0,
             on_batch=self.metrics.add_batch,
             connected_envs=lambda: self.servicer.streaming_envs)
         self.servicer = LearnerServicer(
             config, self.spec, self.batcher, self.queue, self.metrics,
             initial_core_state=lambda k: tuple(
-                s.cpu() for s in self.model.initial_state(k)),
-            policy_version=lambda: self.policy_version)
+                s.cpu() for s in self.trainer.model.initial_state(k)),
+            policy_version=lambda: self.trainer.policy_version)
         self.health = health.HealthServicer()
         self.stop_requested = threading.Event()
         self.stop_reason = ""
         self.failure: BaseException | None = None
-        self._trainer = threading.Thread(target=self._train_loop, name="trainer", daemon=True)
+        self._trainer = threading.Thread(target=self._train, name="trainer", daemon=True)
         self._watchdog = threading.Thread(target=self._watch_sessions, name="watchdog",
                                           daemon=True)
         self.evaluator = None  # learner.evaluate.PeriodicEvaluator with --eval-every
@@ -189,9 +180,10 @@ class Learner:
         self.server.start()
         self.health.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
         self.health.set("", health_pb2.HealthCheckResponse.SERVING)
-        log.info("learner serving %s on %s:%d (device %s, model %d parameters), logdir %s",
+        log.info("learner serving %s on %s:%d (device %s, model %d parameters, %s), logdir %s",
                  config.env, host, self.port, self.device,
-                 sum(p.numel() for p in self.model.parameters()), self.logdir)
+                 sum(p.numel() for p in self.trainer.model.parameters()),
+                 f"preset {config.preset}" if config.preset else "no preset", self.logdir)
         return self.port
 
     def request_stop(self, reason: str) -> None:
@@ -266,36 +258,12 @@ class Learner:
         self.metrics.close()
         log.info("learner stopped (%s): %d env steps, %d train steps, policy version %d",
                  self.stop_reason, self.metrics.env_steps, self.metrics.train_steps,
-                 self.policy_version)
+                 self.trainer.policy_version)
 
     # -- background work -----------------------------------------------------------------
-    def _train_loop(self) -> None:
-        config = self.config
+    def _train(self) -> None:
         try:
-            while not self.stop_requested.is_set():
-                unrolls = self.queue.get(config.batch_size, self.policy_version, timeout=0.5)
-                if unrolls is None:
-                    continue
-                started = time.perf_counter()
-                batch = Batch.from_unrolls(unrolls, self.device)
-                lr = learning_rate_at(self.metrics.env_steps, config)
-                stats = train_step(self.model, self.optimizer, batch, config, lr)
-                self.metrics.add_time("train", time.perf_counter() - started)
-                if stats.skipped:
-                    self.metrics.skipped_updates += 1
-                    log.warning("skipped an update: non-finite loss %.3g or gradient norm "
-                                "%.3g (%d skipped so far)", stats.loss_total, stats.grad_norm,
-                                self.metrics.skipped_updates)
-                    continue
-                with self.weights_lock:
-                    for target, source in zip(self.inference_model.parameters(),
-                                              self.model.parameters(), strict=True):
-                        target.copy_(source.detach())
-                    self.policy_version += 1
-                lag = self.policy_version - 1 - float(unrolls.policy_versions[:-1].mean())
-                lag_max = self.policy_version - 1 - int(unrolls.policy_versions[:-1].min())
-                record = {k: v for k, v in vars(stats).items() if k != "skipped"}
-                self.metrics.add_train(record, lag, lag_max)
+            self.trainer.run(self.stop_requested)
         except BaseException as error:
             self.failure = error
             log.exception("the trainer failed; the learner stops")
@@ -311,7 +279,7 @@ class Learner:
     # -- state ---------------------------------------------------------------------------
     def emit_metrics(self) -> dict:
         return self.metrics.emit(
-            policy_version=self.policy_version,
+            policy_version=self.trainer.policy_version,
             queue_depth=self.queue.depth,
             dropped_unrolls=self.queue.dropped_stale + self.servicer.dropped_partial_unrolls,
             dropped_stale_unrolls=self.queue.dropped_stale,
@@ -320,12 +288,16 @@ class Learner:
         )
 
     def checkpoint_state(self) -> dict:
+        """What a checkpoint holds: model, optimizer, train steps and policy version of one
+        update (the trainer's snapshot), the env counters, the config and the RNG states."""
+        snapshot = self.trainer.snapshot()
         metrics = self.metrics
         return {
-            "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
-            "optimizer": self.optimizer.state_dict(),
-            "counters": {"env_steps": metrics.env_steps, "train_steps": metrics.train_steps,
-                         "policy_version": self.policy_version, "episodes": metrics.episodes,
+            "model": snapshot["model"],
+            "optimizer": snapshot["optimizer"],
+            "counters": {"env_steps": metrics.env_steps, "train_steps": snapshot["train_steps"],
+                         "policy_version": snapshot["policy_version"],
+                         "episodes": metrics.episodes,
                          "recent_returns": [float(r) for r in metrics.returns]},
             "config": json.dumps(self.config.to_json_dict()),
             "rng": capture_rng(),
@@ -350,15 +322,19 @@ def read_pem(path: str, flag: str) -> bytes:
 
 
 def capture_rng() -> dict:
-    return {"torch": torch.get_rng_state(),
-            "numpy": torch.from_numpy(np.random.get_state()[1].astype(np.int64))}
+    """The torch RNG states (CPU, and every CUDA device when there is one): action sampling
+    in the batcher is the learner's only randomness."""
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
 
 
 def restore_rng(state: dict) -> None:
     if "torch" in state:
         torch.set_rng_state(state["torch"])
-    if "numpy" in state:
-        np.random.set_state(("MT19937", state["numpy"].numpy().astype(np.uint32), 0, 0, 0.0))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def install_signal_handlers(learner: Learner) -> None:
@@ -369,9 +345,11 @@ def install_signal_handlers(learner: Learner) -> None:
     signal.signal(signal.SIGINT, handle)
 
 
-def main(config: Config, args=None) -> int:
+def main(resolved: Resolved, args=None) -> int:
+    """``seed-rl learner``: serve until a stop criterion or a signal; the exit code."""
     from learner.console import LiveStatus
 
+    config = resolved.config
     learner = Learner(config)
     install_signal_handlers(learner)
     learner.start()

@@ -1,4 +1,9 @@
-"""The IMPALA update: B unrolls -> model -> V-trace -> losses -> one optimizer step.
+"""The trainer: B unrolls -> model -> V-trace -> losses -> one optimizer step -> new weights.
+
+:class:`Trainer` owns everything an update changes: the model and its optimizer, the
+inference copy the batcher reads, and the policy version. Its thread loops: take B unrolls
+from the queue, update, publish the weights to the inference copy, bump the version.
+Checkpoints read a :meth:`Trainer.snapshot`, taken between two updates.
 
 Read it next to Espeholt et al. 2018 (IMPALA), section 4. Shapes (T = unroll length,
 B = batch size, A = actions); every unroll has T+1 slots (store.py states the slot
@@ -22,18 +27,26 @@ the next episode's first observation.
 
 from __future__ import annotations
 
+import copy
+import logging
 import math
+import threading
+import time
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
+from learner.metrics import Metrics
 from learner.models import ActorCritic, ModelOutput
-from learner.store import Unrolls
+from learner.store import UnrollQueue, Unrolls
 from seed_rl.config import Config
 from seed_rl.functional import loss as losses
 from seed_rl.functional import vtrace
+
+log = logging.getLogger("learner.trainer")
 
 
 @dataclass
@@ -77,12 +90,13 @@ class TrainStats:
 
 
 def build_optimizer(model: ActorCritic, config: Config) -> torch.optim.Optimizer:
+    """RMSprop (IMPALA's, eps 0.01) or Adam (eps 1e-8): each with its own epsilon knob."""
     if config.optimizer == "adam":
         return torch.optim.Adam(model.parameters(), lr=config.learning_rate,
-                                eps=config.optimizer_eps)
+                                eps=config.adam_eps)
     return torch.optim.RMSprop(model.parameters(), lr=config.learning_rate,
                                alpha=config.rmsprop_alpha, momentum=config.rmsprop_momentum,
-                               eps=config.optimizer_eps)
+                               eps=config.rmsprop_eps)
 
 
 def learning_rate_at(env_steps: int, config: Config) -> float:
@@ -125,25 +139,29 @@ def vtrace_inputs(batch: Batch, output: ModelOutput, config: Config) -> VTraceIn
 
 
 def compute_loss(model: ActorCritic, batch: Batch, config: Config) -> tuple[Tensor, dict]:
-    """The IMPALA loss of one batch and its parts (as tensors)."""
+    """The IMPALA loss of one batch and its parts (as tensors).
+
+    The target policy's log-probabilities are computed once and feed V-trace's importance
+    weights, the policy gradient and the entropy."""
     episode_start = batch.terminated | batch.truncated  # [T+1, B]: x_t starts an episode
     output = model(batch.observations, episode_start, batch.core_state)
     inputs = vtrace_inputs(batch, output, config)
-    returns = vtrace.from_logits(
-        behavior_policy_logits=inputs.behaviour_logits,
-        target_policy_logits=inputs.target_logits,
-        values=inputs.values,
-        bootstrap_value=inputs.bootstrap_value,
-        actions=inputs.actions,
+    log_probs = F.log_softmax(inputs.target_logits, dim=-1)  # log pi(.|x_t)   [T, B, A]
+    action_log_probs = log_probs.gather(-1, inputs.actions.unsqueeze(-1)).squeeze(-1)
+    behaviour_log_probs = F.log_softmax(inputs.behaviour_logits, dim=-1).gather(
+        -1, inputs.actions.unsqueeze(-1)).squeeze(-1)  # log mu(a_t|x_t)   [T, B]
+    returns = vtrace.from_importance_weights(
+        log_rhos=action_log_probs.detach() - behaviour_log_probs,
         discounts=inputs.discounts,
         rewards=inputs.rewards,
+        values=inputs.values,
+        bootstrap_value=inputs.bootstrap_value,
         clip_rho_threshold=config.clip_rho_threshold,
         clip_pg_rho_threshold=config.clip_pg_rho_threshold,
     )
-    loss_pg = losses.policy_gradient(inputs.target_logits, inputs.actions,
-                                     returns.pg_advantages)
+    loss_pg = losses.policy_gradient_from_log_probs(action_log_probs, returns.pg_advantages)
     loss_baseline = losses.baseline(returns.vs - inputs.values)
-    loss_entropy = losses.entropy(inputs.target_logits)
+    loss_entropy = losses.entropy_from_log_probs(log_probs)
     total = loss_pg + config.baseline_cost * loss_baseline + config.entropy_cost * loss_entropy
     parts = {"loss_pg": loss_pg, "loss_baseline": loss_baseline, "loss_entropy": loss_entropy,
              "entropy": -loss_entropy / inputs.actions.numel()}
@@ -174,3 +192,90 @@ def train_step(model: ActorCritic, optimizer: torch.optim.Optimizer, batch: Batc
         learning_rate=learning_rate,
         skipped=skipped,
     )
+
+
+class Trainer:
+    """Owns the model being trained, its optimizer, the inference copy and the policy version.
+
+    :meth:`run` is the trainer thread: B unrolls -> :func:`train_step` -> weights copied to
+    ``inference_model`` under ``weights_lock`` -> policy version + 1. The batcher reads the
+    inference copy under the same lock, so it never sees half-copied weights.
+    """
+
+    def __init__(self, model: ActorCritic, config: Config, device: torch.device,
+                 queue: UnrollQueue, metrics: Metrics):
+        self.config = config
+        self.device = device
+        self.queue = queue
+        self.metrics = metrics
+        self.model = model.to(device)
+        self.optimizer = build_optimizer(self.model, config)
+        self.policy_version = 0
+        self.inference_model = copy.deepcopy(self.model).eval()
+        for parameter in self.inference_model.parameters():
+            parameter.requires_grad_(False)
+        self.weights_lock = threading.Lock()  # the inference copy and the policy version
+        self._update_lock = threading.Lock()  # an update, or a snapshot between two
+
+    def load(self, state: dict[str, Any]) -> None:
+        """Restore a checkpoint's model, optimizer and policy version (before serving)."""
+        with self._update_lock:
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self._publish(int(state["counters"]["policy_version"]))
+
+    def run(self, stop: threading.Event) -> None:
+        """Update on every B fresh unrolls until ``stop`` is set."""
+        while not stop.is_set():
+            unrolls = self.queue.get(self.config.batch_size, self.policy_version, timeout=0.5)
+            if unrolls is not None:
+                self.update(unrolls)
+
+    def update(self, unrolls: Unrolls) -> TrainStats:
+        """One IMPALA update on ``unrolls`` [T+1, B]; publishes the new weights."""
+        started = time.perf_counter()
+        batch = Batch.from_unrolls(unrolls, self.device)
+        with self._update_lock:
+            learning_rate = learning_rate_at(self.metrics.env_steps, self.config)
+            stats = train_step(self.model, self.optimizer, batch, self.config, learning_rate)
+            if stats.skipped:
+                self.metrics.skipped_updates += 1
+                log.warning("skipped an update: non-finite loss %.3g or gradient norm %.3g "
+                            "(%d skipped so far)", stats.loss_total, stats.grad_norm,
+                            self.metrics.skipped_updates)
+            else:
+                self._publish(self.policy_version + 1)
+                acted = unrolls.policy_versions[:-1]  # the versions that chose a_0..a_{T-1}
+                trained = self.policy_version - 1
+                self.metrics.add_train({k: v for k, v in vars(stats).items() if k != "skipped"},
+                                       trained - float(acted.mean()), trained - int(acted.min()))
+        self.metrics.add_time("train", time.perf_counter() - started)
+        return stats
+
+    def _publish(self, policy_version: int) -> None:
+        with self.weights_lock:
+            self.inference_model.load_state_dict(self.model.state_dict())
+            self.policy_version = policy_version
+
+    def snapshot(self) -> dict[str, Any]:
+        """CPU copies of the model and optimizer state and the train steps and policy version,
+        all of one and the same update (taken between two updates)."""
+        with self._update_lock:
+            return {
+                "model": {k: v.detach().to("cpu", copy=True)
+                          for k, v in self.model.state_dict().items()},
+                "optimizer": _cpu_copy(self.optimizer.state_dict()),
+                "train_steps": self.metrics.train_steps,
+                "policy_version": self.policy_version,
+            }
+
+
+def _cpu_copy(value: Any) -> Any:
+    """``value`` (nested dicts, lists, tuples) with every tensor copied to the CPU."""
+    if isinstance(value, Tensor):
+        return value.detach().to("cpu", copy=True)
+    if isinstance(value, dict):
+        return {k: _cpu_copy(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_cpu_copy(v) for v in value)
+    return value

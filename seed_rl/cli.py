@@ -3,7 +3,9 @@
 ``seed-rl learner`` serves a learner, ``seed-rl actors`` runs actor processes against one,
 ``seed-rl train`` runs both locally, ``seed-rl eval`` plays a checkpoint. Every flag comes
 from :class:`seed_rl.config.Config`; each role's module is imported only when that role
-runs, so ``seed-rl actors`` never imports torch.
+runs, so ``seed-rl actors`` never imports torch. :func:`seed_rl.config.resolve` turns the
+flags, ``SEED_RL_*`` variables, ``--config`` file and preset into the role's config; a few
+flags say what to do rather than how to train (``eval --checkpoint``) and live here.
 """
 
 from __future__ import annotations
@@ -16,13 +18,13 @@ from collections.abc import Sequence
 
 from seed_rl import __version__, config
 
-#: subcommand -> (module with ``main(config, args) -> int``, one-line description)
+#: subcommand -> (module with ``main(resolved: config.Resolved, args) -> int``, summary)
 ROLES: dict[str, tuple[str, str]] = {
     "learner": ("learner.main", "serve a learner: central batched inference and V-trace "
                 "training for remote actors"),
     "actors": ("actors.supervisor", "run and supervise actor processes that step gymnasium "
                "environments for a learner"),
-    "train": ("learner.train", "train locally: a learner and actor processes on this "
+    "train": ("learner.local_run", "train locally: a learner and actor processes on this "
               "machine (CartPole-v1 by default)"),
     "eval": ("learner.evaluate", "play episodes with a checkpoint; print returns, write a "
              "video"),
@@ -42,11 +44,23 @@ def build_parser() -> argparse.ArgumentParser:
         config.add_arguments(role_parser, role)
         role_parser.add_argument("--log-level", default="INFO",
                                  help="logging level: DEBUG, INFO, WARNING")
-        extra = getattr(importlib.import_module("seed_rl.cli_extra"), f"add_{role}_arguments",
-                        None)
-        if extra is not None:
-            extra(role_parser)
+        if role == "eval":
+            add_eval_arguments(role_parser)
+        elif role == "actors":
+            role_parser.add_argument("--actor-index", type=int, default=None,
+                                     help=argparse.SUPPRESS)  # one child (the supervisor's)
     return parser
+
+
+def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
+    """What ``seed-rl eval`` plays; the model's own config comes from the checkpoint."""
+    parser.add_argument("--checkpoint", required=True,
+                        help="a checkpoint file, or a logdir (its latest checkpoint)")
+    parser.add_argument("--episodes", type=int, default=10, help="episodes to play")
+    parser.add_argument("--greedy", action="store_true",
+                        help="take the most likely action instead of sampling")
+    parser.add_argument("--video", default=None,
+                        help="write the episodes to FILE.mp4 or FILE.gif")
 
 
 def setup_logging(level: str) -> None:
@@ -65,11 +79,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     setup_logging(args.log_level)
     try:
-        cfg = config.resolve(args, args.role)
+        resolved = config.resolve(args, args.role)
     except config.ConfigError as error:
         parser.exit(2, f"seed-rl {args.role}: error: {error}\n")
     module = importlib.import_module(ROLES[args.role][0])
-    return int(module.main(cfg, args) or 0)
+    return int(module.main(resolved, args) or 0)
 
 
 if __name__ == "__main__":

@@ -1,9 +1,12 @@
 """The one typed configuration of seed-rl: every knob of every role lives here.
 
-A :class:`Config` is resolved from, in rising order of precedence: the defaults below, a
-TOML file (``--config FILE``, e.g. a shipped preset), environment variables
+:func:`resolve` is the one place a :class:`Config` is made from its sources, in rising order
+of precedence: the defaults below, a shipped preset (``--preset NAME``, or the preset of
+``--env``; roles that train only), a TOML file (``--config FILE``), environment variables
 (``SEED_RL_<FIELD>``, e.g. ``SEED_RL_LEARNER=learner:50051``) and command-line flags
-(``--field-name``). The learner saves the resolved config as ``LOGDIR/config.json``.
+(``--field-name``). It also says which fields were given (:class:`Resolved`), so a role can
+fill in its own defaults for the rest. The learner saves the resolved config as
+``LOGDIR/config.json``.
 
 Each field says which roles read it (``learner``, ``actors``, ``train``, ``eval``); the CLI
 offers a role exactly those flags. Torch-free: actors import this module.
@@ -50,6 +53,10 @@ class Config:
     # -- environment ---------------------------------------------------------------------
     env: str = knob("CartPole-v1", "gymnasium environment id (actors without --env ask the "
                     "learner)", ALL)
+    preset: str = knob("", "shipped preset to start from: cartpole, acrobot, lunarlander, "
+                       "pong (seed_rl/presets/NAME.toml); empty: the preset of --env if one "
+                       "is shipped; none: no preset. --config, SEED_RL_* and flags override "
+                       "it. config.json records the preset applied", ("learner", "train"))
     env_kwargs: dict = knob({}, "keyword arguments for gymnasium.make, as JSON", ALL)
     seed: int = knob(0, "base random seed; actor i seeds its envs from (seed, actor id)", ALL)
 
@@ -105,7 +112,10 @@ class Config:
                           LEARNER)
     rmsprop_alpha: float = knob(0.99, "RMSprop smoothing constant", LEARNER)
     rmsprop_momentum: float = knob(0.0, "RMSprop momentum", LEARNER)
-    optimizer_eps: float = knob(0.01, "epsilon of RMSprop / Adam", LEARNER)
+    rmsprop_eps: float = knob(0.01, "RMSprop epsilon (IMPALA's value; large on purpose: it "
+                              "damps steps where the squared-gradient average is tiny)",
+                              LEARNER)
+    adam_eps: float = knob(1e-8, "Adam epsilon", LEARNER)
     max_grad_norm: float = knob(40.0, "clip the global gradient norm to this (0: off)",
                                 LEARNER)
     baseline_cost: float = knob(0.5, "weight of the value loss", LEARNER)
@@ -266,47 +276,100 @@ def add_arguments(parser: argparse.ArgumentParser, role: str) -> None:
                                 metavar=f.name.upper(), help=help_text)
 
 
+@dataclass(frozen=True)
+class Resolved:
+    """A config, which fields a person (or a preset) set, and the preset applied."""
+
+    config: Config
+    given: frozenset[str]  # set by a preset, the --config file, a SEED_RL_* variable or a flag
+    preset: Path | None  # the shipped preset applied (None: none)
+
+
 def resolve(args: argparse.Namespace | None, role: str, *,
-            environ: typing.Mapping[str, str] | None = None,
-            base: dict[str, Any] | None = None) -> Config:
-    """Defaults < ``base`` (e.g. a saved config) < --config file < env vars < flags."""
+            environ: typing.Mapping[str, str] | None = None) -> Resolved:
+    """The config of ``role``: defaults < preset < --config file < env vars < flags.
+
+    The preset applies to the roles that train (those that read ``preset``): the one named
+    by ``--preset`` (or ``SEED_RL_PRESET``, or the config file), else the shipped preset of
+    the resolved ``env``, unless the name is ``none``. ConfigError names the bad source.
+    """
     environ = os.environ if environ is None else environ
-    values: dict[str, Any] = dict(base or {})
+    names = {f.name for f in fields_for(role)}
+    explicit: dict[str, Any] = {}
     config_file = getattr(args, "config", None) if args is not None else None
     config_file = config_file or environ.get(ENV_PREFIX + "CONFIG")
     if config_file:
-        values.update(load_toml(config_file))
-    names = {f.name for f in fields_for(role)}
+        explicit.update(load_toml(config_file))
     for name in names:
         raw = environ.get(env_var_name(name))
         if raw is not None and raw != "":
-            values[name] = parse_value(name, raw, f"environment variable {env_var_name(name)}")
+            explicit[name] = parse_value(name, raw, f"environment variable {env_var_name(name)}")
     if args is not None:
         for name in names:
             raw = getattr(args, name, None)
             if raw is not None:
-                values[name] = parse_value(name, raw, f"flag {flag_name(name)}")
+                explicit[name] = parse_value(name, raw, f"flag {flag_name(name)}")
+
+    preset = _find_preset(explicit) if "preset" in names else None
+    preset_values = load_toml(preset) if preset is not None else {}
+    values = {**preset_values, **explicit}
+    if "preset" in names:
+        values["preset"] = preset.stem if preset is not None else ""
     config = Config(**values)
     validate(config)
-    return config
+    return Resolved(config, frozenset(preset_values) | frozenset(explicit), preset)
+
+
+def _find_preset(explicit: dict[str, Any]) -> Path | None:
+    from seed_rl import presets
+
+    name = str(explicit.get("preset", "")).strip()
+    if name.lower() == presets.NO_PRESET:
+        return None
+    if name:
+        try:
+            return presets.named(name)
+        except LookupError as error:
+            raise ConfigError(str(error)) from None
+    return presets.for_env(explicit.get("env", Config.env))
 
 
 def validate(config: Config) -> None:
     """Reject values that cannot work, saying which knob and what would."""
     positive = ["num_actors", "envs_per_actor", "unroll_length", "batch_size", "max_batch",
                 "queue_size", "max_envs_per_actor", "lstm_size", "max_message_bytes",
-                "max_total_envs"]
+                "max_total_envs", "learning_rate", "rmsprop_eps", "adam_eps",
+                "clip_rho_threshold", "clip_pg_rho_threshold", "stream_idle_timeout",
+                "log_every", "checkpoint_every", "eval_episodes"]
     for name in positive:
-        if getattr(config, name) <= 0:
+        if not getattr(config, name) > 0:
             raise ConfigError(f"{flag_name(name)} must be positive, got {getattr(config, name)}")
+    non_negative = {
+        "reward_clip": "0 turns reward clipping off",
+        "max_grad_norm": "0 turns gradient clipping off",
+        "max_policy_lag": "0 keeps only unrolls of the current policy",
+        "baseline_cost": "", "entropy_cost": "", "total_steps": "0: no limit",
+        "max_time": "0: no limit", "eval_every": "0: off", "status_every": "0: never",
+        "max_wait_ms": "", "rmsprop_momentum": "", "reconnect_max_backoff": "",
+        "max_restarts": "", "restart_window": "",
+    }
+    for name, note in non_negative.items():
+        if not getattr(config, name) >= 0:
+            raise ConfigError(f"{flag_name(name)} must be >= 0{f' ({note})' if note else ''}, "
+                              f"got {getattr(config, name)}")
     if not 0.0 <= config.discount <= 1.0:
         raise ConfigError(f"--discount must be in [0, 1], got {config.discount}")
+    if not 0.0 <= config.rmsprop_alpha < 1.0:
+        raise ConfigError(f"--rmsprop-alpha must be in [0, 1), got {config.rmsprop_alpha}")
     if config.optimizer not in {"rmsprop", "adam"}:
         raise ConfigError(f"--optimizer must be rmsprop or adam, got {config.optimizer!r}")
     if config.conv_net not in {"nature", "impala"}:
         raise ConfigError(f"--conv-net must be nature or impala, got {config.conv_net!r}")
-    if config.max_wait_ms < 0:
-        raise ConfigError(f"--max-wait-ms must be >= 0, got {config.max_wait_ms}")
+    if config.lr_decay and config.total_steps <= 0:
+        raise ConfigError("--lr-decay decays the learning rate to 0 at --total-steps: give "
+                          "--total-steps N too, or drop --lr-decay")
+    if any(h <= 0 for h in config.hidden_sizes):
+        raise ConfigError(f"--hidden-sizes must be positive widths, got {config.hidden_sizes}")
     if bool(config.tls_cert) != bool(config.tls_key):
         raise ConfigError("--tls-cert and --tls-key go together: give both or neither")
     if config.envs_per_actor > config.max_envs_per_actor:

@@ -23,10 +23,12 @@ import pytest
 from procs import REPO, children_of, is_running
 from rich.console import Console
 
-from learner import curves, train
+from learner import curves
+from learner import local_run as train
 from learner.console import LiveStatus, format_duration, progress
 from seed_rl import cli
 from seed_rl import config as cfg
+from seed_rl import presets
 from seed_rl.config import Config
 
 WAIT = 60.0  # seconds: generous bound for a whole small run on a busy 2-core machine
@@ -38,7 +40,9 @@ def parse(*argv: str):
 
 
 def resolve(*argv: str, environ: dict[str, str] | None = None, cpus: int = 2):
-    return train.resolve_train_config(parse(*argv), environ=environ or {}, cpus=cpus)
+    """(config of ``seed-rl train ARGV``, the preset applied)."""
+    resolved = cfg.resolve(parse(*argv), "train", environ=environ or {})
+    return train.local_config(resolved, cpus=cpus), resolved.preset
 
 
 # -- config resolution --------------------------------------------------------------------
@@ -142,10 +146,10 @@ def test_each_preset_loads_and_builds_its_env_and_model(name) -> None:
 
     from learner.models import build_model
 
-    path = train.shipped_presets()[name]
+    path = presets.shipped()[name]
     values = cfg.load_toml(path)
     assert "target_return" in values and "env" in values
-    config = cfg.resolve(None, "train", environ={}, base=values)
+    config = cfg.resolve(None, "train", environ={"SEED_RL_PRESET": name}).config
     try:
         env = gym.make(config.env, **config.env_kwargs)
     except gym.error.DependencyNotInstalled:  # the preset's extra is missing: say which

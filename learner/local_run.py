@@ -3,17 +3,16 @@
 With no arguments it trains CartPole-v1 with the shipped preset until the preset's target
 return. What it does:
 
-1. Resolve the config: the shipped preset of the environment (``seed_rl/presets/*.toml``,
-   CartPole-v1 when no ``--env`` is given) is the base; ``--config FILE``, ``SEED_RL_*``
-   environment variables and flags override it, in that order. Knobs nobody set get local
-   defaults: the logdir ``runs/<env>`` (so the same command resumes), the learner on
+1. Take the resolved config (:func:`seed_rl.config.resolve`: the shipped preset of the
+   environment, CartPole-v1 when no ``--env`` is given, then ``--config FILE``,
+   ``SEED_RL_*`` environment variables and flags). Knobs nobody set get local defaults: the logdir ``runs/<env>`` (so the same command resumes), the learner on
    ``127.0.0.1`` port 0 (a free one), and the number of actor processes and environments
    per actor from the CPU count.
 2. Start the learner in this process (:class:`learner.main.Learner`) and the actors as ONE
    child process, ``python -m actors`` (the supervisor, which runs and restarts N actor
-   processes). The child gets a fresh auth token through its environment, never on the
-   command line, and is killed by the kernel if this process dies, even by SIGKILL
-   (``PR_SET_PDEATHSIG``, armed by a tiny bootstrap before it execs the supervisor).
+   processes). Unless one is given, every run makes a fresh auth token (never printed);
+   the child gets it through its environment, never on the command line, and is killed by
+   the kernel if this process dies, even by SIGKILL (:mod:`seed_rl.lifetime`).
 3. Show a live status until a stop criterion (the preset's target return, ``--total-steps``,
    ``--max-time``), Ctrl-C / SIGTERM, or a failure of the learner or the actors.
 4. At exit, whatever the reason: the final checkpoint (the learner writes it), then
@@ -23,7 +22,7 @@ Exit codes: 0 when a stop criterion ended the run, 1 on a failure (learner, acto
 curve), 128 + N when signal N stopped it (130 for Ctrl-C). Results are kept in every case;
 running the same command again resumes from the latest checkpoint.
 
-This module never imports ``actors`` (DESIGN.md): the actors are a subprocess.
+This module never imports ``actors``: the actors are a subprocess (docs/architecture.md).
 """
 
 from __future__ import annotations
@@ -37,14 +36,14 @@ import logging
 import math
 import os
 import re
+import secrets
 import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping
-from importlib import resources
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -85,59 +84,7 @@ _EXTRAS = (
 
 
 # ---------------------------------------------------------------------------------------
-# presets
-
-
-def preset_dir() -> Path:
-    """The folder of the shipped presets (package data of ``seed_rl``)."""
-    return Path(str(resources.files("seed_rl").joinpath("presets")))
-
-
-def shipped_presets() -> dict[str, Path]:
-    """Preset name (the file stem, e.g. ``cartpole``) -> TOML file."""
-    folder = preset_dir()
-    return {p.stem: p for p in sorted(folder.glob("*.toml"))} if folder.is_dir() else {}
-
-
-def find_preset(env_id: str) -> Path | None:
-    """The shipped preset whose ``env`` is ``env_id`` (None when none is shipped)."""
-    for path in shipped_presets().values():
-        if cfg.load_toml(path).get("env") == env_id:
-            return path
-    return None
-
-
-def named_preset(name: str) -> Path:
-    """The shipped preset ``name`` (``cartpole``, ``pong``...); ConfigError names the
-    choices when there is none."""
-    presets = shipped_presets()
-    key = name.lower().removesuffix(".toml")
-    if key not in presets:
-        raise cfg.ConfigError(
-            f"--preset {name}: no such preset; shipped presets: "
-            f"{', '.join(presets) or '(none found)'} (or give your own "
-            "TOML file with --config FILE)"
-        )
-    return presets[key]
-
-
-# ---------------------------------------------------------------------------------------
 # config
-
-
-def explicit_fields(args: argparse.Namespace | None, environ: Mapping[str, str]) -> set[str]:
-    """The fields a person set for this run: by flag, ``SEED_RL_*`` variable or --config."""
-    names = {f.name for f in cfg.fields_for("train")}
-    given = set()
-    config_file = (getattr(args, "config", None) if args is not None else None) or environ.get(
-        cfg.ENV_PREFIX + "CONFIG"
-    )
-    if config_file:
-        given |= set(cfg.load_toml(config_file))
-    given |= {n for n in names if environ.get(cfg.env_var_name(n))}
-    if args is not None:
-        given |= {n for n in names if getattr(args, n, None) is not None}
-    return given
 
 
 def local_actor_layout(cpus: int) -> tuple[int, int]:
@@ -156,21 +103,10 @@ def slug(env_id: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", env_id).strip("-") or "env"
 
 
-def resolve_train_config(
-    args: argparse.Namespace | None,
-    environ: Mapping[str, str] | None = None,
-    cpus: int | None = None,
-) -> tuple[Config, Path | None]:
-    """The run's config and the preset it was based on (see the module docstring)."""
-    environ = os.environ if environ is None else environ
-    preset_name = getattr(args, "preset", None) if args is not None else None
-    if preset_name:
-        preset: Path | None = named_preset(preset_name)
-    else:
-        preset = find_preset(cfg.resolve(args, "train", environ=environ).env)
-    base = cfg.load_toml(preset) if preset is not None else {}
-    config = cfg.resolve(args, "train", environ=environ, base=base)
-    given = explicit_fields(args, environ) | set(base)
+def local_config(resolved: cfg.Resolved, cpus: int | None = None) -> Config:
+    """The run's config: ``resolved`` with local defaults for the knobs nobody set (see the
+    module docstring) and an auth token made for this run when none was given."""
+    config, given = resolved.config, resolved.given
     changes: dict[str, Any] = {}
     if "logdir" not in given:
         changes["logdir"] = str(Path("runs") / slug(config.env))
@@ -183,9 +119,11 @@ def resolve_train_config(
         changes["envs_per_actor"] = envs
     if "reconnect_max_backoff" not in given:  # loopback: retrying often costs nothing
         changes["reconnect_max_backoff"] = STARTUP_BACKOFF_S
+    if not config.auth_token:
+        changes["auth_token"] = secrets.token_urlsafe(32)
     config = dataclasses.replace(config, **changes)
     cfg.validate(config)
-    return config, preset
+    return config
 
 
 def extra_hint(env_id: str) -> str:
@@ -448,7 +386,7 @@ def _connect_host(bind_host: str) -> str:
     )
 
 
-def main(config: Config, args: argparse.Namespace | None = None) -> int:
+def main(resolved: cfg.Resolved, args: argparse.Namespace | None = None) -> int:
     """Run ``seed-rl train``; returns the exit code (see the module docstring).
 
     Start-up is overlapped: the actors are spawned on a free port picked here *before*
@@ -457,10 +395,11 @@ def main(config: Config, args: argparse.Namespace | None = None) -> int:
     """
     started = time.monotonic()
     try:
-        config, preset = resolve_train_config(args)
+        config = local_config(resolved)
     except cfg.ConfigError as error:
         sys.stderr.write(f"seed-rl train: error: {error}\n")
         return 2
+    preset = resolved.preset
     log_level = str(getattr(args, "log_level", "INFO") or "INFO").upper()
     check_environment(config)
     if config.tls_cert or config.tls_ca:
