@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from seed_rl.functional import vtrace
+from seed_rl.functional import _vtrace_kernels, vtrace
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
@@ -62,9 +62,9 @@ def oracle_of(inputs: dict[str, torch.Tensor], **kwargs) -> tuple[np.ndarray, np
 def backend(request, monkeypatch):
     """Run a test through both code paths: all-NumPy (small CPU inputs) and torch elementwise."""
     if request.param == "numpy":
-        monkeypatch.setattr(vtrace, "_NUMPY_MAX_BYTES", 1 << 62)
+        monkeypatch.setattr(_vtrace_kernels, "NUMPY_MAX_BYTES", 1 << 62)
     else:
-        monkeypatch.setattr(vtrace, "_NUMPY_MAX_BYTES", -1)
+        monkeypatch.setattr(_vtrace_kernels, "NUMPY_MAX_BYTES", -1)
     return request.param
 
 
@@ -227,8 +227,8 @@ def test_recurrence_helpers_agree():
     expected = np.zeros((31, 4, 2))
     for t in reversed(range(30)):
         expected[t] = deltas[t].numpy() + coeffs[t].numpy() * expected[t + 1]
-    via_torch = vtrace._reverse_linear_recurrence_torch(deltas, coeffs)
-    via_numpy = vtrace._reverse_linear_recurrence(deltas, coeffs)
+    via_torch = _vtrace_kernels.reverse_linear_recurrence_torch(deltas, coeffs)
+    via_numpy = _vtrace_kernels.reverse_linear_recurrence(deltas, coeffs)
     np.testing.assert_allclose(via_torch.numpy(), expected[:-1], rtol=1e-12)
     np.testing.assert_allclose(via_numpy.numpy(), expected[:-1], rtol=1e-12)
 
