@@ -378,6 +378,34 @@ def test_action_log_probs_matches_numpy():
     assert torch.isfinite(out).all() and out.item() == pytest.approx(-2e4)
 
 
+@pytest.mark.parametrize("policy", ["gaussian", "multi-discrete"])
+def test_from_importance_weights_takes_log_rhos_of_any_policy(policy):
+    """log_rhos = log pi(a|x) - log mu(a|x) of a non-softmax policy, against the oracle."""
+    gen = torch.Generator().manual_seed(14)
+    inputs = random_inputs(7, 3, seed=14)
+    if policy == "gaussian":  # 2-dim continuous actions, diagonal Gaussian policies
+        mu_mean, pi_mean, actions = (torch.randn(7, 3, 2, generator=gen) for _ in range(3))
+        std = torch.full((7, 3, 2), 0.8)
+        normal = torch.distributions.Normal
+        log_pi = normal(pi_mean, std).log_prob(actions).sum(-1)
+        log_mu = normal(mu_mean, std).log_prob(actions).sum(-1)
+    else:  # two discrete components with 3 and 4 choices
+        log_pi, log_mu = 0, 0
+        for num in (3, 4):
+            actions = torch.randint(0, num, (7, 3), generator=gen)
+            log_pi = log_pi + vtrace.action_log_probs(
+                torch.randn(7, 3, num, generator=gen), actions
+            )
+            log_mu = log_mu + vtrace.action_log_probs(
+                torch.randn(7, 3, num, generator=gen), actions
+            )
+    inputs["log_rhos"] = (log_pi - log_mu).double()
+    out = vtrace.from_importance_weights(**inputs, clip_rho_threshold=1.5, clip_c_threshold=0.9)
+    vs, pg = oracle_of(inputs, clip_rho_threshold=1.5, clip_c_threshold=0.9)
+    np.testing.assert_allclose(out.vs.numpy(), vs, **tolerances(torch.float64))
+    np.testing.assert_allclose(out.pg_advantages.numpy(), pg, **tolerances(torch.float64))
+
+
 # --- gradients -----------------------------------------------------------------------------
 
 
