@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from seed_rl.functional import vtrace
+from seed_rl.functional import _vtrace_kernels, vtrace
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
@@ -62,9 +62,9 @@ def oracle_of(inputs: dict[str, torch.Tensor], **kwargs) -> tuple[np.ndarray, np
 def backend(request, monkeypatch):
     """Run a test through both code paths: all-NumPy (small CPU inputs) and torch elementwise."""
     if request.param == "numpy":
-        monkeypatch.setattr(vtrace, "_NUMPY_MAX_BYTES", 1 << 62)
+        monkeypatch.setattr(_vtrace_kernels, "NUMPY_MAX_BYTES", 1 << 62)
     else:
-        monkeypatch.setattr(vtrace, "_NUMPY_MAX_BYTES", -1)
+        monkeypatch.setattr(_vtrace_kernels, "NUMPY_MAX_BYTES", -1)
     return request.param
 
 
@@ -227,8 +227,8 @@ def test_recurrence_helpers_agree():
     expected = np.zeros((31, 4, 2))
     for t in reversed(range(30)):
         expected[t] = deltas[t].numpy() + coeffs[t].numpy() * expected[t + 1]
-    via_torch = vtrace._reverse_linear_recurrence_torch(deltas, coeffs)
-    via_numpy = vtrace._reverse_linear_recurrence(deltas, coeffs)
+    via_torch = _vtrace_kernels.reverse_linear_recurrence_torch(deltas, coeffs)
+    via_numpy = _vtrace_kernels.reverse_linear_recurrence(deltas, coeffs)
     np.testing.assert_allclose(via_torch.numpy(), expected[:-1], rtol=1e-12)
     np.testing.assert_allclose(via_numpy.numpy(), expected[:-1], rtol=1e-12)
 
@@ -376,6 +376,34 @@ def test_action_log_probs_matches_numpy():
     big = torch.tensor([[1e4, -1e4, 0.0]], dtype=torch.float32)
     out = vtrace.action_log_probs(big, torch.tensor([1]))
     assert torch.isfinite(out).all() and out.item() == pytest.approx(-2e4)
+
+
+@pytest.mark.parametrize("policy", ["gaussian", "multi-discrete"])
+def test_from_importance_weights_takes_log_rhos_of_any_policy(policy):
+    """log_rhos = log pi(a|x) - log mu(a|x) of a non-softmax policy, against the oracle."""
+    gen = torch.Generator().manual_seed(14)
+    inputs = random_inputs(7, 3, seed=14)
+    if policy == "gaussian":  # 2-dim continuous actions, diagonal Gaussian policies
+        mu_mean, pi_mean, actions = (torch.randn(7, 3, 2, generator=gen) for _ in range(3))
+        std = torch.full((7, 3, 2), 0.8)
+        normal = torch.distributions.Normal
+        log_pi = normal(pi_mean, std).log_prob(actions).sum(-1)
+        log_mu = normal(mu_mean, std).log_prob(actions).sum(-1)
+    else:  # two discrete components with 3 and 4 choices
+        log_pi, log_mu = 0, 0
+        for num in (3, 4):
+            actions = torch.randint(0, num, (7, 3), generator=gen)
+            log_pi = log_pi + vtrace.action_log_probs(
+                torch.randn(7, 3, num, generator=gen), actions
+            )
+            log_mu = log_mu + vtrace.action_log_probs(
+                torch.randn(7, 3, num, generator=gen), actions
+            )
+    inputs["log_rhos"] = (log_pi - log_mu).double()
+    out = vtrace.from_importance_weights(**inputs, clip_rho_threshold=1.5, clip_c_threshold=0.9)
+    vs, pg = oracle_of(inputs, clip_rho_threshold=1.5, clip_c_threshold=0.9)
+    np.testing.assert_allclose(out.vs.numpy(), vs, **tolerances(torch.float64))
+    np.testing.assert_allclose(out.pg_advantages.numpy(), pg, **tolerances(torch.float64))
 
 
 # --- gradients -----------------------------------------------------------------------------

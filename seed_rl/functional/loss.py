@@ -10,6 +10,25 @@ What
 
     The trainer combines them as ``pg + baseline_cost * baseline + entropy_cost * entropy``.
 
+One log_softmax per update
+    :func:`policy_gradient` and :func:`entropy` take logits and each compute ``log_softmax``.
+    Their log-probability forms take it from the caller instead, so a trainer computes it once
+    and shares it with V-trace; they also serve any policy family whose log-probabilities the
+    caller computes (Gaussian, multi-discrete, ...)::
+
+        log_pi = F.log_softmax(target_logits, dim=-1)                       # [T, B, A], once
+        log_pi_a = log_pi.gather(-1, actions.unsqueeze(-1)).squeeze(-1)     # [T, B]
+        log_mu_a = vtrace.action_log_probs(behaviour_logits, actions)       # [T, B]
+        vt = vtrace.from_importance_weights(log_pi_a - log_mu_a, discounts, rewards, values,
+                                            bootstrap_value)
+        pg = policy_gradient_from_log_probs(log_pi_a, vt.pg_advantages)
+        neg_entropy = entropy_from_log_probs(log_pi)
+
+    * :func:`policy_gradient_from_log_probs`: ``-sum(action_log_probs * advantages)``;
+    * :func:`entropy_from_log_probs`: ``sum(exp(log_probs) * log_probs)``.
+
+    These give the same values and gradients as the logits forms (which call them).
+
 Why sums, not means
     IMPALA's implementation (deepmind/scalable_agent) and TorchBeast sum over time and batch, and
     the hyperparameters published with them (learning rate, baseline and entropy costs) assume
@@ -17,11 +36,11 @@ Why sums, not means
 
 Shapes and units
     ``logits`` is ``[..., A]``: unnormalised log-probabilities over A discrete actions, any leading
-    dims (``[T, B, A]`` in the trainer). ``actions`` is an integer tensor of the leading dims
-    ``[...]``; ``advantages`` is ``[...]`` in return units. Results are 0-dim tensors in the
-    input's dtype and on its device: nats (entropy), nats x return units (policy gradient),
-    squared return units (baseline). Softmax and logs go through ``log_softmax``, stable for any
-    logits.
+    dims (``[T, B, A]`` in the trainer); ``log_probs`` the same shape, normalised. ``actions`` is
+    an integer tensor of the leading dims ``[...]``; ``action_log_probs`` and ``advantages`` are
+    ``[...]``, the latter in return units. Results are 0-dim tensors in the input's dtype and on
+    its device: nats (entropy), nats x return units (policy gradient), squared return units
+    (baseline). Softmax and logs go through ``log_softmax``, stable for any logits.
 """
 
 from __future__ import annotations
@@ -29,7 +48,13 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["baseline", "entropy", "policy_gradient"]
+__all__ = [
+    "baseline",
+    "entropy",
+    "entropy_from_log_probs",
+    "policy_gradient",
+    "policy_gradient_from_log_probs",
+]
 
 
 def entropy(logits: torch.Tensor) -> torch.Tensor:
@@ -46,8 +71,19 @@ def entropy(logits: torch.Tensor) -> torch.Tensor:
         0-dim tensor (nats).
     """
     _check_logits(logits)
-    log_policy = F.log_softmax(logits, dim=-1)
-    return torch.sum(log_policy.exp() * log_policy)
+    return entropy_from_log_probs(F.log_softmax(logits, dim=-1))
+
+
+def entropy_from_log_probs(log_probs: torch.Tensor) -> torch.Tensor:
+    """:func:`entropy` from normalised log-probabilities: ``sum(exp(log_probs) * log_probs)``.
+
+    ``log_probs`` is ``[..., A]``, e.g. ``F.log_softmax(logits, dim=-1)`` computed once per
+    update and shared with V-trace and :func:`policy_gradient_from_log_probs`; gradients flow
+    through it to whatever produced it. It is not renormalised: pass log-probabilities whose
+    exponentials sum to 1 over the last dim. Returns a 0-dim tensor (nats), minus the entropy.
+    """
+    _check_floating("log_probs", log_probs)
+    return torch.sum(log_probs.exp() * log_probs)
 
 
 def policy_gradient(
@@ -82,6 +118,36 @@ def policy_gradient(
         raise TypeError(f"actions must be an integer tensor, got {actions.dtype}")
     log_policy = F.log_softmax(logits, dim=-1)
     action_log_probs = log_policy.gather(-1, actions.long().unsqueeze(-1)).squeeze(-1)
+    return policy_gradient_from_log_probs(action_log_probs, advantages)
+
+
+def policy_gradient_from_log_probs(
+    action_log_probs: torch.Tensor, advantages: torch.Tensor
+) -> torch.Tensor:
+    """:func:`policy_gradient` from the log-probabilities of the taken actions.
+
+    ``-sum(action_log_probs * advantages)`` with ``advantages`` detached. Works for any policy
+    family: ``action_log_probs`` is log pi(a_t|x_t) however it was computed (a gathered
+    ``log_softmax``, ``Normal(mean, std).log_prob(a).sum(-1)``, a sum over the components of a
+    multi-discrete action, ...), with its graph to the policy's parameters.
+
+    Args:
+        action_log_probs: ``[...]`` floating tensor (``[T, B]`` in the trainer).
+        advantages: ``[...]`` floating tensor of the same shape, e.g. ``vtrace.pg_advantages``.
+
+    Returns:
+        0-dim tensor.
+
+    Raises:
+        ValueError: the shapes differ (no broadcasting: a mismatch is always a bug here).
+        TypeError: ``action_log_probs`` is not floating.
+    """
+    _check_floating("action_log_probs", action_log_probs, min_dim=0)
+    if advantages.shape != action_log_probs.shape:
+        raise ValueError(
+            f"advantages has shape {tuple(advantages.shape)}, expected the shape of "
+            f"action_log_probs {tuple(action_log_probs.shape)}"
+        )
     return -torch.sum(action_log_probs * advantages.detach())
 
 
@@ -107,9 +173,13 @@ def baseline(advantages: torch.Tensor) -> torch.Tensor:
 
 
 def _check_logits(logits: torch.Tensor) -> None:
-    if logits.dim() < 1:
+    _check_floating("logits", logits)
+
+
+def _check_floating(name: str, x: torch.Tensor, min_dim: int = 1) -> None:
+    if x.dim() < min_dim:
         raise ValueError(
-            f"logits has shape {tuple(logits.shape)}, expected [..., A] with at least one dim"
+            f"{name} has shape {tuple(x.shape)}, expected [..., A] with at least one dim"
         )
-    if not logits.dtype.is_floating_point:
-        raise TypeError(f"logits must be a floating tensor, got {logits.dtype}")
+    if not x.dtype.is_floating_point:
+        raise TypeError(f"{name} must be a floating tensor, got {x.dtype}")
