@@ -85,3 +85,37 @@ def test_optimizers_are_built_from_the_config():
         config = dataclasses.replace(Config(), optimizer=name)
         model = build_model(env.observation_space, env.action_space, config)
         assert isinstance(build_optimizer(model, config), kind)
+
+
+@pytest.mark.parametrize("lstm", [False, True], ids=["mlp", "lstm"])
+def test_a_whole_unroll_in_one_call_equals_inference_step_by_step(lstm):
+    """The trainer runs the model over [T+1, B] at once from the unroll's first state;
+    inference ran it one step at a time (T = 1), carrying the state and resetting it at
+    episode starts. Both must give the same logits, values and final state, which is what
+    lets training replay the behaviour logits exactly."""
+    env = gym.make("CartPole-v1")
+    config = dataclasses.replace(Config(), hidden_sizes=[16], lstm=lstm, lstm_size=8)
+    torch.manual_seed(0)
+    model = build_model(env.observation_space, env.action_space, config)
+    steps, batch = 6, 3
+    obs = torch.randn(steps, batch, 4)
+    starts = torch.zeros(steps, batch, dtype=torch.bool)
+    starts[0, 1] = starts[2, 0] = starts[4, 0] = starts[3, 2] = True
+    state = tuple(torch.randn(batch, 8) for _ in range(2)) if lstm else ()
+    with torch.no_grad():
+        whole = model(obs, starts, state)
+        carried, logits, values = state, [], []
+        for t in range(steps):
+            out = model(obs[t : t + 1], starts[t : t + 1], carried)
+            carried = out.core_state
+            logits.append(out.logits)
+            values.append(out.values)
+        torch.testing.assert_close(whole.logits, torch.cat(logits))
+        torch.testing.assert_close(whole.values, torch.cat(values))
+        for a, b in zip(whole.core_state, carried, strict=True):
+            torch.testing.assert_close(a, b)
+        if lstm:  # not vacuous: the episode starts and the initial state both matter
+            ignored = model(obs, torch.zeros_like(starts), state)
+            assert not torch.allclose(ignored.logits[2:, 0], whole.logits[2:, 0])
+            zero = model(obs, starts, model.initial_state(batch))
+            assert not torch.allclose(zero.logits[0, 0], whole.logits[0, 0])
