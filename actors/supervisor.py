@@ -34,7 +34,7 @@ from typing import Any
 
 from actors import counters as ctr
 from actors.actor import EXIT_CRASH, EXIT_PERMANENT, actor_id_for, run_actor
-from seed_rl.config import Config
+from seed_rl.config import Config, Resolved
 
 log = logging.getLogger("actors.supervisor")
 
@@ -44,7 +44,10 @@ RESTART_DELAY_MAX_S = 5.0
 POLL_S = 0.2
 
 
-def main(config: Config, args: argparse.Namespace | None = None) -> int:
+def main(resolved: Resolved, args: argparse.Namespace | None = None) -> int:
+    """``seed-rl actors``: supervise ``num_actors`` actor processes (or, with the hidden
+    ``--actor-index``, be one of them); the exit code."""
+    config = resolved.config
     log_level = getattr(args, "log_level", "INFO") if args is not None else "INFO"
     actor_index = getattr(args, "actor_index", None) if args is not None else None
     if actor_index is not None:

@@ -18,7 +18,7 @@ The loss at time t in [0, T) pairs pi(.|x_t), mu(.|x_t) and a_t with the reward 
 episode-end flags of slot t+1, and V(x_T) bootstraps the end of the unroll:
 
     discounts_t = gamma * (1 - ended_{t+1})          ended = terminated or truncated
-    rewards_t   = r_{t+1} + gamma * truncated_{t+1} * V(final observation)
+    rewards_t   = r_{t+1} + gamma * (truncated and not terminated)_{t+1} * V(final obs)
 
 A terminated episode does not bootstrap; a time-limit truncation bootstraps from the value
 of its true final observation (computed at inference time, stored in the slot), never from
@@ -125,7 +125,9 @@ def vtrace_inputs(batch: Batch, output: ModelOutput, config: Config) -> VTraceIn
     rewards = batch.rewards[1:]  # outcome of (x_t, a_t)
     if config.reward_clip > 0:
         rewards = rewards.clamp(-config.reward_clip, config.reward_clip)
-    truncated = batch.truncated[1:].to(rewards.dtype)
+    # A step both terminated and truncated (gymnasium allows it) is a termination: no value
+    # beyond it, whatever final observation a client sent.
+    truncated = (batch.truncated[1:] & ~batch.terminated[1:]).to(rewards.dtype)
     ended = (batch.terminated[1:] | batch.truncated[1:]).to(rewards.dtype)
     return VTraceInputs(
         behaviour_logits=batch.behaviour_logits[:-1],

@@ -162,7 +162,7 @@ def test_resolved_environment_is_a_valid_config_for_each_role():
     for name, (role, service) in seed_rl_services(compose).items():
         env = environment_of(service)
         try:
-            resolved = config.resolve(None, role, environ=env)
+            resolved = config.resolve(None, role, environ=env).config
         except config.ConfigError as error:
             pytest.fail(f"service {name}: its environment is not a valid config: {error}")
         if role == "learner":

@@ -349,7 +349,7 @@ def test_an_actor_held_by_backpressure_is_not_taken_for_a_silent_one(tmp_path) -
         wait_for(lambda: session.busy and learner.queue.depth == 2, "the step to wait")
         time.sleep(4 * idle_timeout + 2.0)  # several watchdog passes (one per second)
         assert not session.closed and not answered.is_set()
-        assert learner.queue.get(2, learner.policy_version, timeout=5) is not None  # room
+        assert learner.queue.get(2, learner.trainer.policy_version, timeout=5) is not None  # room
         blocked.join(WAIT)
         assert answered.is_set() and not session.closed
         # Really silent now: the watchdog disconnects it.

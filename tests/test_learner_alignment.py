@@ -49,11 +49,11 @@ def aligned_batch(tmp_path, truncate: bool):
                          discount=0.9)
     with running_learner(config, train=False) as learner:
         drive(f"127.0.0.1:{learner.port}", kwargs, steps=2 * T + 1)
-        unrolls = learner.queue.get(2 * K, learner.policy_version, timeout=5)
+        unrolls = learner.queue.get(2 * K, learner.trainer.policy_version, timeout=5)
         assert unrolls is not None, "two unrolls per env should be complete"
         batch = Batch.from_unrolls(unrolls, torch.device("cpu"))
         with torch.no_grad():
-            output = learner.model(batch.observations, batch.terminated | batch.truncated,
+            output = learner.trainer.model(batch.observations, batch.terminated | batch.truncated,
                                    batch.core_state)
         return learner, batch, output, vtrace_inputs(batch, output, config)
 
@@ -83,7 +83,7 @@ def test_truncation_bootstraps_from_the_final_observation(tmp_path):
     # The reward of a truncated step carries gamma * V(true final observation [EPISODE, ep]).
     final_obs = torch.stack([torch.full_like(t_obs, EPISODE), episode], dim=-1)
     with torch.no_grad():
-        final_values = learner.model(final_obs, torch.zeros_like(ended), ()).values
+        final_values = learner.trainer.model(final_obs, torch.zeros_like(ended), ()).values
     expected = 10 * t_obs + inputs.actions.float() + torch.where(ended, 0.9 * final_values, 0.0)
     torch.testing.assert_close(inputs.rewards, expected)
     assert (final_values[ended].abs() > 0).all(), "the bootstrap must not be a silent zero"
@@ -100,13 +100,13 @@ def test_training_replays_exactly_what_inference_computed(tmp_path):
                              unroll_length=T, batch_size=K, lstm=lstm, lstm_size=16)
         with running_learner(config, train=False) as learner:
             drive(f"127.0.0.1:{learner.port}", kwargs, steps=3 * T + 1)
-            unrolls = learner.queue.get(3 * K, learner.policy_version, timeout=5)
+            unrolls = learner.queue.get(3 * K, learner.trainer.policy_version, timeout=5)
             assert unrolls is not None
             batch = Batch.from_unrolls(unrolls, torch.device("cpu"))
             if lstm:
                 assert batch.core_state[0].abs().sum() > 0, "later unrolls start mid-state"
             with torch.no_grad():
-                output = learner.model(batch.observations, batch.terminated | batch.truncated,
+                output = learner.trainer.model(batch.observations, batch.terminated | batch.truncated,
                                        batch.core_state)
             torch.testing.assert_close(output.logits, batch.behaviour_logits,
                                        atol=1e-5, rtol=1e-5)

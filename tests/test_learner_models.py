@@ -26,7 +26,7 @@ def test_image_observations_stay_uint8_and_train(tmp_path, conv_net):
     config = make_config(tmp_path, env=ENV, env_kwargs=kwargs, unroll_length=T, batch_size=K,
                          conv_net=conv_net)
     with running_learner(config, train=False) as learner:
-        torso = learner.model.torso
+        torso = learner.trainer.model.torso
         assert isinstance(torso, NatureTorso if conv_net == "nature" else ImpalaTorso)
         env = gym.make(ENV, **kwargs)
         obs = np.stack([env.reset()[0] for _ in range(K)])
@@ -35,15 +35,15 @@ def test_image_observations_stay_uint8_and_train(tmp_path, conv_net):
         for step in range(T + 1):
             actor.step(step_request(np.full_like(obs, step)))
         actor.close()
-        unrolls = learner.queue.get(K, learner.policy_version, timeout=5)
+        unrolls = learner.queue.get(K, learner.trainer.policy_version, timeout=5)
         assert unrolls.observations.dtype == np.uint8
         assert unrolls.observations.shape == (T + 1, K, 36, 36, 1)
         batch = Batch.from_unrolls(unrolls, torch.device("cpu"))
         assert batch.observations.dtype == torch.uint8
-        before = [p.detach().clone() for p in learner.model.parameters()]
-        stats = train_step(learner.model, learner.optimizer, batch, config, 1e-3)
+        before = [p.detach().clone() for p in learner.trainer.model.parameters()]
+        stats = train_step(learner.trainer.model, learner.trainer.optimizer, batch, config, 1e-3)
         assert not stats.skipped and np.isfinite(stats.loss_total)
-        assert any((a != b).any() for a, b in zip(before, learner.model.parameters(),
+        assert any((a != b).any() for a, b in zip(before, learner.trainer.model.parameters(),
                                                    strict=True))
 
 

@@ -29,7 +29,7 @@ def test_a_restarted_actor_starts_clean_unrolls(tmp_path):
         new = ScriptedActor(address, handshake_request(ENV, K, actor_id="a-0"))
         for step in range(T + 1):
             new.step(step_request(observations(2, step)))
-        unrolls = learner.queue.get(K, learner.policy_version, timeout=5)
+        unrolls = learner.queue.get(K, learner.trainer.policy_version, timeout=5)
         assert unrolls is not None
         assert (unrolls.observations[..., 1] == 2).all(), "old steps leaked into an unroll"
         np.testing.assert_array_equal(unrolls.observations[:, 0, 0], np.arange(T + 1))

@@ -102,6 +102,14 @@ def test_preset_by_name_and_unknown_preset() -> None:
         resolve("--preset", "no-such-game")
 
 
+def test_each_run_makes_its_own_auth_token_unless_one_is_given() -> None:
+    first, _ = resolve()
+    second, _ = resolve()
+    assert len(first.auth_token) >= 32 and first.auth_token != second.auth_token
+    given, _ = resolve(environ={"SEED_RL_AUTH_TOKEN": "mine"})
+    assert given.auth_token == "mine"
+
+
 def test_slug_makes_directory_names() -> None:
     assert train.slug("ALE/Pong-v5") == "ALE-Pong-v5"
     assert train.slug("CartPole-v1") == "CartPole-v1"
@@ -117,7 +125,7 @@ def test_actor_command_carries_every_actor_knob_but_no_secret() -> None:
     assert not any("hush" in a for a in argv)
     args = cli.build_parser().parse_args(["actors", *argv[3:]])
     assert args.log_level == "WARNING"
-    child = cfg.resolve(args, "actors", environ={"SEED_RL_AUTH_TOKEN": "hush"})
+    child = cfg.resolve(args, "actors", environ={"SEED_RL_AUTH_TOKEN": "hush"}).config
     for f in cfg.fields_for("actors"):
         if f.name == "learner":
             assert child.learner == "127.0.0.1:1234"
@@ -327,6 +335,8 @@ def test_train_end_to_end_then_resume(processes, tmp_path) -> None:
     saved = json.loads((logdir / "config.json").read_text())
     assert saved["env"] == "CartPole-v1" and saved["optimizer"] == "adam"  # the preset
     assert saved["total_steps"] == 3000 and saved["logdir"] == str(logdir)
+    assert saved["preset"] == "cartpole"
+    assert saved["auth_token"] == "<redacted>"  # the run made a token (only set ones redact)
     assert "done: reached 3000 env steps" in first.text
     assert f"checkpoint  {checkpoints[-1]}" in first.text
     # The last status line shows the final record, the one the summary reports.

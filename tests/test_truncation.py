@@ -198,9 +198,9 @@ def test_the_service_stores_the_truncation_value_of_the_continued_state(tmp_path
             actor.step(step_request(obs, np.zeros(K), truncated=truncated,
                                     final_envs=final_envs, final_observations=finals))
         actor.close()
-        unrolls = learner.queue.get(K, learner.policy_version, timeout=5)
+        unrolls = learner.queue.get(K, learner.trainer.policy_version, timeout=5)
         assert unrolls is not None
-        model = learner.inference_model
+        model = learner.trainer.inference_model
         cut = 0
         for slot, k in zip(*np.nonzero(unrolls.truncated), strict=True):
             length, episode = LENGTHS[k], unrolls.observations[slot, k, 1] - 1
@@ -233,12 +233,12 @@ def test_a_final_observation_for_a_terminated_env_never_bootstraps(tmp_path):
             return
         finally:
             actor.close()
-        unrolls = learner.queue.get(1, learner.policy_version, timeout=5)
+        unrolls = learner.queue.get(1, learner.trainer.policy_version, timeout=5)
         assert unrolls is not None
         batch = Batch.from_unrolls(unrolls, torch.device("cpu"))
         with torch.no_grad():
-            output = learner.model(batch.observations, batch.terminated | batch.truncated, ())
-            final_value = learner.model(torch.from_numpy(final)[None],
+            output = learner.trainer.model(batch.observations, batch.terminated | batch.truncated, ())
+            final_value = learner.trainer.model(torch.from_numpy(final)[None],
                                         torch.zeros(1, 1, dtype=torch.bool), ()).values.item()
         assert abs(final_value) > 1e-6, "else the check below would be vacuous"
         inputs = vtrace_inputs(batch, output, config)
