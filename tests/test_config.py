@@ -81,10 +81,10 @@ def test_actors_and_eval_take_no_preset() -> None:
 
 def test_each_optimizer_has_its_own_epsilon() -> None:
     torch = pytest.importorskip("torch")
+    import gymnasium as gym
+
     from learner.models import build_model
     from learner.trainer import build_optimizer
-
-    import gymnasium as gym
 
     env = gym.make("CartPole-v1")
     model = build_model(env.observation_space, env.action_space, Config())

@@ -1,4 +1,5 @@
-"""A real learner process and two real actor processes train CartPole-v1 on loopback."""
+"""A real learner process and two real actor processes train CartPole-v1 on loopback, with
+the settings a user gets: the shipped CartPole preset, applied by ``seed-rl learner``."""
 
 from __future__ import annotations
 
@@ -19,22 +20,20 @@ def test_learner_and_two_actor_processes_learn_cartpole(tmp_path, free_port, pro
     address = f"127.0.0.1:{free_port}"
     learner = processes([
         sys.executable, "-m", "learner", "--env", "CartPole-v1", "--address", address,
-        "--logdir", str(logdir), "--total-steps", "400000", "--log-every", "1",
-        "--optimizer", "adam", "--learning-rate", "0.002", "--optimizer-eps", "1e-8",
-        "--batch-size", "16", "--unroll-length", "16", "--entropy-cost", "0.003",
+        "--logdir", str(logdir), "--total-steps", "600000", "--log-every", "1",
     ])
-    learner.wait_for_line(r"learner serving CartPole-v1")
+    learner.wait_for_line(r"learner serving CartPole-v1 .*preset cartpole")
     actors = processes([
         sys.executable, "-m", "actors", "--learner", address, "--num-actors", "2",
         "--envs-per-actor", "32", "--status-every", "2",
     ])
-    # The learner stops at its step budget and tells the actors, which then exit 0.
+    # The learner stops at the preset's target return (475) or the step budget, whichever
+    # comes first, and tells the actors, which then exit 0.
     assert learner.wait(timeout=6 * WAIT) == 0, learner.text
     assert actors.wait(timeout=WAIT) == 0, actors.text
     assert "actor(s) finished" in actors.text
 
     records = [json.loads(line) for line in (logdir / "metrics.jsonl").read_text().splitlines()]
-    assert records[-1]["env_steps"] >= 400_000
     assert records[-1]["train_steps"] > 100
     assert max(r["connected_actors"] for r in records) == 2
     returns = [r["episode_return_mean"] for r in records if r["episode_return_mean"]]
@@ -44,7 +43,8 @@ def test_learner_and_two_actor_processes_learn_cartpole(tmp_path, free_port, pro
                 "batch_size_mean", "policy_lag_mean", "queue_depth", "dropped_unrolls", "sps",
                 "episode_length_mean", "policy_version", "wall_time", "episodes"):
         assert any(r.get(key) is not None for r in records), key
-    assert (logdir / "config.json").is_file()
+    saved = json.loads((logdir / "config.json").read_text())
+    assert saved["preset"] == "cartpole" and saved["optimizer"] == "adam"
     assert list((logdir / "tb").glob("events.out.tfevents.*"))
     state, _ = checkpoint.load_latest(logdir)
     assert state["counters"]["env_steps"] == records[-1]["env_steps"]

@@ -26,9 +26,8 @@ from rich.console import Console
 from learner import curves
 from learner import local_run as train
 from learner.console import LiveStatus, format_duration, progress
-from seed_rl import cli
+from seed_rl import cli, presets
 from seed_rl import config as cfg
-from seed_rl import presets
 from seed_rl.config import Config
 
 WAIT = 60.0  # seconds: generous bound for a whole small run on a busy 2-core machine
