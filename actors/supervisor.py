@@ -33,7 +33,7 @@ import time
 from typing import Any
 
 from actors import counters as ctr
-from actors.actor import EXIT_CRASH, EXIT_PERMANENT, actor_id_for, run_actor
+from actors.client import EXIT_CRASH, EXIT_PERMANENT, actor_id_for, run_actor
 from seed_rl.config import Config
 
 log = logging.getLogger("actors.supervisor")
