@@ -10,8 +10,8 @@ Slot convention (docs/architecture.md, "Slot convention"; proto/seed_rl/v1/seed_
 the request at stream step t carries x_t and the reward and episode-end flags of the
 transition that LED to x_t; the response carries a_t, sampled from the policy at x_t.
 
-    request t:   observations x_t  |  rewards r_t, terminated_t, truncated_t  (x_{t-1} -a_{t-1}-> x_t)
-    response t:  actions a_t
+    request t:   x_t;  r_t, terminated_t, truncated_t of the step x_{t-1} --a_{t-1}--> x_t
+    response t:  a_t ~ pi(. | x_t)
 
 An environment whose episode ended is reset at once, so x_t is then the first observation
 of its next episode; on truncation (not termination) the final observation of the old
