@@ -294,7 +294,8 @@ class ActorClient:
         try:
             kwargs = json.loads(response.env_kwargs_json or "{}")
         except json.JSONDecodeError as error:
-            raise PermanentError(f"the learner sent env kwargs that are not JSON: {error}") from None
+            raise PermanentError(f"the learner sent env kwargs that are not JSON: "
+                                 f"{error}") from None
         if not isinstance(kwargs, dict):
             raise PermanentError(f"the learner sent env kwargs that are not a JSON object: "
                                  f"{response.env_kwargs_json!r}")
