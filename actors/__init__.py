@@ -1,2 +1,4 @@
-"""The actor runtime: environment loop, gRPC client with reconnects, process supervisor.
-Torch-free; depends on ``seed_rl`` and never on ``learner``."""
+"""The actor runtime (docs/architecture.md, "Roles"): ``env_loop`` steps K environments and
+builds the step messages, ``client`` carries them to the learner over gRPC (handshake,
+stream, reconnects), ``supervisor`` runs and restarts N actor processes. Torch-free;
+depends on ``seed_rl`` and never on ``learner``."""

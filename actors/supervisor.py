@@ -3,7 +3,8 @@
 Each actor is a child process (multiprocessing, "spawn" start method: a fresh
 interpreter that imports only the actor runtime, never torch) that receives the resolved
 :class:`~seed_rl.config.Config`. Children die with the supervisor, even when it is
-SIGKILLed (``PR_SET_PDEATHSIG`` on Linux, a parent watchdog elsewhere).
+SIGKILLed (:func:`seed_rl.lifetime.die_with_parent`: ``PR_SET_PDEATHSIG`` on Linux, a
+parent watchdog elsewhere).
 
 - A child that exits non-zero crashed: its exit reason is logged and it is restarted after
   a short backoff, at most ``max_restarts`` times within ``restart_window`` seconds; past
@@ -33,8 +34,9 @@ import time
 from typing import Any
 
 from actors import counters as ctr
-from actors.actor import EXIT_CRASH, EXIT_PERMANENT, actor_id_for, run_actor
+from actors.client import EXIT_CRASH, EXIT_PERMANENT, actor_id_for, run_actor
 from seed_rl.config import Config, Resolved
+from seed_rl.lifetime import die_with_parent
 
 log = logging.getLogger("actors.supervisor")
 
@@ -59,34 +61,10 @@ def main(resolved: Resolved, args: argparse.Namespace | None = None) -> int:
 # the child side
 
 
-def _die_with_parent(parent_pid: int) -> None:
-    """Make sure this process does not outlive ``parent_pid``."""
-    armed = False
-    if sys.platform.startswith("linux"):
-        try:
-            import ctypes
-
-            libc = ctypes.CDLL(None, use_errno=True)
-            pr_set_pdeathsig = 1
-            armed = libc.prctl(pr_set_pdeathsig, int(signal.SIGKILL), 0, 0, 0) == 0
-        except (OSError, AttributeError):
-            armed = False
-    if os.getppid() != parent_pid:  # the parent died before the signal was armed
-        os._exit(EXIT_CRASH)
-    if not armed:
-
-        def watchdog() -> None:
-            while os.getppid() == parent_pid:
-                time.sleep(1.0)
-            os._exit(EXIT_CRASH)
-
-        threading.Thread(target=watchdog, name="parent-watchdog", daemon=True).start()
-
-
 def _child_main(
     config: Config, actor_index: int, shared: Any, log_level: str, parent_pid: int
 ) -> None:
-    _die_with_parent(parent_pid)
+    die_with_parent(parent_pid)  # before anything else: never outlive the supervisor
     from seed_rl.cli import setup_logging
 
     setup_logging(log_level)

@@ -41,18 +41,18 @@ LEARNER_FLAGS = ["--optimizer", "adam", "--learning-rate", "0.002", "--optimizer
 
 
 def _limit_worker(num_envs: int, seconds: float, seed: int, out: mp.Queue) -> None:
-    from actors.actor import Actor
-    from seed_rl.config import Config
+    from actors.env_loop import EnvLoop, env_seeds
 
-    actor = Actor(Config(env=ENV, envs_per_actor=num_envs, seed=seed), seed)
-    actor._make_envs(ENV, {})
+    envs = EnvLoop(ENV, {}, env_seeds(seed, f"bench-{seed}", num_envs))
     rng = np.random.default_rng(seed)
     steps, start = 0, time.perf_counter()
     while time.perf_counter() - start < seconds:
-        actor._build_request()  # the per-message encode work an actor does
-        actor._step_envs(rng.integers(0, 2, num_envs).tolist())
+        envs.build_request()  # the per-message encode work an actor does
+        envs.step(rng.integers(0, 2, num_envs).tolist())
         steps += num_envs
-    out.put(steps / (time.perf_counter() - start))
+    rate = steps / (time.perf_counter() - start)
+    envs.close()
+    out.put(rate)
 
 
 def measure_limit(actors: int, envs: int, seconds: float) -> float:

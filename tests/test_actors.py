@@ -24,7 +24,8 @@ import pytest
 from procs import WAIT, children_of, is_running
 from stand_in_learner import StandInLearner, Step
 
-from actors.actor import EXIT_PERMANENT, actor_id_for, env_seeds, run_actor
+from actors.client import EXIT_PERMANENT, actor_id_for, run_actor
+from actors.env_loop import env_seeds
 from seed_rl import wire
 from seed_rl.config import Config
 
@@ -539,7 +540,7 @@ def test_actor_process_never_imports_torch(learners, processes) -> None:
     learner = learners(training_over_after=5)
     script = textwrap.dedent(f"""
         import sys
-        import actors, actors.actor, actors.supervisor, actors.counters
+        import actors, actors.client, actors.env_loop, actors.supervisor, actors.counters
         from seed_rl.cli import main
         rc = main(["actors", "--actor-index", "0", "--learner", "{learner.address}",
                    "--env", "{REVEAL}", "--envs-per-actor", "2", "--actor-id-prefix", "pure"])
@@ -586,7 +587,7 @@ def test_single_actor_process_stops_cleanly_on_sigterm(learners, processes) -> N
 
 
 def test_round_trip_percentiles_are_published_for_the_status_line(learners) -> None:
-    from actors.actor import ROUND_TRIP_WINDOW
+    from actors.client import ROUND_TRIP_WINDOW
     from actors.counters import Counters
 
     learner = learners(env_id=REVEAL, training_over_after=ROUND_TRIP_WINDOW + 10)

@@ -1,0 +1,416 @@
+"""The gRPC client of one actor: connects to the learner and drives an :class:`EnvLoop`.
+
+It owns everything about the connection (docs/architecture.md, "Wire contract"): the
+channel (keepalive, message size limits), TLS / mutual TLS credentials, the auth token as
+metadata on every RPC, the handshake (started without ``--env``, it first asks the learner
+which environment to run), the bidirectional ``Step`` stream with exactly one request in
+flight, reconnects, the stop watcher and round-trip timing. What travels in each message is
+the env loop's business (``actors/env_loop.py``, which also explains the slot convention).
+
+Reconnects: an unreachable or restarted learner is retried with capped, jittered
+exponential backoff and a new handshake; the environments keep their state. Errors that a
+retry cannot fix (spaces mismatch, bad token, malformed messages) end the actor with
+``EXIT_PERMANENT``. A stop request or a response with ``training_over`` end it with 0.
+
+Torch-free.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import random
+import signal
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import numpy as np
+
+from actors.counters import Counters
+from actors.env_loop import EnvLoop, PermanentError, env_seeds
+from seed_rl import wire
+from seed_rl.config import Config
+from seed_rl.proto.seed_rl.v1 import seed_rl_pb2 as pb
+from seed_rl.proto.seed_rl.v1 import seed_rl_pb2_grpc as pb_grpc
+
+log = logging.getLogger("actors.client")
+
+EXIT_OK = 0
+EXIT_CRASH = 1  # an unexpected exception (a bug, an environment that raised)
+EXIT_PERMANENT = 2  # the learner refused us, or the setup cannot work; retrying won't help
+
+#: Status codes a retry cannot fix: the actor logs the learner's message and exits.
+PERMANENT_CODES = frozenset({
+    grpc.StatusCode.FAILED_PRECONDITION,
+    grpc.StatusCode.INVALID_ARGUMENT,
+    grpc.StatusCode.UNAUTHENTICATED,
+    grpc.StatusCode.PERMISSION_DENIED,
+    grpc.StatusCode.UNIMPLEMENTED,  # not a seed-rl learner, or another protocol
+})
+#: Everything else (UNAVAILABLE, DEADLINE_EXCEEDED, CANCELLED, ALREADY_EXISTS,
+#: RESOURCE_EXHAUSTED, ABORTED, INTERNAL, UNKNOWN, ...) is retried with backoff.
+
+HANDSHAKE_TIMEOUT_S = 30.0
+STOP_GRACE_S = 2.0  # after a stop request, how long the current call may take to finish
+BACKOFF_BASE_S = 0.1
+DEFAULT_MAX_MESSAGE_BYTES = 1 << 30  # until a handshake tells the learner's limit
+ROUND_TRIP_WINDOW = 256  # steps per published round-trip percentile
+KEEPALIVE_OPTIONS = (
+    ("grpc.keepalive_time_ms", 10_000),
+    ("grpc.keepalive_timeout_ms", 5_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+)
+
+class _Stopped(Exception):
+    """A stop was requested while a call was in flight."""
+
+
+def actor_id_for(config: Config, actor_index: int) -> str:
+    """``HOST-INDEX`` by default; ``--actor-id-prefix`` replaces the host name part."""
+    return f"{config.actor_id_prefix or socket.gethostname()}-{actor_index}"
+
+
+def backoff_delay(failures: int, cap: float, rng: random.Random) -> float:
+    """Seconds before reconnect attempt ``failures + 1``: exponential (0.1 s, 0.2 s, ...),
+    capped at ``cap``, scaled by a random factor in [0.5, 1] so actors do not retry in step."""
+    ceiling = min(cap, BACKOFF_BASE_S * (2.0 ** min(failures, 30)))
+    return ceiling * rng.uniform(0.5, 1.0)
+
+
+def _read_pem(path: str, what: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as error:
+        raise PermanentError(f"cannot read {what} {path!r}: {error.strerror}") from None
+
+
+def channel_credentials(config: Config) -> grpc.ChannelCredentials | None:
+    """TLS credentials from ``--tls-ca`` (the learner's CA) and, for mutual TLS,
+    ``--tls-cert`` / ``--tls-key``; None for a plaintext channel."""
+    if not (config.tls_ca or config.tls_cert):
+        return None
+    ca = _read_pem(config.tls_ca, "--tls-ca") if config.tls_ca else None
+    key = _read_pem(config.tls_key, "--tls-key") if config.tls_key else None
+    cert = _read_pem(config.tls_cert, "--tls-cert") if config.tls_cert else None
+    return grpc.ssl_channel_credentials(root_certificates=ca, private_key=key,
+                                        certificate_chain=cert)
+
+
+def open_channel(address: str, credentials: grpc.ChannelCredentials | None,
+                 max_message_bytes: int) -> grpc.Channel:
+    """A channel to ``address`` with keepalive and both message limits at
+    ``max_message_bytes`` (the learner's, once a handshake told it)."""
+    limit = int(min(max_message_bytes, 2**31 - 1))
+    options = [("grpc.max_send_message_length", limit),
+               ("grpc.max_receive_message_length", limit), *KEEPALIVE_OPTIONS]
+    if credentials is None:
+        return grpc.insecure_channel(address, options=options)
+    return grpc.secure_channel(address, credentials, options=options)
+
+
+class _RequestQueue:
+    """The request iterator of a Step call: yields what :meth:`put` hands it, ends on
+    :meth:`close` (which half-closes the stream)."""
+
+    _END = object()
+
+    def __init__(self) -> None:
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+
+    def put(self, request: pb.StepRequest) -> None:
+        self._queue.put(request)
+
+    def close(self) -> None:
+        self._queue.put(self._END)
+
+    def __iter__(self) -> Iterator[pb.StepRequest]:
+        while True:
+            item = self._queue.get()
+            if item is self._END:
+                return
+            yield item
+
+
+class ActorClient:
+    """Steps ``config.envs_per_actor`` environments for the learner at ``config.learner``.
+
+    ``run()`` blocks until training is over (0), ``stop`` is set (0), or a permanent error
+    (``EXIT_PERMANENT``). Safe to run in any thread; it installs no signal handlers.
+    ``env_id`` / ``env_kwargs`` are the config's, or what the learner named when the config
+    has no env.
+    """
+
+    def __init__(self, config: Config, actor_index: int, *,
+                 stop: threading.Event | None = None, counters: Counters | None = None):
+        self.config = config
+        self.actor_index = actor_index
+        self.actor_id = actor_id_for(config, actor_index)
+        self.run_id = uuid.uuid4().hex  # this incarnation
+        self.num_envs = int(config.envs_per_actor)
+        self.stop = stop if stop is not None else threading.Event()
+        self.counters = counters if counters is not None else Counters()
+        self.env_id = config.env
+        self.env_kwargs: dict[str, Any] = dict(config.env_kwargs)
+        self.envs: EnvLoop | None = None
+        self.session_id = ""
+        self.stop_reason = ""  # e.g. the signal that stopped it, for the log
+        self._max_message_bytes = DEFAULT_MAX_MESSAGE_BYTES
+        self._metadata: tuple[tuple[str, str], ...] = ()
+        if config.auth_token:
+            self._metadata = ((wire.AUTH_METADATA_KEY, f"Bearer {config.auth_token}"),)
+        self._rng = random.Random()
+        self._call_lock = threading.Lock()
+        self._call: grpc.Future | None = None
+        self._cancel_all = False
+        self._finished = threading.Event()
+        self._progressed = False
+        self._round_trips: list[float] = []
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    def run(self) -> int:
+        threading.Thread(target=self._watch_stop, name=f"actor-{self.actor_index}-stop",
+                         daemon=True).start()
+        try:
+            return self._run()
+        except PermanentError as error:
+            log.error("actor %s: %s", self.actor_id, error)
+            return EXIT_PERMANENT
+        finally:
+            self._finished.set()
+            self.counters.set_connected(False)
+            if self.envs is not None:
+                self.envs.close()
+
+    def _run(self) -> int:
+        credentials = channel_credentials(self.config)
+        if credentials is None and self.config.auth_token:
+            log.warning("actor %s: --auth-token is sent without TLS (no --tls-ca); anyone on "
+                        "the network path can read it", self.actor_id)
+        if self.env_id:
+            self._make_envs()
+        failures = 0
+        while not self.stop.is_set():
+            self._progressed = False
+            channel = open_channel(self.config.learner, credentials, self._max_message_bytes)
+            try:
+                stub = pb_grpc.LearnerStub(channel)
+                if self.envs is None:
+                    self._ask_learner_for_env(stub)
+                handshake = self._handshake(stub)
+                outcome = self._stream(stub, handshake)
+                if outcome == "training_over":
+                    log.info("actor %s: the learner says training is over; exiting", self.actor_id)
+                    return EXIT_OK
+                if outcome == "stopped":
+                    break
+                reason = "the learner ended the stream"
+            except _Stopped:
+                break
+            except grpc.RpcError as error:
+                if self.stop.is_set():
+                    break
+                code = error.code()
+                details = error.details() or ""
+                if code in PERMANENT_CODES:
+                    raise PermanentError(f"the learner at {self.config.learner} refused this "
+                                         f"actor: {code.name}: {details} (not retrying)") from None
+                reason = f"{code.name}: {details}"
+            finally:
+                self.counters.set_connected(False)
+                channel.close()
+            if self._progressed:
+                failures = 0
+            delay = backoff_delay(failures, self.config.reconnect_max_backoff, self._rng)
+            failures += 1
+            what = "lost the learner" if self._progressed else "cannot reach the learner"
+            log.warning("actor %s: %s at %s (%s); reconnecting in %.2f s (attempt %d)",
+                        self.actor_id, what, self.config.learner, reason, delay, failures)
+            self.stop.wait(delay)
+        log.info("actor %s: stopped%s", self.actor_id,
+                 f" by {self.stop_reason}" if self.stop_reason else "")
+        return EXIT_OK
+
+    def _make_envs(self) -> None:
+        seeds = env_seeds(self.config.seed, self.actor_id, self.num_envs)
+        self.envs = EnvLoop(self.env_id, self.env_kwargs, seeds, counters=self.counters)
+        log.info("actor %s: made %s", self.actor_id, self.envs.describe())
+
+    def _watch_stop(self) -> None:
+        """Once ``stop`` is set, give the current call STOP_GRACE_S to finish, then cancel it."""
+        while not self._finished.is_set():
+            if self.stop.wait(0.2):
+                break
+        else:
+            return
+        if self._finished.wait(STOP_GRACE_S):
+            return
+        with self._call_lock:
+            self._cancel_all = True
+            if self._call is not None:
+                self._call.cancel()
+
+    def _set_call(self, call: grpc.Future | None) -> None:
+        with self._call_lock:
+            self._call = call
+            if call is not None and self._cancel_all:
+                call.cancel()
+
+    # -- handshake -----------------------------------------------------------------------
+
+    def _base_handshake(self) -> pb.HandshakeRequest:
+        return pb.HandshakeRequest(protocol_version=wire.PROTOCOL_VERSION,
+                                   actor_id=self.actor_id, run_id=self.run_id,
+                                   num_envs=self.num_envs)
+
+    def _call_handshake(self, stub: pb_grpc.LearnerStub,
+                        request: pb.HandshakeRequest) -> pb.HandshakeResponse:
+        if self.stop.is_set():
+            raise _Stopped
+        future = stub.Handshake.future(request, timeout=HANDSHAKE_TIMEOUT_S,
+                                       metadata=self._metadata)
+        self._set_call(future)
+        try:
+            return future.result()
+        except grpc.FutureCancelledError:
+            raise _Stopped from None
+        finally:
+            self._set_call(None)
+
+    def _ask_learner_for_env(self, stub: pb_grpc.LearnerStub) -> None:
+        """Started without --env: a handshake without env or spaces; the learner answers
+        with its env id and kwargs (no session), and we make that env."""
+        response = self._call_handshake(stub, self._base_handshake())
+        if not response.env_id:
+            raise PermanentError(f"started without --env, and the learner at "
+                                 f"{self.config.learner} named no environment either; give --env")
+        try:
+            kwargs = json.loads(response.env_kwargs_json or "{}")
+        except json.JSONDecodeError as error:
+            raise PermanentError(f"the learner sent env kwargs that are not JSON: "
+                                 f"{error}") from None
+        if not isinstance(kwargs, dict):
+            raise PermanentError(f"the learner sent env kwargs that are not a JSON object: "
+                                 f"{response.env_kwargs_json!r}")
+        log.info("actor %s: the learner runs %s %s", self.actor_id, response.env_id, kwargs)
+        self.env_id, self.env_kwargs = response.env_id, kwargs
+        self._make_envs()
+
+    def _handshake(self, stub: pb_grpc.LearnerStub) -> pb.HandshakeResponse:
+        """Open a session: our env and spaces; the learner's message limit and session id."""
+        assert self.envs is not None
+        request = self._base_handshake()
+        request.env_id = self.env_id
+        request.env_kwargs_json = json.dumps(self.env_kwargs, sort_keys=True)
+        request.observation_space.CopyFrom(self.envs.observation_space_msg)
+        request.action_space.CopyFrom(self.envs.action_space_msg)
+        response = self._call_handshake(stub, request)
+        if response.max_message_bytes:
+            self._max_message_bytes = int(response.max_message_bytes)
+            worst = self.envs.worst_request_bytes()
+            if worst > self._max_message_bytes:
+                raise PermanentError(
+                    f"a step of {self.num_envs} environments can take {worst} bytes, more "
+                    f"than the learner accepts ({self._max_message_bytes}); lower "
+                    "--envs-per-actor or raise the learner's --max-message-bytes"
+                )
+        self.session_id = response.session_id
+        log.info("actor %s: connected to the learner at %s (session %s, %s x %d envs, "
+                 "policy version %d)", self.actor_id, self.config.learner, response.session_id,
+                 self.env_id, self.num_envs, response.policy_version)
+        return response
+
+    # -- the Step stream -----------------------------------------------------------------
+
+    def _stream(self, stub: pb_grpc.LearnerStub, handshake: pb.HandshakeResponse) -> str:
+        """Run one session; returns "training_over", "stopped" or "ended" (by the learner).
+        Raises grpc.RpcError when the call fails."""
+        envs = self.envs
+        assert envs is not None
+        metadata = (*self._metadata, (wire.SESSION_METADATA_KEY, handshake.session_id))
+        requests = _RequestQueue()
+        responses = stub.Step(iter(requests), metadata=metadata)
+        self._set_call(responses)
+        try:
+            envs.start_session()
+            self.counters.set_connected(True)
+            while True:
+                request = envs.build_request()
+                sent = time.perf_counter()
+                requests.put(request)
+                try:
+                    response = next(responses)
+                except StopIteration:
+                    return "ended"
+                self._record_round_trip(time.perf_counter() - sent)
+                self._progressed = True
+                if response.training_over:
+                    self._finish(requests, responses)
+                    return "training_over"
+                if self.stop.is_set():
+                    self._finish(requests, responses)
+                    return "stopped"
+                envs.step(envs.decode_actions(response))
+        finally:
+            requests.close()
+            self._set_call(None)
+            responses.cancel()  # no-op when the call has finished
+
+    def _record_round_trip(self, seconds: float) -> None:
+        """Keep the last round trips; publish p50/p99 every ``ROUND_TRIP_WINDOW`` steps."""
+        trips = self._round_trips
+        trips.append(seconds)
+        if len(trips) == ROUND_TRIP_WINDOW:
+            p50, p99 = np.percentile(trips, [50, 99]) * 1000.0
+            self.counters.set_round_trip(float(p50), float(p99))
+            trips.clear()
+
+    @staticmethod
+    def _finish(requests: _RequestQueue, responses: Any) -> None:
+        """End the stream cleanly (half-close, read the learner's end); bounded in time."""
+        requests.close()
+        timer = threading.Timer(STOP_GRACE_S, responses.cancel)
+        timer.daemon = True
+        timer.start()
+        try:
+            for _ in responses:
+                pass
+        except grpc.RpcError:
+            pass
+        finally:
+            timer.cancel()
+
+
+def run_actor(config: Config, actor_index: int, stop: threading.Event | None = None,
+              counters: Counters | None = None) -> int:
+    """Run one actor until training is over or it is stopped; returns its exit code.
+
+    Without ``stop``, and in the main thread, SIGTERM and SIGINT stop it cleanly (the
+    previous handlers are restored on return). Never raises: an unexpected exception is
+    logged and returns ``EXIT_CRASH``.
+    """
+    previous: dict[int, Any] = {}
+    try:
+        actor = ActorClient(config, actor_index, stop=stop, counters=counters)
+        if stop is None and threading.current_thread() is threading.main_thread():
+
+            def on_signal(signum: int, _frame: Any) -> None:
+                actor.stop_reason = actor.stop_reason or signal.Signals(signum).name
+                actor.stop.set()
+
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                previous[sig] = signal.signal(sig, on_signal)
+        return actor.run()
+    except Exception:
+        log.exception("actor %s crashed", actor_id_for(config, actor_index))
+        return EXIT_CRASH
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
