@@ -49,6 +49,7 @@ from typing import Any
 
 from seed_rl import config as cfg
 from seed_rl.config import Config
+from seed_rl.lifetime import orphan_safe_command
 
 log = logging.getLogger("train")
 
@@ -61,20 +62,6 @@ OUTPUT_TAIL_LINES = 40
 #: STARTUP_BACKOFF_S at most); their "cannot reach" warnings are expected until then.
 STARTUP_BACKOFF_S = 0.25
 _STARTUP_RETRY = "cannot reach the learner"
-
-#: Runs in the actor child before it becomes the supervisor: ask the kernel to SIGKILL it
-#: when its parent (this train process) dies, then exec ``python -m actors ...``. An exec
-#: keeps the death signal, and no ``preexec_fn`` runs in a process that has threads.
-_BOOTSTRAP = """\
-import os, sys
-parent = int(sys.argv[1])
-if sys.platform.startswith("linux"):
-    import ctypes, signal
-    ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL), 0, 0, 0)
-if os.getppid() != parent:
-    os._exit(1)
-os.execv(sys.argv[2], sys.argv[2:])
-"""
 
 #: Packages an environment family needs, and the extra that brings them.
 _EXTRAS = (
@@ -212,7 +199,7 @@ class ActorProcess:
         self.tail: collections.deque[str] = collections.deque(maxlen=OUTPUT_TAIL_LINES)
         self._sink = sink
         self.popen = subprocess.Popen(
-            [sys.executable, "-c", _BOOTSTRAP, str(os.getpid()), *command],
+            orphan_safe_command(command),
             env=env,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
