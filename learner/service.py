@@ -160,7 +160,7 @@ class Session:
     context: grpc.ServicerContext | None = None  # set while the stream is open
     closed: bool = False
     busy: bool = False  # the learner holds its request (inference, backpressure): not idle
-    steps: int = 0
+    steps: int = 0  # messages handled; the first carries x_0 alone, no transition
 
 
 @dataclass
@@ -449,8 +449,11 @@ class LearnerServicer(pb_grpc.LearnerServicer):
             inference.actions, inference.logits, inference.policy_version,
             tuple(s.numpy() for s in session.core_state))
         session.core_state = inference.next_core_state
+        # A session's first message is x_0 alone (reset observations, or the current ones
+        # after a reconnect): no transition led to it in this session, so no env steps.
+        transitions = k if session.steps > 0 else 0
         session.steps += 1
-        self.metrics.add_env_steps(k, [e.episode_return for e in request.episodes],
+        self.metrics.add_env_steps(transitions, [e.episode_return for e in request.episodes],
                                    [e.episode_length for e in request.episodes])
         response = pb.StepResponse(
             actions=wire.encode_tensor(inference.actions + self._action_start),
