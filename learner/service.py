@@ -11,8 +11,8 @@ Codes answered here, besides the validation's (docs/reliability.md has the full 
 FAILED_PRECONDITION for a Step stream without a handshake; ALREADY_EXISTS for a second live
 incarnation of one actor id; RESOURCE_EXHAUSTED for more environments than
 --max-total-envs across all actors (grpc itself answers it for a message over
---max-message-bytes); UNAVAILABLE while shutting down; UNAUTHENTICATED without the auth
-token (learner/auth.py).
+--max-message-bytes); UNAVAILABLE while shutting down. The auth token is not checked here:
+learner/auth.py's interceptor refuses every RPC without it before any handler runs.
 """
 
 from __future__ import annotations
@@ -30,8 +30,8 @@ import grpc
 import numpy as np
 import torch
 
-# TokenInterceptor is re-exported until learner/main.py imports it from learner.auth.
-from learner.auth import UNAUTHENTICATED_MESSAGE, TokenInterceptor, token_matches  # noqa: F401
+# Re-exported until learner/main.py imports it from learner.auth.
+from learner.auth import TokenInterceptor  # noqa: F401
 from learner.batcher import InferenceBatcher, InferenceRequest
 from learner.metrics import Metrics
 from learner.store import QueueClosed, UnrollBuilder, UnrollQueue, Unrolls
@@ -221,7 +221,6 @@ class LearnerServicer(pb_grpc.LearnerServicer):
     def Handshake(self, request: pb.HandshakeRequest | MalformedMessage,
                   context: grpc.ServicerContext) -> pb.HandshakeResponse:
         """Open a session; a handshake without ``env_id`` only asks which env to make."""
-        self._check_token(context)
         if isinstance(request, MalformedMessage):
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.describe())
         if self.stopping.is_set():
@@ -247,7 +246,6 @@ class LearnerServicer(pb_grpc.LearnerServicer):
     def Step(self, request_iterator: Iterator[pb.StepRequest | MalformedMessage],
              context: grpc.ServicerContext) -> Iterator[pb.StepResponse]:
         """Serve one session's stream: actions for each message, until it ends."""
-        self._check_token(context)
         metadata = dict(context.invocation_metadata())
         session = self._attach_stream(metadata.get(wire.SESSION_METADATA_KEY, ""), context)
         if session is None:
@@ -329,8 +327,3 @@ class LearnerServicer(pb_grpc.LearnerServicer):
                     return
             except QueueClosed:
                 return
-
-    def _check_token(self, context: grpc.ServicerContext) -> None:
-        token = self.config.auth_token
-        if token and not token_matches(context.invocation_metadata() or (), token):
-            context.abort(grpc.StatusCode.UNAUTHENTICATED, UNAUTHENTICATED_MESSAGE)
