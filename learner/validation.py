@@ -156,8 +156,8 @@ def check_actor_matches(request: pb.HandshakeRequest, spec: LearnerSpec, *,
 
 @dataclass
 class CheckedStep:
-    """One step message of K environments, decoded and checked (slot convention,
-    docs/architecture.md): x_t and the reward and flags of the transition that led to it."""
+    """One step message of K environments, decoded and checked: x_t and the reward and
+    flags of the transition that led to it (docs/architecture.md, "Slot convention")."""
 
     observations: np.ndarray  # [K, *observation_shape], the observation space's dtype
     rewards: np.ndarray  # [K] float
