@@ -1,5 +1,6 @@
 """Sessions through a real learner service: a restarted actor's partial unrolls are dropped,
-never mixed with its new incarnation's steps; duplicate live ids are refused."""
+never mixed with its new incarnation's steps; duplicate live ids are refused; env steps
+count transitions, not messages (a session's first message is a reset)."""
 
 from __future__ import annotations
 
@@ -51,3 +52,26 @@ def test_a_second_live_connection_with_the_same_id_is_refused(tmp_path):
         # The first connection is untouched and keeps being served.
         assert len(first.actions(first.step(step_request(observations(1, 1))))) == K
         first.close()
+
+
+def test_env_steps_count_transitions_not_messages_across_reconnects(tmp_path):
+    """The first message of a session carries only x_0 (observations after a reset or a
+    reconnect, no transition): N messages from K environments are (N - 1) x K env steps.
+    Every new session begins with such a message: after a restart (new run id) and after a
+    reconnect of the same process (same run id)."""
+    config = make_config(tmp_path, env=ENV, unroll_length=T, batch_size=K)
+    sessions = [("run-1", 3), ("run-2", 4), ("run-2", 2)]  # (run id, messages sent)
+    with running_learner(config, train=False) as learner:
+        address = f"127.0.0.1:{learner.port}"
+        counted = 0
+        for incarnation, (run_id, messages) in enumerate(sessions):
+            actor = ScriptedActor(address, handshake_request(ENV, K, actor_id="a-0",
+                                                             run_id=run_id))
+            actor.step(step_request(observations(incarnation, 0)))
+            assert learner.metrics.env_steps == counted, f"session {incarnation}'s x_0 counted"
+            for step in range(1, messages):
+                actor.step(step_request(observations(incarnation, step)))
+            counted += (messages - 1) * K
+            assert learner.metrics.env_steps == counted
+            actor.close()
+        assert counted == (2 + 3 + 1) * K

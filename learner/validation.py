@@ -1,0 +1,268 @@
+"""Checking what actors send against the contract, before anything else in the learner sees it.
+
+Handshakes are checked against the :class:`LearnerSpec` (protocol version, ids, environment,
+spaces, how many environments fit a message) and every step message against the spec and
+its session's K (decode, shapes, dtypes, finiteness, flag bytes, final observations,
+episode statistics). A broken rule raises a :class:`Rejected` carrying the status code and
+a message a person can act on; the service turns it into the end of that one RPC, and the
+other actors keep training (docs/architecture.md, "Wire contract"; docs/reliability.md has
+the table of status codes).
+
+Codes raised here: INVALID_ARGUMENT for anything malformed (bytes that do not parse, wrong
+dtype/shape/byte length, non-finite values, ids that are not printable, more environments
+than --max-envs-per-actor or than fit --max-message-bytes); FAILED_PRECONDITION for a
+protocol version, environment or spaces that do not match the learner's.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import grpc
+import gymnasium as gym
+import numpy as np
+
+from seed_rl import wire
+from seed_rl.proto.seed_rl.v1 import seed_rl_pb2 as pb
+
+MAX_ID_LENGTH = 256
+ECHO_CHARS = 80  # at most this much of a client's own text is echoed back in an error
+
+
+def echo(value: object) -> str:
+    """``repr`` of client-supplied text, cut short: error messages stay small and readable
+    however large the hostile input."""
+    text = repr(value)
+    return text if len(text) <= ECHO_CHARS else text[:ECHO_CHARS] + f"... ({len(text)} chars)"
+
+
+class Rejected(Exception):
+    """A request broke the contract: the RPC ends with ``code`` and this message."""
+
+    def __init__(self, code: grpc.StatusCode, message: str):
+        super().__init__(message)
+        self.code = code
+
+
+class HandshakeRejected(Rejected):
+    """A handshake the learner will not open a session for."""
+
+
+class StepRejected(Rejected):
+    """A step message that ends its stream (and its session)."""
+
+
+@dataclass(frozen=True)
+class MalformedMessage:
+    """Stands in for request bytes that are not a valid message, so that the handler (not
+    grpc, which would answer INTERNAL) rejects them with INVALID_ARGUMENT and a reason."""
+
+    type_name: str
+    size: int
+    error: str
+
+    def describe(self) -> str:
+        return (f"a {self.size}-byte request is not a valid {self.type_name} ({self.error}); "
+                "actor and learner must run matching seed-rl versions")
+
+
+def lenient_parser(message_type: type) -> Callable[[bytes], object]:
+    """A request deserializer that never raises: bad bytes become a MalformedMessage."""
+    type_name = message_type.DESCRIPTOR.full_name
+
+    def parse(data: bytes) -> object:
+        try:
+            return message_type.FromString(data)
+        except Exception as error:  # DecodeError: truncated, bad wire types, bad UTF-8
+            return MalformedMessage(type_name, len(data), str(error)[:200])
+
+    return parse
+
+
+@dataclass
+class LearnerSpec:
+    """What the learner serves: the environment and its spaces."""
+
+    env_id: str
+    env_kwargs: dict
+    observation_space: gym.spaces.Box
+    action_space: gym.spaces.Discrete
+
+
+# -- handshakes ------------------------------------------------------------------------------
+
+
+def check_protocol_and_ids(request: pb.HandshakeRequest) -> None:
+    """The parts every handshake needs, even one that only asks which environment to make."""
+    if request.protocol_version != wire.PROTOCOL_VERSION:
+        raise HandshakeRejected(
+            grpc.StatusCode.FAILED_PRECONDITION,
+            f"protocol version {request.protocol_version} is not supported: this learner "
+            f"speaks version {wire.PROTOCOL_VERSION}; run matching seed-rl versions on "
+            "actors and learner")
+    for name, value in (("actor_id", request.actor_id), ("run_id", request.run_id)):
+        if not value or len(value) > MAX_ID_LENGTH or not value.isprintable():
+            raise HandshakeRejected(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"{name} must be 1-{MAX_ID_LENGTH} printable characters, got {echo(value)}")
+
+
+def check_actor_matches(request: pb.HandshakeRequest, spec: LearnerSpec, *,
+                        max_envs_per_actor: int, max_message_bytes: int) -> None:
+    """An actor that wants a session runs the learner's environment and spaces, and its K
+    environments fit the learner's limits (a worst-case message: every env truncated)."""
+    try:
+        kwargs = json.loads(request.env_kwargs_json or "{}")
+        observation_space = wire.decode_space(request.observation_space,
+                                              name="observation_space")
+        action_space = wire.decode_space(request.action_space, name="action_space")
+    except Exception as error:  # WireError, bad JSON, too deep, spaces gymnasium rejects
+        raise HandshakeRejected(grpc.StatusCode.INVALID_ARGUMENT,
+                                f"bad handshake: {type(error).__name__}: {str(error)[:200]}"
+                                ) from None
+    problems = []
+    if request.env_id != spec.env_id or kwargs != spec.env_kwargs:
+        problems.append(f"environment: learner runs {spec.env_id} {spec.env_kwargs}, actor "
+                        f"runs {echo(request.env_id)} {echo(kwargs)}")
+    for name, mine, theirs in (("observation space", spec.observation_space, observation_space),
+                               ("action space", spec.action_space, action_space)):
+        mismatch = wire.space_mismatch(mine, theirs)
+        if mismatch is not None:
+            problems.append(f"{name}: {mismatch.what}")
+    if problems:
+        # The actor's own text is echoed cut short: a hostile handshake cannot bloat it.
+        raise HandshakeRejected(grpc.StatusCode.FAILED_PRECONDITION,
+                                "actor and learner disagree: " + "; ".join(problems)
+                                + ". Start the actors with the learner's --env (or no --env).")
+    k = request.num_envs
+    if not 0 < k <= max_envs_per_actor:
+        raise HandshakeRejected(grpc.StatusCode.INVALID_ARGUMENT,
+                                f"num_envs={k}: an actor may run 1 to {max_envs_per_actor} "
+                                "environments (learner flag --max-envs-per-actor)")
+    obs = spec.observation_space
+    obs_bytes = math.prod(obs.shape) * np.dtype(obs.dtype).itemsize * k
+    if obs_bytes * 2 > max_message_bytes:
+        raise HandshakeRejected(grpc.StatusCode.INVALID_ARGUMENT,
+                                f"{k} environments of {obs_bytes // k} observation bytes do not "
+                                f"fit in a message of at most {max_message_bytes} bytes; use "
+                                "fewer --envs-per-actor or raise --max-message-bytes")
+
+
+# -- step messages ---------------------------------------------------------------------------
+
+
+@dataclass
+class CheckedStep:
+    """One step message of K environments, decoded and checked: x_t and the reward and
+    flags of the transition that led to it (docs/architecture.md, "Slot convention")."""
+
+    observations: np.ndarray  # [K, *observation_shape], the observation space's dtype
+    rewards: np.ndarray  # [K] float
+    terminated: np.ndarray  # [K] bool
+    truncated: np.ndarray  # [K] bool
+    final_envs: np.ndarray  # int64 indices of the truncated envs that sent a final obs
+    final_observations: np.ndarray  # [len(final_envs), *observation_shape]
+    episode_returns: list[float]
+    episode_lengths: list[int]
+
+    @property
+    def episode_start(self) -> np.ndarray:
+        """[K] bool: x_t is the first observation of a new episode."""
+        return self.terminated | self.truncated
+
+
+class StepValidator:
+    """Checks step messages against the observation space agreed at the handshake."""
+
+    def __init__(self, observation_space: gym.spaces.Box, max_message_bytes: int):
+        self.observation_shape = tuple(observation_space.shape)
+        self.observation_dtype = np.dtype(observation_space.dtype)
+        self.max_message_bytes = max_message_bytes
+
+    def check(self, request: pb.StepRequest, num_envs: int) -> CheckedStep:
+        """Decode ``request`` for a session of ``num_envs`` environments, or raise
+        :class:`StepRejected` saying what is wrong."""
+        k, shape, dtype = num_envs, self.observation_shape, self.observation_dtype
+        observations = self._decode(request.observations, "observations")
+        rewards = self._decode(request.rewards, "rewards")
+        terminated = self._decode(request.terminated, "terminated")
+        truncated = self._decode(request.truncated, "truncated")
+        _expect(observations, "observations", (k, *shape), dtype)
+        if observations.dtype.kind == "f" and not np.isfinite(observations).all():
+            bad = np.flatnonzero(~np.isfinite(observations).reshape(k, -1).all(1))[:5]
+            raise StepRejected(grpc.StatusCode.INVALID_ARGUMENT,
+                               f"observations: non-finite values at environments "
+                               f"{bad.tolist()}; check the environment (NaN observations "
+                               "would poison inference and training)")
+        _expect(rewards, "rewards", (k,), None)
+        if rewards.dtype.kind != "f":
+            raise StepRejected(grpc.StatusCode.INVALID_ARGUMENT,
+                               f"rewards: dtype {rewards.dtype} must be a float type")
+        with np.errstate(over="ignore"):  # float64 beyond float32's range becomes inf
+            finite = np.isfinite(rewards.astype(np.float32, copy=False))
+        if not finite.all():
+            bad = np.flatnonzero(~finite)[:5].tolist()
+            raise StepRejected(grpc.StatusCode.INVALID_ARGUMENT,
+                               f"rewards: non-finite values (or beyond float32) at environments "
+                               f"{bad}; check the environment (a NaN reward would poison "
+                               "training)")
+        _expect(terminated, "terminated", (k,), np.dtype(bool))
+        _expect(truncated, "truncated", (k,), np.dtype(bool))
+        for name, flags in (("terminated", terminated), ("truncated", truncated)):
+            if flags.view(np.uint8).max(initial=0) > 1:
+                raise StepRejected(grpc.StatusCode.INVALID_ARGUMENT,
+                                   f"{name}: bool bytes must be 0 or 1")
+        episodes = request.episodes
+        if len(episodes) > k or any(e.env_index >= k or not math.isfinite(e.episode_return)
+                                    for e in episodes):
+            raise StepRejected(grpc.StatusCode.INVALID_ARGUMENT,
+                               f"episodes: {len(episodes)} entries; at most one per "
+                               f"environment, env_index in [0, {k}), finite episode_return")
+        final_envs, final_observations = self._final_observations(request, k, truncated)
+        if (truncated & ~terminated & ~np.isin(np.arange(k), final_envs)).any():
+            raise StepRejected(grpc.StatusCode.INVALID_ARGUMENT,
+                               "truncated environments must send their final observation "
+                               "(final_observation_envs / final_observations)")
+        return CheckedStep(observations, rewards, terminated, truncated, final_envs,
+                           final_observations, [e.episode_return for e in episodes],
+                           [e.episode_length for e in episodes])
+
+    def _final_observations(self, request: pb.StepRequest, k: int,
+                            truncated: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The true final observations of environments a time limit cut this step (their
+        values bootstrap the truncated return): distinct indices of truncated envs."""
+        final_envs = np.asarray(request.final_observation_envs, dtype=np.int64)
+        if not len(final_envs):
+            return final_envs, np.zeros((0, *self.observation_shape), self.observation_dtype)
+        finals = self._decode(request.final_observations, "final_observations")
+        _expect(finals, "final_observations", (len(final_envs), *self.observation_shape),
+                self.observation_dtype)
+        if final_envs.max() >= k or len(np.unique(final_envs)) != len(final_envs):
+            raise StepRejected(grpc.StatusCode.INVALID_ARGUMENT,
+                               f"final_observation_envs {final_envs[:8].tolist()} must be "
+                               f"distinct indices in [0, {k})")
+        if not truncated[final_envs].all():
+            raise StepRejected(grpc.StatusCode.INVALID_ARGUMENT,
+                               "final_observation_envs lists environments that were not "
+                               "truncated this step")
+        return final_envs, finals
+
+    def _decode(self, tensor: pb.Tensor, name: str) -> np.ndarray:
+        try:
+            return wire.decode_tensor(tensor, name=name, max_bytes=self.max_message_bytes)
+        except wire.WireError as error:
+            raise StepRejected(grpc.StatusCode.INVALID_ARGUMENT, str(error)) from None
+
+
+def _expect(array: np.ndarray, name: str, shape: tuple[int, ...],
+            dtype: np.dtype | None) -> None:
+    """``array`` has exactly ``shape`` (and ``dtype`` unless None), or StepRejected."""
+    if array.shape != shape:
+        raise StepRejected(grpc.StatusCode.INVALID_ARGUMENT,
+                           f"{name}: shape {list(array.shape)}, expected {list(shape)}")
+    if dtype is not None and array.dtype != dtype:
+        raise StepRejected(grpc.StatusCode.INVALID_ARGUMENT,
+                           f"{name}: dtype {array.dtype}, expected {dtype}")
