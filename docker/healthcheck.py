@@ -7,7 +7,8 @@ learner's service ``seed_rl.v1.Learner``; exit 1, with one line saying why, othe
 (refused, timed out, NOT_SERVING while the learner shuts down). The address defaults to
 127.0.0.1 and the port of ``SEED_RL_ADDRESS`` (the learner's own listen address).
 
-The health service needs no auth token. With TLS (``SEED_RL_TLS_CERT``) the check uses a TLS
+With an auth token (``SEED_RL_AUTH_TOKEN``) the check carries it, as every RPC to the learner
+must (the learner refuses the health service too without it). With TLS (``SEED_RL_TLS_CERT``) the check uses a TLS
 channel that trusts ``SEED_RL_TLS_CA`` if set, else the learner's own certificate (right for
 a self-signed one), and expects the certificate to name ``localhost``
 (``SEED_RL_HEALTHCHECK_TLS_NAME`` overrides that name). Mutual TLS is not supported here:
@@ -57,7 +58,10 @@ def check(target: str, environ: dict[str, str]) -> tuple[bool, str]:
     with open_channel(target, environ) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         try:
-            reply = stub.Check(health_pb2.HealthCheckRequest(service=SERVICE), timeout=TIMEOUT_S)
+            token = environ.get("SEED_RL_AUTH_TOKEN", "")
+            metadata = [("authorization", f"Bearer {token}")] if token else None
+            reply = stub.Check(health_pb2.HealthCheckRequest(service=SERVICE),
+                               timeout=TIMEOUT_S, metadata=metadata)
         except grpc.RpcError as error:
             return False, (
                 f"learner at {target} did not answer the health check: "

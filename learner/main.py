@@ -31,10 +31,11 @@ import torch
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from learner import checkpoint
+from learner.auth import TokenInterceptor
 from learner.batcher import InferenceBatcher
 from learner.metrics import Metrics
 from learner.models import build_model
-from learner.service import LearnerServicer, LearnerSpec, TokenInterceptor, add_to_server
+from learner.service import LearnerServicer, LearnerSpec, add_to_server
 from learner.store import UnrollQueue
 from learner.trainer import Trainer
 from seed_rl.config import Config, Resolved

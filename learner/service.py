@@ -30,8 +30,6 @@ import grpc
 import numpy as np
 import torch
 
-# Re-exported until learner/main.py imports it from learner.auth.
-from learner.auth import TokenInterceptor  # noqa: F401
 from learner.batcher import InferenceBatcher, InferenceRequest
 from learner.metrics import Metrics
 from learner.store import QueueClosed, UnrollBuilder, UnrollQueue, Unrolls

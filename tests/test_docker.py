@@ -292,6 +292,18 @@ def test_healthcheck_against_a_real_learner(tmp_path):
     assert "did not answer the health check: UNAVAILABLE" in gone.stderr
 
 
+def test_healthcheck_carries_the_auth_token(tmp_path):
+    from learner_harness import make_config, running_learner
+
+    with running_learner(make_config(tmp_path, auth_token="s3cret"), train=False) as learner:
+        target = f"127.0.0.1:{learner.port}"
+        refused = run_healthcheck(target, env={"SEED_RL_AUTH_TOKEN": ""})
+        assert refused.returncode == 1 and "UNAUTHENTICATED" in refused.stderr
+        serving = run_healthcheck(target, env={"SEED_RL_AUTH_TOKEN": "s3cret"})
+        assert serving.returncode == 0, serving.stderr
+        assert "s3cret" not in serving.stdout + serving.stderr
+
+
 def test_healthcheck_rejects_an_address_without_a_port():
     result = run_healthcheck(env={"SEED_RL_ADDRESS": "0.0.0.0:0"})
     assert result.returncode != 0
