@@ -6,7 +6,7 @@ Every model maps a time-major batch to policy logits and values:
         -> ModelOutput(logits [T, B, A], values [T, B], core_state)
 
 ``episode_start[t]`` marks x_t as the first observation of an episode: a recurrent core
-zeroes its state before it reads x_t (slot convention, DESIGN.md). Inference calls the
+zeroes its state before it reads x_t (slot convention, docs/architecture.md). Inference calls the
 same model with T = 1, so acting and learning share one code path. Feed-forward models take
 and return an empty ``core_state`` tuple.
 

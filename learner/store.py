@@ -1,6 +1,6 @@
 """Trajectory store: per-environment unrolls of T+1 slots, and the bounded queue to the trainer.
 
-Slot convention (DESIGN.md). Slot t of an unroll holds
+Slot convention (docs/architecture.md). Slot t of an unroll holds
   - the observation x_t,
   - the reward and the terminated/truncated flags of the transition that LED to x_t
     (so slot t's flags say "x_t starts a new episode"), and, when that transition was

@@ -38,7 +38,7 @@ def test_actor_and_learner_agree_on_the_wire_contract(tmp_path) -> None:
         thread = threading.Thread(target=lambda: exit_codes.append(actor.run()), daemon=True)
         thread.start()
         try:
-            unrolls = learner.queue.get(2 * K, learner.policy_version, timeout=WAIT)
+            unrolls = learner.queue.get(2 * K, learner.trainer.policy_version, timeout=WAIT)
             assert unrolls is not None, "no two unrolls per env from the actor's steps"
             # Training over: the actor hears it on its next step and exits 0.
             learner.request_stop("test finished")
@@ -72,7 +72,7 @@ def test_actor_and_learner_agree_on_the_wire_contract(tmp_path) -> None:
         # learner's bootstrap value is the model's value of exactly that observation.
         final = np.stack([np.full_like(t, KWARGS["episode_length"]), episode], axis=-1)[ended]
         with torch.no_grad():
-            values = learner.model(torch.from_numpy(final)[None],
+            values = learner.trainer.model(torch.from_numpy(final)[None],
                                    torch.zeros(1, len(final), dtype=torch.bool), ()).values[0]
         np.testing.assert_allclose(unrolls.truncation_values[1:][ended], values.numpy(),
                                    rtol=1e-5, atol=1e-6)

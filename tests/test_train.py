@@ -23,7 +23,7 @@ import pytest
 from procs import REPO, children_of, is_running
 from rich.console import Console
 
-from learner import curves
+from learner import curves, local_actors
 from learner import local_run as train
 from learner.console import LiveStatus, format_duration, progress
 from seed_rl import cli, presets
@@ -119,7 +119,7 @@ def test_actor_command_carries_every_actor_knob_but_no_secret() -> None:
     config, _ = resolve(
         "--env-kwargs", '{"a": 1}', "--seed", "7", "--envs-per-actor", "5", "--auth-token", "hush"
     )
-    argv = train.actor_command(config, "127.0.0.1:1234", "WARNING")
+    argv = local_actors.actor_command(config, "127.0.0.1:1234", "WARNING")
     assert argv[:3] == [sys.executable, "-m", "actors"]
     assert not any("hush" in a for a in argv)
     args = cli.build_parser().parse_args(["actors", *argv[3:]])
@@ -138,10 +138,10 @@ def test_actor_command_carries_every_actor_knob_but_no_secret() -> None:
 
 def test_actor_environment_has_the_token_and_no_other_seed_rl_variables(monkeypatch) -> None:
     monkeypatch.setenv("SEED_RL_BATCH_SIZE", "3")
-    env = train._actor_env("tok")
+    env = local_actors.actor_environment("tok")
     assert env["SEED_RL_AUTH_TOKEN"] == "tok"
     assert not [k for k in env if k.startswith("SEED_RL_") and k != "SEED_RL_AUTH_TOKEN"]
-    assert "SEED_RL_AUTH_TOKEN" not in train._actor_env("")
+    assert "SEED_RL_AUTH_TOKEN" not in local_actors.actor_environment("")
 
 
 # -- presets ------------------------------------------------------------------------------
