@@ -49,9 +49,10 @@ def test_actor_and_learner_agree_on_the_wire_contract(tmp_path) -> None:
             thread.join(WAIT)
         assert exit_codes == [0]
         assert (actor.env_id, actor.env_kwargs) == (ENV, KWARGS)
-        # Every request the learner answered was one step of the K envs (the training-over
-        # answer is neither counted nor acted on), and vice versa.
-        assert learner.metrics.env_steps == counters.steps >= 2 * T * K
+        # The learner counts the transitions it received: every request but the session's
+        # first (reset observations only) and the last, answered "training over" unread,
+        # which carried the actor's last step. So it is one step of the K envs behind.
+        assert learner.metrics.env_steps == counters.steps - K >= 2 * T * K
 
         obs = unrolls.observations  # [T+1, 2K, 2]: (t within the episode, episode number)
         assert obs.shape == (T + 1, 2 * K, 2) and obs.dtype == np.float32

@@ -173,6 +173,8 @@ def test_resolved_environment_is_a_valid_config_for_each_role():
     host, port = actor_config.learner.rsplit(":", 1)
     assert host == "learner" and port == learner_config.address.rsplit(":", 1)[1]
     assert learner_config.address.startswith("0.0.0.0:")
+    # the learner image trains like `seed-rl learner` and `seed-rl train`: the env's preset
+    assert learner_config.preset == "cartpole" and learner_config.optimizer == "adam"
     assert actor_service["depends_on"]["learner"]["condition"] == "service_healthy"
     learner = compose["services"]["learner"]
     published = learner["ports"][0]
