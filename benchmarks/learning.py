@@ -1,10 +1,17 @@
-"""Wall time of ``seed-rl train`` to a mean return of 475 on CartPole-v1, start-up included.
+"""Wall time to a mean return of 475 on CartPole-v1, start-up included.
 
-Runs the real command (``python -m seed_rl train``, a subprocess, exactly what a person
-types, with the shipped CartPole preset) once per seed, each in a fresh temporary logdir
-(so nothing resumes), and prints a Markdown table:
+Runs the real commands, as subprocesses, exactly what a person types, with the shipped
+CartPole preset, once per seed, each in a fresh temporary logdir (so nothing resumes):
 
-    seed | wall time, s | reached 475 | env steps | learner time, s | overhead, s | SPS
+* ``--launch train`` (default): ``seed-rl train``;
+* ``--launch server``: ``seed-rl learner --env CartPole-v1`` and, once it serves,
+  ``seed-rl actors --num-actors 2 --envs-per-actor 32`` (the 2x32 layout ``seed-rl train``
+  picks on two cores), timed from the learner's start to its exit;
+* ``--launch both``: the two, alternating per seed, side by side in one table.
+
+It prints a Markdown table:
+
+    launch | seed | wall time, s | reached 475 | env steps | learner time, s | overhead, s | SPS
 
 * wall time: from starting the command to its exit (interpreter start, imports, spawning
   the actors, training, final checkpoint, learning curve, summary, exit);
@@ -17,8 +24,8 @@ core count and the load average before and after (the load of other processes sk
 timings; compare runs made side by side).
 
 Usage:
-    python benchmarks/learning.py [--seeds 0,1,2] [--timeout 300] [--save-curve FILE.png]
-                                  [-- EXTRA TRAIN FLAGS]
+    python benchmarks/learning.py [--seeds 0,1,2] [--launch train|server|both]
+                                  [--timeout 300] [--save-curve FILE.png] [-- EXTRA FLAGS]
 
 ``--save-curve`` copies the learning curve of the median run (e.g. into docs/).
 """
@@ -30,7 +37,9 @@ import contextlib
 import json
 import os
 import platform
+import re
 import shutil
+import socket
 import statistics
 import subprocess
 import sys
@@ -45,6 +54,7 @@ TARGET = 475.0
 
 @dataclass
 class Run:
+    launch: str
     seed: int
     wall_s: float
     reached: bool
@@ -68,30 +78,62 @@ def cpu_model() -> str:
     return platform.processor() or "unknown CPU"
 
 
-def run_once(seed: int, workdir: Path, timeout: float, extra: list[str]) -> Run:
-    logdir = workdir / f"seed-{seed}"
-    command = [
-        sys.executable,
-        "-m",
-        "seed_rl",
-        "train",
-        "--logdir",
-        str(logdir),
-        "--seed",
-        str(seed),
-        *extra,
-    ]
-    started = time.perf_counter()
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def run_train(logdir: Path, seed: int, timeout: float, extra: list[str]) -> tuple[int, str]:
+    """``seed-rl train``: (exit code, output)."""
+    command = [sys.executable, "-m", "seed_rl", "train", "--logdir", str(logdir),
+               "--seed", str(seed), *extra]
     try:
         done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=timeout)
-        exit_code, output = done.returncode, done.stdout + done.stderr
+        return done.returncode, done.stdout + done.stderr
     except subprocess.TimeoutExpired as expired:
-        exit_code = -1
-        output = (
-            (expired.stdout or b"").decode(errors="replace")
-            if isinstance(expired.stdout, bytes)
-            else (expired.stdout or "")
-        )
+        out = expired.stdout
+        return -1, out.decode(errors="replace") if isinstance(out, bytes) else (out or "")
+
+
+def run_server(logdir: Path, seed: int, timeout: float, extra: list[str]) -> tuple[int, str]:
+    """``seed-rl learner`` plus ``seed-rl actors`` started once it serves: (the learner's
+    exit code, both outputs)."""
+    address = f"127.0.0.1:{free_port()}"
+    with tempfile.TemporaryFile("w+") as learner_log, tempfile.TemporaryFile("w+") as actor_log:
+        learner = subprocess.Popen(
+            [sys.executable, "-m", "seed_rl", "learner", "--env", "CartPole-v1", "--address",
+             address, "--logdir", str(logdir), "--seed", str(seed), "--status-every", "0",
+             *extra], cwd=REPO, stdout=learner_log, stderr=subprocess.STDOUT, text=True)
+        deadline = time.monotonic() + timeout
+        while learner.poll() is None and time.monotonic() < deadline:
+            learner_log.seek(0)
+            if re.search(r"learner serving", learner_log.read()):
+                break
+            time.sleep(0.05)
+        actors = subprocess.Popen(
+            [sys.executable, "-m", "seed_rl", "actors", "--learner", address, "--num-actors",
+             "2", "--envs-per-actor", "32", "--seed", str(seed), "--status-every", "0"],
+            cwd=REPO, stdout=actor_log, stderr=subprocess.STDOUT, text=True)
+        try:
+            code = learner.wait(max(1.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            learner.kill()
+            code = -1
+        try:
+            actors.wait(30)
+        except subprocess.TimeoutExpired:
+            actors.kill()
+        learner_log.seek(0)
+        actor_log.seek(0)
+        return code, learner_log.read() + actor_log.read()
+
+
+def run_once(launch: str, seed: int, workdir: Path, timeout: float, extra: list[str]) -> Run:
+    logdir = workdir / f"{launch}-seed-{seed}"
+    started = time.perf_counter()
+    runner = run_train if launch == "train" else run_server
+    exit_code, output = runner(logdir, seed, timeout, extra)
     wall = time.perf_counter() - started
     records = []
     metrics = logdir / "metrics.jsonl"
@@ -103,11 +145,12 @@ def run_once(seed: int, workdir: Path, timeout: float, extra: list[str]) -> Run:
     reached = exit_code == 0 and "reached the target" in output
     if exit_code != 0:
         sys.stderr.write(
-            f"seed {seed}: exit code {exit_code}; last output:\n"
+            f"{launch} seed {seed}: exit code {exit_code}; last output:\n"
             + "\n".join(output.splitlines()[-20:])
             + "\n"
         )
     return Run(
+        launch,
         seed,
         wall,
         reached,
@@ -127,6 +170,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--save-curve", default=None, help="copy the median run's learning_curve.png here"
     )
+    parser.add_argument("--launch", choices=("train", "server", "both"), default="train",
+                        help="seed-rl train, seed-rl learner + seed-rl actors, or both")
     parser.add_argument("--keep", action="store_true", help="keep the run directories")
     parser.add_argument("extra", nargs="*", help="more `seed-rl train` flags (after --)")
     args = parser.parse_args(argv)
@@ -136,19 +181,23 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="seed-rl-learning-"))
     runs: list[Run] = []
     try:
+        launches = ["train", "server"] if args.launch == "both" else [args.launch]
         for seed in seeds:
-            run = run_once(seed, workdir, args.timeout, args.extra)
-            runs.append(run)
-            print(
-                f"  seed {seed}: {run.wall_s:.1f} s, reached {TARGET:g}: "
-                f"{'yes' if run.reached else 'NO'}",
-                file=sys.stderr,
-                flush=True,
-            )
+            for launch in launches:
+                run = run_once(launch, seed, workdir, args.timeout, args.extra)
+                runs.append(run)
+                print(
+                    f"  {launch} seed {seed}: {run.wall_s:.1f} s, reached {TARGET:g}: "
+                    f"{'yes' if run.reached else 'NO'}",
+                    file=sys.stderr,
+                    flush=True,
+                )
         load_after = os.getloadavg()
         print(
-            f"`seed-rl train` on CartPole-v1 to a mean return of {TARGET:g} (last 100 "
-            f"episodes), whole command{' ' + ' '.join(args.extra) if args.extra else ''}"
+            f"CartPole-v1 to a mean return of {TARGET:g} (last 100 episodes), whole "
+            f"commands{' ' + ' '.join(args.extra) if args.extra else ''}; train = `seed-rl "
+            "train`, server = `seed-rl learner` + `seed-rl actors --num-actors 2 "
+            "--envs-per-actor 32`"
         )
         print(
             f"machine: {cpu_model()}, {os.cpu_count()} cores, {platform.system()}, Python "
@@ -157,25 +206,29 @@ def main(argv: list[str] | None = None) -> int:
         )
         print()
         print(
-            "| seed | wall time, s | reached 475 | env steps | learner time, s | "
+            "| launch | seed | wall time, s | reached 475 | env steps | learner time, s | "
             "overhead, s | SPS |"
         )
-        print("|---:|---:|:---:|---:|---:|---:|---:|")
+        print("|---|---:|---:|:---:|---:|---:|---:|---:|")
         for r in runs:
             print(
-                f"| {r.seed} | {r.wall_s:.1f} | {'yes' if r.reached else 'no'} | "
+                f"| {r.launch} | {r.seed} | {r.wall_s:.1f} | {'yes' if r.reached else 'no'} | "
                 f"{r.env_steps:,} | {r.learner_s:.1f} | {r.wall_s - r.learner_s:.1f} | "
                 f"{r.sps:,.0f} |"
             )
-        walls = [r.wall_s for r in runs]
         print()
-        print(
-            f"median wall time {statistics.median(walls):.1f} s (min {min(walls):.1f}, max "
-            f"{max(walls):.1f}); reached {TARGET:g}: {sum(r.reached for r in runs)}/"
-            f"{len(runs)}; median SPS {statistics.median(r.sps for r in runs):,.0f}"
-        )
+        for launch in launches:
+            mine = [r for r in runs if r.launch == launch]
+            walls = [r.wall_s for r in mine]
+            print(
+                f"{launch}: median wall time {statistics.median(walls):.1f} s (min "
+                f"{min(walls):.1f}, max {max(walls):.1f}); reached {TARGET:g}: "
+                f"{sum(r.reached for r in mine)}/{len(mine)}; median SPS "
+                f"{statistics.median(r.sps for r in mine):,.0f}"
+            )
         if args.save_curve:
-            median_run = sorted(runs, key=lambda r: r.wall_s)[len(runs) // 2]
+            first = [r for r in runs if r.launch == launches[0]]
+            median_run = sorted(first, key=lambda r: r.wall_s)[len(first) // 2]
             source = median_run.logdir / "learning_curve.png"
             if source.is_file():
                 Path(args.save_curve).parent.mkdir(parents=True, exist_ok=True)

@@ -35,9 +35,7 @@ from pathlib import Path
 import numpy as np
 
 ENV = "CartPole-v1"
-BATCH_SIZE, UNROLL_LENGTH = 16, 16  # the CartPole preset's B and T
-LEARNER_FLAGS = ["--optimizer", "adam", "--learning-rate", "0.002", "--optimizer-eps", "1e-8",
-                 "--batch-size", str(BATCH_SIZE), "--unroll-length", str(UNROLL_LENGTH)]
+BATCH_SIZE, UNROLL_LENGTH = 16, 16  # the CartPole preset's B and T (the learner applies it)
 
 
 def _limit_worker(num_envs: int, seconds: float, seed: int, out: mp.Queue) -> None:
@@ -91,7 +89,7 @@ def measure_full(actors: int, envs: int, seconds: float, warmup: float) -> dict:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     learner = subprocess.Popen(
         [sys.executable, "-m", "learner", "--env", ENV, "--address", address, "--logdir",
-         str(logdir), "--log-every", "1", "--no-resume", *LEARNER_FLAGS],
+         str(logdir), "--log-every", "1", "--no-resume"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     learner_log = Reader(learner)
     deadline = time.monotonic() + 60
