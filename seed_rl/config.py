@@ -58,6 +58,11 @@ class Config:
                        "is shipped; none: no preset. --config, SEED_RL_* and flags override "
                        "it. config.json records the preset applied", ("learner", "train"))
     env_kwargs: dict = knob({}, "keyword arguments for gymnasium.make, as JSON", ALL)
+    env_import: list = knob([], "Python code to import before any environment is made, "
+                            "comma-separated: a module (its import registers env ids) or "
+                            "module:function (called once), e.g. minatar.gym:register_envs; "
+                            "the learner, every actor and eval run it (actors without it "
+                            "learn it from the learner)", ALL)
     seed: int = knob(0, "base random seed; actor i seeds its envs from (seed, actor id)", ALL)
 
     # -- actors --------------------------------------------------------------------------
