@@ -36,7 +36,7 @@ def read_curve(metrics_path: str | os.PathLike) -> Curve:
     """Parse ``metrics.jsonl``; lines that are not JSON objects (a torn last line after a
     crash) are skipped."""
     curve = Curve()
-    offset, previous_elapsed = 0.0, None
+    offset, previous_elapsed, previous_started = 0.0, None, None
     path = Path(metrics_path)
     if not path.is_file():
         return curve
@@ -51,10 +51,13 @@ def read_curve(metrics_path: str | os.PathLike) -> Curve:
             elapsed = record.get("elapsed")
             if not isinstance(elapsed, (int, float)):
                 continue
-            if previous_elapsed is None or elapsed < previous_elapsed:  # a new run
+            started = record.get("run_started")  # older files: elapsed going back
+            if previous_elapsed is None or (
+                    started != previous_started if started is not None
+                    else elapsed < previous_elapsed):  # a new run
                 offset += previous_elapsed or 0.0
                 curve.runs += 1
-            previous_elapsed = elapsed
+            previous_elapsed, previous_started = elapsed, started
             steps = record.get("env_steps")
             mean = record.get("episode_return_mean")
             if isinstance(mean, (int, float)) and math.isfinite(mean) and steps is not None:

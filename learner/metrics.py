@@ -104,6 +104,7 @@ class Metrics:
             sps = (self.env_steps - self._last_emit_steps) / elapsed
             record: dict[str, Any] = {
                 "wall_time": now,
+                "run_started": self.start_time,  # one value per learner run (resumes differ)
                 "elapsed": now - self.start_time,
                 "env_steps": self.env_steps,
                 "train_steps": self.train_steps,
@@ -143,7 +144,7 @@ class Metrics:
             step = record["env_steps"]
             try:
                 for key, value in record.items():
-                    if key in ("wall_time", "env_steps") or not isinstance(value, (int, float)):
+                    if key in ("wall_time", "run_started", "env_steps") or not isinstance(value, (int, float)):
                         continue
                     if isinstance(value, float) and not math.isfinite(value):
                         continue

@@ -226,6 +226,20 @@ def test_curve_reads_metrics_and_continues_wall_time_across_resumes(tmp_path) ->
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_a_resume_is_a_new_run_even_when_its_clock_has_caught_up(tmp_path) -> None:
+    """A short first run (ended at 2.4 s) and a resumed one whose first record comes at
+    2.5 s: the run start tells them apart, elapsed alone could not."""
+    write_metrics(
+        tmp_path / "metrics.jsonl",
+        [
+            {"run_started": 100.0, "elapsed": 2.4, "env_steps": 300, "episode_return_mean": 20.0},
+            {"run_started": 200.0, "elapsed": 2.5, "env_steps": 400, "episode_return_mean": 30.0},
+        ],
+    )
+    curve = curves.read_curve(tmp_path / "metrics.jsonl")
+    assert curve.runs == 2 and curve.wall_time == [2.4, 4.9]
+
+
 def test_curve_of_a_run_without_episodes_is_still_written(tmp_path) -> None:
     path = curves.plot_learning_curve(tmp_path)  # no metrics.jsonl at all
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
