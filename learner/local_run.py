@@ -46,19 +46,13 @@ from learner import local_actors
 from learner.local_actors import LocalActors
 from seed_rl import config as cfg
 from seed_rl.config import Config
+from seed_rl.env_import import EnvImportError, EnvironmentUnavailable, make_env
 
 log = logging.getLogger("train")
 
 #: The actors start before the learner listens and retry until it does (every
 #: STARTUP_BACKOFF_S at most); their "cannot reach" warnings are expected until then.
 STARTUP_BACKOFF_S = 0.25
-
-#: Packages an environment family needs, and the extra that brings them.
-_EXTRAS = (
-    (re.compile(r"^(ALE/|seed_rl\.envs:Atari)"), "atari", "ale-py"),
-    (re.compile(r"^(LunarLander|BipedalWalker|CarRacing)"), "box2d", "gymnasium[box2d]"),
-)
-
 
 # ---------------------------------------------------------------------------------------
 # config
@@ -103,34 +97,13 @@ def local_config(resolved: cfg.Resolved, cpus: int | None = None) -> Config:
     return config
 
 
-def extra_hint(env_id: str) -> str:
-    """The install command for the optional dependencies of ``env_id`` ("" if none)."""
-    for pattern, extra, what in _EXTRAS:
-        if pattern.search(env_id):
-            return f"pip install 'seed-rl[{extra}]' (brings {what})"
-    return ""
-
-
 def check_environment(config: Config) -> None:
-    """Make the environment once, so that a missing dependency or a bad id fails before
-    anything starts, saying what to install or change (SystemExit)."""
-    import gymnasium as gym
-
+    """Make the environment once, so that a missing dependency, an unknown id or a failing
+    --env-import stops the run before anything starts, saying what to do (SystemExit)."""
     try:
-        env = gym.make(config.env, **config.env_kwargs)
-    except (gym.error.DependencyNotInstalled, ImportError) as error:
-        hint = extra_hint(config.env) or "install the package named above"
-        raise SystemExit(
-            f"seed-rl train: environment {config.env} needs a package that is "
-            f"not installed: {error}\n  fix: {hint}"
-        ) from None
-    except (gym.error.Error, TypeError, ValueError) as error:
-        raise SystemExit(
-            f"seed-rl train: cannot make environment {config.env!r} with "
-            f"kwargs {config.env_kwargs} (--env, --env-kwargs): "
-            f"{type(error).__name__}: {error}"
-        ) from None
-    env.close()
+        make_env(config.env, config.env_kwargs, config.env_import, "seed-rl train").close()
+    except (EnvImportError, EnvironmentUnavailable) as error:
+        raise SystemExit(f"seed-rl train: {error}") from None
 
 
 # ---------------------------------------------------------------------------------------

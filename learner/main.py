@@ -26,7 +26,6 @@ from concurrent import futures
 from pathlib import Path
 
 import grpc
-import gymnasium as gym
 import torch
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
@@ -39,6 +38,7 @@ from learner.service import LearnerServicer, LearnerSpec, add_to_server
 from learner.store import UnrollQueue
 from learner.trainer import Trainer
 from seed_rl.config import Config, Resolved
+from seed_rl.env_import import EnvImportError, EnvironmentUnavailable, make_env
 
 log = logging.getLogger("learner")
 
@@ -57,8 +57,12 @@ def select_device(name: str) -> torch.device:
 
 
 def make_spec(config: Config) -> LearnerSpec:
-    """Make the environment once to learn its spaces (the contract actors must match)."""
-    env = gym.make(config.env, **config.env_kwargs)
+    """Make the environment once (after --env-import) to learn its spaces: the contract
+    actors must match. SystemExit says what is missing."""
+    try:
+        env = make_env(config.env, config.env_kwargs, config.env_import, "learner")
+    except (EnvImportError, EnvironmentUnavailable) as error:
+        raise SystemExit(f"seed-rl learner: {error}") from None
     try:
         return LearnerSpec(config.env, dict(config.env_kwargs), env.observation_space,
                            env.action_space)

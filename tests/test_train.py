@@ -29,6 +29,7 @@ from learner.console import LiveStatus, format_duration, progress
 from seed_rl import cli, presets
 from seed_rl import config as cfg
 from seed_rl.config import Config
+from seed_rl.env_import import extra_hint
 
 WAIT = 60.0  # seconds: generous bound for a whole small run on a busy 2-core machine
 SMALL = ["--num-actors", "1", "--envs-per-actor", "8", "--log-every", "0.5"]
@@ -177,12 +178,12 @@ def test_each_preset_loads_and_builds_its_env_and_model(name) -> None:
 
 
 def test_missing_dependency_names_the_extra() -> None:
-    assert "atari" in train.extra_hint("seed_rl.envs:Atari-v0")
-    assert "atari" in train.extra_hint("ALE/Breakout-v5")
-    assert "box2d" in train.extra_hint("LunarLander-v3")
-    assert train.extra_hint("CartPole-v1") == ""
+    assert "atari" in extra_hint("seed_rl.envs:Atari-v0")
+    assert "atari" in extra_hint("ALE/Breakout-v5")
+    assert "box2d" in extra_hint("LunarLander-v3")
+    assert extra_hint("CartPole-v1") == ""
     config = Config(env="NoSuchEnvAnywhere-v0")
-    with pytest.raises(SystemExit, match="cannot make environment 'NoSuchEnvAnywhere-v0'"):
+    with pytest.raises(SystemExit, match="does not know the environment 'NoSuchEnvAnywhere-v0'.*--env-import"):
         train.check_environment(config)
 
 
