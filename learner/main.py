@@ -32,7 +32,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from learner import checkpoint
 from learner.auth import TokenInterceptor
 from learner.batcher import InferenceBatcher
-from learner.metrics import Metrics
+from learner.metrics import Metrics, start_wandb
 from learner.models import build_model
 from learner.service import LearnerServicer, LearnerSpec, add_to_server
 from learner.store import UnrollQueue
@@ -91,7 +91,9 @@ class Learner:
         self.metrics = Metrics(self.logdir, env_steps=int(counters["env_steps"]),
                                train_steps=int(counters["train_steps"]),
                                episodes=int(counters["episodes"]),
-                               recent_returns=list(counters["recent_returns"]))
+                               recent_returns=list(counters["recent_returns"]),
+                               wandb_run=start_wandb(config, self.logdir)
+                               if config.wandb else None)
         self.queue = UnrollQueue(capacity=config.queue_size * config.batch_size,
                                  max_policy_lag=config.max_policy_lag)
         self.trainer = Trainer(build_model(self.spec.observation_space,

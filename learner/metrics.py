@@ -1,7 +1,8 @@
 """Learner metrics: counters fed from many threads, written as JSON lines and TensorBoard.
 
 ``LOGDIR/metrics.jsonl`` gets one object per ``log_every`` seconds; ``LOGDIR/tb/`` the same
-scalars for TensorBoard. Names are stable (tests and ``seed-rl train`` read them).
+scalars for TensorBoard, and, with ``--wandb``, Weights & Biases too (same names, the env
+steps as the step). Names are stable (tests and ``seed-rl train`` read them).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import logging
 import math
 import threading
 import time
+import uuid
 from collections import deque
 from pathlib import Path
 from typing import Any
@@ -23,7 +25,7 @@ log = logging.getLogger(__name__)
 class Metrics:
     def __init__(self, logdir: str | Path, *, tensorboard: bool = True,
                  env_steps: int = 0, train_steps: int = 0, episodes: int = 0,
-                 recent_returns: list[float] | None = None):
+                 recent_returns: list[float] | None = None, wandb_run: Any = None):
         self.logdir = Path(logdir)
         self.logdir.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
@@ -48,6 +50,7 @@ class Metrics:
         self._last_emit_steps = env_steps
         self.last_record: dict[str, Any] = {}
         self._jsonl = open(self.logdir / "metrics.jsonl", "a", buffering=1)  # noqa: SIM115
+        self._wandb = wandb_run  # a wandb Run (start_wandb) or None
         self._writer = None
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
@@ -140,16 +143,23 @@ class Metrics:
             self._jsonl.write(json.dumps(clean) + "\n")
         except OSError as error:
             self._write_failed("metrics.jsonl", error)
-        if self._writer is not None:
-            step = record["env_steps"]
+        step = record["env_steps"]
+        scalars = {key if "/" in key else f"learner/{key}": value
+                   for key, value in record.items()
+                   if key not in ("wall_time", "run_started", "env_steps")
+                   and isinstance(value, (int, float)) and math.isfinite(value)}
+        if self._wandb is not None:
             try:
-                for key, value in record.items():
-                    if key in ("wall_time", "run_started", "env_steps") or not isinstance(value, (int, float)):
-                        continue
-                    if isinstance(value, float) and not math.isfinite(value):
-                        continue
-                    self._writer.add_scalar(key if "/" in key else f"learner/{key}", value,
-                                            step)
+                self._wandb.log(scalars, step=step)
+            except Exception as error:  # an outage of W&B must not stop training
+                self._wandb = None
+                log.error("Weights & Biases logging failed (%s: %s); it is off for the rest "
+                          "of the run, metrics.jsonl and TensorBoard go on",
+                          type(error).__name__, error)
+        if self._writer is not None:
+            try:
+                for key, value in scalars.items():
+                    self._writer.add_scalar(key, value, step)
                 self._writer.flush()
             except OSError as error:  # its writer thread died; TensorBoard logging stops
                 self._writer = None
@@ -166,6 +176,9 @@ class Metrics:
                       "without it: free some disk space", what, self.logdir, error, count)
 
     def close(self) -> None:
+        if self._wandb is not None:
+            self._wandb.finish()
+            self._wandb = None
         for target in (self._jsonl, self._writer):
             try:
                 if target is not None:
@@ -176,3 +189,23 @@ class Metrics:
 
 def _mean(values) -> float:
     return sum(values) / len(values) if values else math.nan
+
+
+def start_wandb(config: Any, logdir: Path) -> Any:
+    """A Weights & Biases run for this logdir (``--wandb``), holding the config (secrets
+    redacted); a resumed logdir continues the same run (its id is kept in
+    ``LOGDIR/wandb_run_id``). SystemExit says what to install when wandb is missing."""
+    try:
+        import wandb
+    except ImportError:
+        raise SystemExit("--wandb needs the wandb package: pip install 'seed-rl[wandb]' (or "
+                         "drop --wandb)") from None
+    id_file = Path(logdir) / "wandb_run_id"
+    run_id = id_file.read_text().strip() if id_file.is_file() else uuid.uuid4().hex[:12]
+    run = wandb.init(project=config.wandb_project, entity=config.wandb_entity or None,
+                     name=config.wandb_run_name or Path(logdir).name, id=run_id,
+                     resume="allow", dir=str(logdir), config=config.to_json_dict(),
+                     mode=config.wandb_mode or None,
+                     settings=wandb.Settings(console="off"))  # our console stays ours
+    id_file.write_text(run_id + "\n")
+    return run

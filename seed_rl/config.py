@@ -148,6 +148,16 @@ class Config:
     eval_every: float = knob(0.0, "seconds between greedy evaluations during training "
                              "(0: off)", LEARNER)
     eval_episodes: int = knob(5, "episodes per evaluation", ("learner", "train", "eval"))
+    wandb: bool = knob(False, "also log the metrics and the config to Weights & Biases "
+                       "(pip install 'seed-rl[wandb]'); the same scalars as TensorBoard",
+                       LEARNER)
+    wandb_project: str = knob("seed-rl", "Weights & Biases project", LEARNER)
+    wandb_entity: str = knob("", "Weights & Biases entity (team or user; empty: yours)",
+                             LEARNER)
+    wandb_run_name: str = knob("", "Weights & Biases run name (empty: the logdir's name); "
+                               "a resumed logdir continues its W&B run", LEARNER)
+    wandb_mode: str = knob("", "online, offline (no network; sync later with `wandb sync`) "
+                           "or disabled; empty: wandb's default (WANDB_MODE)", LEARNER)
 
     # -- access control ------------------------------------------------------------------
     auth_token: str = knob("", "shared secret every RPC must carry (never logged)", SERVING)
@@ -368,6 +378,9 @@ def validate(config: Config) -> None:
         raise ConfigError(f"--rmsprop-alpha must be in [0, 1), got {config.rmsprop_alpha}")
     if config.optimizer not in {"rmsprop", "adam"}:
         raise ConfigError(f"--optimizer must be rmsprop or adam, got {config.optimizer!r}")
+    if config.wandb_mode not in {"", "online", "offline", "disabled"}:
+        raise ConfigError(f"--wandb-mode must be online, offline or disabled, got "
+                          f"{config.wandb_mode!r}")
     if config.conv_net not in {"nature", "impala"}:
         raise ConfigError(f"--conv-net must be nature or impala, got {config.conv_net!r}")
     if config.lr_decay and config.total_steps <= 0:
