@@ -226,30 +226,25 @@ class FlatFeatures(nn.Module):
     def __init__(self, leaf: Leaf):
         super().__init__()
         space = leaf.space
-        self.one_hot = isinstance(space, (gym.spaces.Discrete, gym.spaces.MultiDiscrete))
         if isinstance(space, gym.spaces.Discrete):
-            nvec, start = np.array([space.n]), np.array([space.start])
+            counts, start = np.array([space.n]), np.array([space.start])
         elif isinstance(space, gym.spaces.MultiDiscrete):
-            nvec, start = space.nvec.reshape(-1), np.asarray(space.start).reshape(-1)
+            counts, start = space.nvec.reshape(-1), np.asarray(space.start).reshape(-1)
         else:
-            nvec, start = None, None
-        if self.one_hot:
-            nvec = torch.as_tensor(nvec.astype(np.int64))
-            self.register_buffer("start", torch.as_tensor(start.astype(np.int64)),
-                                 persistent=False)
-            self.register_buffer("categories", torch.arange(int(nvec.max())), persistent=False)
-            # [m, max n]: which of the padded one-hot positions exist
-            self.register_buffer("valid", self.categories < nvec.unsqueeze(-1),
-                                 persistent=False)
-            self.size = int(nvec.sum())
-        else:
-            self.size = math.prod(leaf.shape)
+            self.one_hot, self.size = False, math.prod(leaf.shape)
+            return
+        self.one_hot, self.size = True, int(counts.sum())
+        counts = torch.as_tensor(counts.astype(np.int64))
+        self.register_buffer("start", torch.as_tensor(start.astype(np.int64)), persistent=False)
+        self.register_buffer("categories", torch.arange(int(counts.max())), persistent=False)
+        # [m, max count]: which positions of the padded one-hots exist
+        self.register_buffer("valid", self.categories < counts.unsqueeze(-1), persistent=False)
 
     def forward(self, x: Tensor) -> Tensor:
         flat = x.reshape(len(x), -1)
         if not self.one_hot:
             return flat.float()
-        hot = (flat - self.start).unsqueeze(-1) == self.categories  # [N, m, max n]
+        hot = (flat - self.start).unsqueeze(-1) == self.categories  # [N, m, max count]
         return hot[:, self.valid].float()
 
 
