@@ -4,8 +4,8 @@ Stream handlers submit one :class:`InferenceRequest` per actor message (K enviro
 and wait on it. The batcher thread gathers requests until ``max_batch`` environments are
 waiting, or every connected environment is, or ``max_wait`` has passed since the first one
 arrived (a partial batch still runs, so one slow or frozen actor never stalls the others),
-runs the model once under ``torch.inference_mode()``, samples the actions and hands each
-request its slice.
+runs the model once under ``torch.inference_mode()``, samples the actions from the model's
+action distribution (learner/policies.py) and hands each request its slice.
 
 Each request may also carry the final observations of environments that a time limit
 truncated this step; their values (the truncation bootstrap) come out of the same forward
@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from learner.models import ActorCritic, sample_actions
+from learner.models import ActorCritic
 
 log = logging.getLogger(__name__)
 
@@ -33,15 +33,15 @@ log = logging.getLogger(__name__)
 class InferenceRequest:
     """One actor message. Arrays are numpy; ``core_state`` is the env's state before x_t."""
 
-    observations: np.ndarray  # [K, *obs_shape]
+    observations: np.ndarray  # [K, *row_shape]
     episode_start: np.ndarray  # [K] bool: x_t starts an episode (reset the core state)
     core_state: tuple[torch.Tensor, ...]  # per layer [K, H] (CPU tensors); () without a core
     final_env_indices: np.ndarray  # [F] int: envs whose final observation follows
-    final_observations: np.ndarray  # [F, *obs_shape]
-    greedy: bool = False
+    final_observations: np.ndarray  # [F, *row_shape]
+    greedy: bool = False  # the most likely actions (argmax, Gaussian mean), not samples
     # Filled by the batcher:
-    actions: np.ndarray | None = None  # [K] int64, 0-based
-    logits: np.ndarray | None = None  # [K, A] float32
+    actions: np.ndarray | None = None  # [K, *action_shape]: int64 0-based, or float32
+    policy_params: np.ndarray | None = None  # [K, P] float32: mu(.|x_t)
     final_values: np.ndarray | None = None  # [F] float32
     next_core_state: tuple[torch.Tensor, ...] = ()
     policy_version: int = -1
@@ -195,13 +195,10 @@ class InferenceBatcher:
         with torch.inference_mode(), self.weights_lock:
             output = self.model(obs.unsqueeze(0), episode_start.unsqueeze(0), core_state)
             version = self.version_fn()
-        logits = output.logits[0]
-        greedy = torch.tensor([r.greedy for r in batch for _ in range(r.num_envs)],
-                              device=self.device)
-        actions = torch.where(greedy, sample_actions(logits[:num_regular], greedy=True),
-                              sample_actions(logits[:num_regular]))
+        params = output.policy_params[0, :num_regular]
+        actions = self._sample(params, [r.greedy for r in batch for _ in range(r.num_envs)])
         actions_np = actions.cpu().numpy()
-        logits_np = logits[:num_regular].float().cpu().numpy()
+        params_np = params.float().cpu().numpy()
         values_np = output.values[0].float().cpu().numpy()
         next_state = tuple(s[:num_regular].cpu() for s in output.core_state)
         start, final_start = 0, num_regular
@@ -209,8 +206,18 @@ class InferenceBatcher:
             stop = start + request.num_envs
             final_stop = final_start + len(request.final_env_indices)
             request.actions = actions_np[start:stop]
-            request.logits = logits_np[start:stop]
+            request.policy_params = params_np[start:stop]
             request.final_values = values_np[final_start:final_stop]
             request.next_core_state = tuple(s[start:stop] for s in next_state)
             request.policy_version = version
             start, final_start = stop, final_stop
+
+    def _sample(self, params: torch.Tensor, greedy: list[bool]) -> torch.Tensor:
+        """Actions ``[N, *action_shape]`` for ``params [N, P]``: the most likely action for
+        the rows whose request asked for ``greedy``, a sample for the others."""
+        distribution = self.model.distribution
+        if all(greedy) or not any(greedy):
+            return distribution.sample(params, greedy=bool(greedy and greedy[0]))
+        sampled = distribution.sample(params)
+        mask = torch.tensor(greedy, device=params.device).view(-1, *[1] * (sampled.dim() - 1))
+        return torch.where(mask, distribution.sample(params, greedy=True), sampled)

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from learner import checkpoint
-from learner.models import ActorCritic, build_model, sample_actions
+from learner.models import ActorCritic, build_model
 from seed_rl import config as cfg
 from seed_rl.config import Config
 
@@ -144,12 +144,16 @@ def play_episodes(
 ) -> EpisodeStats:
     """Play ``episodes`` full episodes of ``env`` with ``model``, one at a time.
 
-    Actions are sampled from the policy, or its argmax with ``greedy``; a recurrent core
-    starts each episode from its zero state. The first reset is seeded with ``seed`` (the
+    Actions are sampled from the policy, or its most likely action with ``greedy`` (the
+    argmax, or a Gaussian's mean); Box actions are clipped to the bounds before
+    ``env.step``, as the actors do (seed_rl/spaces.py). A recurrent core starts each
+    episode from its zero state. The first reset is seeded with ``seed`` (the
     environment's RNG carries on from there). With ``record``, the env's RGB frames are
     kept, at most ``max_frames``. ``stop`` ends early (the stats then hold fewer episodes).
     """
     device = next(model.parameters()).device
+    layout, actions = model.observation_layout, model.action_layout
+    row = np.zeros((1, *layout.row_shape), layout.row_dtype)  # one observation, as it travels
     stats = EpisodeStats()
     observation, _ = env.reset(seed=seed)
     for _ in range(episodes):
@@ -161,11 +165,12 @@ def play_episodes(
         while not done:
             if stop is not None and stop.is_set():
                 return stats
-            obs = torch.as_tensor(np.asarray(observation), device=device)[None, None]
-            output = model(obs, start, state)
+            layout.write(row, 0, observation)
+            output = model(torch.as_tensor(row, device=device)[None], start, state)
             state = output.core_state
             start = torch.zeros_like(start)
-            action = int(sample_actions(output.logits[0], greedy=greedy)[0])
+            sampled = model.distribution.sample(output.policy_params[0], greedy=greedy)
+            action = actions.to_env(actions.to_wire(sampled.cpu().numpy())[0])
             observation, reward, terminated, truncated, _ = env.step(action)
             episode_return += float(reward)
             length += 1

@@ -1,18 +1,35 @@
-"""Actor-critic networks, chosen from the observation space.
+"""Actor-critic networks, built from the observation and action layouts (seed_rl/spaces.py).
 
-Every model maps a time-major batch to policy logits and values:
+Every model maps a time-major batch to policy parameters and values:
 
-    model(observations [T, B, *obs_shape], episode_start [T, B] bool, core_state)
-        -> ModelOutput(logits [T, B, A], values [T, B], core_state)
+    model(observations [T, B, *row_shape], episode_start [T, B] bool, core_state)
+        -> ModelOutput(policy_params [T, B, P], values [T, B], core_state)
 
-``episode_start[t]`` marks x_t as the first observation of an episode: a recurrent core
-zeroes its state before it reads x_t (slot convention, docs/architecture.md). Inference calls the
-same model with T = 1, so acting and learning share one code path. Feed-forward models take
-and return an empty ``core_state`` tuple.
+``observations`` are rows as they travel and sit in the store (``ObservationLayout
+.row_shape`` and ``row_dtype``: a Dict or Tuple observation is a packed uint8 row that the
+model unpacks with views of its bytes, :func:`unpack_rows`). ``policy_params`` are what
+``model.distribution`` (learner/policies.py) reads: logits for Discrete and MultiDiscrete
+actions, mean and log-std for Box actions. ``episode_start[t]`` marks x_t as the first
+observation of an episode: a recurrent core zeroes its state before it reads x_t (slot
+convention, docs/architecture.md). Inference calls the same model with T = 1, so acting
+and learning share one code path. Feed-forward models take and return an empty
+``core_state`` tuple.
 
-Torsos: an MLP for vector observations; for images ``[H, W, C]`` (uint8 stays uint8 until
-the model divides by 255) the Nature-DQN conv net (Mnih et al. 2015) or the IMPALA ResNet
-(Espeholt et al. 2018, Fig. 3).
+Each part (leaf) of an observation is encoded by its kind:
+
+* Box with 3 dims ``[H, W, C]`` (channels last): an image, through a conv torso of its
+  own: the Nature-DQN conv net (Mnih et al. 2015), the IMPALA ResNet (Espeholt et al.
+  2018, Fig. 3) or, for small images, MinAtar's one-layer net (Young & Tian 2019). uint8
+  images stay uint8 until the torso divides them by 255; bool and other dtypes are only
+  cast to float;
+* any other Box: flattened, cast to float;
+* Discrete: one-hot of ``value - start``; MultiDiscrete: the one-hots of its components,
+  concatenated; MultiBinary: its bits as floats.
+
+The non-image parts are concatenated and go through the MLP (``--hidden-sizes``); all
+features are concatenated -> optional LSTM core -> policy and value heads. A single Box
+observation keeps the torso it always had (``model.torso`` is the MLP or the conv net), so
+checkpoints from before composite observations still load.
 """
 
 from __future__ import annotations
@@ -21,22 +38,42 @@ import math
 from typing import NamedTuple
 
 import gymnasium as gym
+import numpy as np
 import torch
 from torch import Tensor, nn
 
+from learner import policies
 from seed_rl.config import Config
+from seed_rl.spaces import (
+    ActionLayout,
+    Leaf,
+    ObservationLayout,
+    UnsupportedSpace,
+    action_layout,
+    observation_layout,
+)
 
 CoreState = tuple[Tensor, ...]
 
+#: The Gaussian policy's initial log standard deviation: std 1, as in most PPO/IMPALA
+#: continuous-control setups; the policy learns it (state-independent).
+INITIAL_LOG_STD = 0.0
+
 
 class ModelOutput(NamedTuple):
-    logits: Tensor  # [T, B, A]
+    policy_params: Tensor  # [T, B, P]: the action distribution's parameters
     values: Tensor  # [T, B]
     core_state: CoreState  # per layer [B, H]; () for feed-forward models
 
 
-def is_image(space: gym.spaces.Box) -> bool:
-    return len(space.shape) == 3
+def is_image(leaf: Leaf) -> bool:
+    return isinstance(leaf.space, gym.spaces.Box) and len(leaf.shape) == 3
+
+
+def image_to_float(x: Tensor) -> Tensor:
+    """[N, H, W, C] -> [N, C, H, W] float: uint8 scaled to [0, 1], anything else cast."""
+    x = x.permute(0, 3, 1, 2)
+    return x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
 
 
 class MLPTorso(nn.Module):
@@ -51,11 +88,13 @@ class MLPTorso(nn.Module):
         self.output_size = size
 
     def forward(self, x: Tensor) -> Tensor:  # [N, *obs_shape] -> [N, H]
-        return self.net(x.flatten(1).float())
+        return self.net(x.reshape(len(x), -1).float())
 
 
 class NatureTorso(nn.Module):
-    """Nature-DQN conv net on [N, H, W, C] images (uint8 or float in [0, 255])."""
+    """Nature-DQN conv net (Mnih et al. 2015) on [N, H, W, C] images."""
+
+    min_size = 36  # 8x8 stride 4, 4x4 stride 2, 3x3 stride 1
 
     def __init__(self, obs_shape: tuple[int, ...]):
         super().__init__()
@@ -72,8 +111,7 @@ class NatureTorso(nn.Module):
         self.output_size = 512
 
     def forward(self, x: Tensor) -> Tensor:
-        x = x.permute(0, 3, 1, 2).float() / 255.0
-        return self.fc(self.convs(x))
+        return self.fc(self.convs(image_to_float(x)))
 
 
 class ResidualBlock(nn.Module):
@@ -88,6 +126,8 @@ class ResidualBlock(nn.Module):
 
 class ImpalaTorso(nn.Module):
     """The IMPALA ResNet: three stages of (conv, max-pool, 2 residual blocks)."""
+
+    min_size = 1  # padded convs and pools: any size works
 
     def __init__(self, obs_shape: tuple[int, ...], stage_channels=(16, 32, 32)):
         super().__init__()
@@ -108,29 +148,172 @@ class ImpalaTorso(nn.Module):
         self.output_size = 256
 
     def forward(self, x: Tensor) -> Tensor:
-        x = x.permute(0, 3, 1, 2).float() / 255.0
-        return self.fc(self.stages(x))
+        return self.fc(self.stages(image_to_float(x)))
+
+
+class MinAtarTorso(nn.Module):
+    """MinAtar's network for small images (Young & Tian 2019, "MinAtar: An Atari-Inspired
+    Testbed for Thorough and Reproducible Reinforcement Learning Experiments",
+    arXiv:1903.03176): one 3x3 conv, 16 channels, stride 1, ReLU, then a fully connected
+    layer of 128 units, ReLU. Made for MinAtar's 10x10 boolean frames."""
+
+    min_size = 3
+
+    def __init__(self, obs_shape: tuple[int, ...]):
+        super().__init__()
+        height, width, channels = obs_shape
+        self.conv = nn.Sequential(nn.Conv2d(channels, 16, 3, stride=1), nn.ReLU(), nn.Flatten())
+        self.fc = nn.Sequential(nn.Linear(16 * (height - 2) * (width - 2), 128), nn.ReLU())
+        self.output_size = 128
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc(self.conv(image_to_float(x)))
+
+
+CONV_TORSOS: dict[str, type[nn.Module]] = {
+    "nature": NatureTorso, "impala": ImpalaTorso, "minatar": MinAtarTorso}
+
+
+def describe(leaf: Leaf) -> str:
+    return f"observation part {leaf.path!r}" if leaf.path else "observation"
+
+
+def check_image(leaf: Leaf, conv_net: str) -> None:
+    """UnsupportedSpace when the ``conv_net`` torso cannot read the image ``leaf``."""
+    torso = CONV_TORSOS.get(conv_net)
+    if torso is None:
+        raise ValueError(f"--conv-net must be one of {sorted(CONV_TORSOS)}, got {conv_net!r}")
+    height, width, _ = leaf.shape
+    if min(height, width) < torso.min_size:
+        fits = [name for name, t in CONV_TORSOS.items() if min(height, width) >= t.min_size]
+        raise UnsupportedSpace(
+            f"{describe(leaf)} {leaf.space}: the {conv_net} conv net needs images of at "
+            f"least {torso.min_size}x{torso.min_size} pixels, [H, W, C] with the channels "
+            f"last; use --conv-net {' or '.join(fits)} for small images (or move the "
+            "channels last if they come first)")
+
+
+def conv_torso(leaf: Leaf, conv_net: str) -> nn.Module:
+    """The ``conv_net`` torso for the image ``leaf`` (UnsupportedSpace if too small)."""
+    check_image(leaf, conv_net)
+    return CONV_TORSOS[conv_net](leaf.shape)
+
+
+# -- observation parts ---------------------------------------------------------------------
+
+
+def torch_dtype(dtype: np.dtype) -> torch.dtype:
+    return torch.from_numpy(np.zeros(0, dtype)).dtype
+
+
+def unpack_rows(rows: Tensor, layout: ObservationLayout) -> list[Tensor]:
+    """The leaves of ``rows [N, *row_shape]``: one tensor ``[N, *leaf.shape]`` each, in the
+    leaf's dtype, exactly as :meth:`ObservationLayout.unpack` (the bytes of each leaf
+    reinterpreted, little-endian like the wire)."""
+    if not layout.packed:
+        return [rows]
+    count = rows.shape[0]
+    return [rows[:, leaf.offset:leaf.offset + leaf.nbytes].contiguous()
+            .view(torch_dtype(leaf.dtype)).reshape(count, *leaf.shape)
+            for leaf in layout.leaves]
+
+
+class FlatFeatures(nn.Module):
+    """One non-image leaf ``[N, *leaf.shape]`` -> float features ``[N, size]``: one-hots for
+    Discrete and MultiDiscrete (all zeros for a value out of range, never an error),
+    floats for MultiBinary and Box."""
+
+    def __init__(self, leaf: Leaf):
+        super().__init__()
+        space = leaf.space
+        if isinstance(space, gym.spaces.Discrete):
+            counts, start = np.array([space.n]), np.array([space.start])
+        elif isinstance(space, gym.spaces.MultiDiscrete):
+            counts, start = space.nvec.reshape(-1), np.asarray(space.start).reshape(-1)
+        else:
+            self.one_hot, self.size = False, math.prod(leaf.shape)
+            return
+        self.one_hot, self.size = True, int(counts.sum())
+        counts = torch.as_tensor(counts.astype(np.int64))
+        self.register_buffer("start", torch.as_tensor(start.astype(np.int64)), persistent=False)
+        self.register_buffer("categories", torch.arange(int(counts.max())), persistent=False)
+        # [m, max count]: which positions of the padded one-hots exist
+        self.register_buffer("valid", self.categories < counts.unsqueeze(-1), persistent=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        flat = x.reshape(len(x), -1)
+        if not self.one_hot:
+            return flat.float()
+        hot = (flat - self.start).unsqueeze(-1) == self.categories  # [N, m, max count]
+        return hot[:, self.valid].float()
+
+
+class MultiPartTorso(nn.Module):
+    """Observations of several parts, or of a non-Box kind: each image part through its own
+    conv torso, the other parts' features (:class:`FlatFeatures`) concatenated through
+    the MLP; the output is all of it concatenated, images first."""
+
+    def __init__(self, layout: ObservationLayout, config: Config):
+        super().__init__()
+        self.layout = layout
+        self.image_parts = [i for i, leaf in enumerate(layout.leaves) if is_image(leaf)]
+        self.flat_parts = [i for i, leaf in enumerate(layout.leaves) if not is_image(leaf)]
+        self.images = nn.ModuleList(conv_torso(layout.leaves[i], config.conv_net)
+                                    for i in self.image_parts)
+        self.features = nn.ModuleList(FlatFeatures(layout.leaves[i]) for i in self.flat_parts)
+        self.mlp = (MLPTorso(sum(f.size for f in self.features), list(config.hidden_sizes))
+                    if self.flat_parts else None)
+        self.output_size = (sum(t.output_size for t in self.images)
+                            + (self.mlp.output_size if self.mlp is not None else 0))
+
+    def forward(self, rows: Tensor) -> Tensor:  # [N, *row_shape] -> [N, output_size]
+        parts = unpack_rows(rows, self.layout)
+        features = [torso(parts[i]) for torso, i in zip(self.images, self.image_parts,
+                                                        strict=True)]
+        if self.mlp is not None:
+            flat = [encode(parts[i]) for encode, i in zip(self.features, self.flat_parts,
+                                                          strict=True)]
+            features.append(self.mlp(torch.cat(flat, dim=-1)))
+        return torch.cat(features, dim=-1)
+
+
+def build_torso(layout: ObservationLayout, config: Config) -> nn.Module:
+    """The torso for ``layout``: a single Box keeps the MLP or conv net it always had."""
+    (first, *rest) = layout.leaves
+    if not rest and not layout.packed and isinstance(first.space, gym.spaces.Box):
+        if is_image(first):
+            return conv_torso(first, config.conv_net)
+        return MLPTorso(math.prod(first.shape), list(config.hidden_sizes))
+    return MultiPartTorso(layout, config)
+
+
+# -- the model -----------------------------------------------------------------------------
 
 
 class ActorCritic(nn.Module):
-    """Torso -> optional LSTM core -> policy logits and value heads."""
+    """Torso -> optional LSTM core -> policy parameters and value heads.
 
-    def __init__(self, observation_space: gym.spaces.Box, num_actions: int, config: Config):
+    ``distribution`` (learner/policies.py) says what the policy parameters mean;
+    ``observation_layout`` and ``action_layout`` how observations and actions travel.
+    """
+
+    def __init__(self, observation_space: gym.Space, action_space: gym.Space, config: Config):
         super().__init__()
-        obs_shape = tuple(observation_space.shape)
-        if is_image(observation_space):
-            self.torso = (ImpalaTorso(obs_shape) if config.conv_net == "impala"
-                          else NatureTorso(obs_shape))
-        else:
-            self.torso = MLPTorso(math.prod(obs_shape), list(config.hidden_sizes))
+        self.observation_layout = observation_layout(observation_space)
+        self.action_layout = action_layout(action_space)
+        self.distribution = policies.for_action_layout(self.action_layout)
+        self.torso = build_torso(self.observation_layout, config)
         features = self.torso.output_size
         self.core = nn.LSTM(features, config.lstm_size) if config.lstm else None
         if self.core is not None:
             features = config.lstm_size
-        self.policy = nn.Linear(features, num_actions)
+        gaussian = isinstance(self.distribution, policies.DiagGaussian)
+        head_size = self.distribution.size if gaussian else self.distribution.num_params
+        self.policy = nn.Linear(features, head_size)  # logits, or the Gaussian's mean
+        self.policy_log_std = (nn.Parameter(torch.full((head_size,), INITIAL_LOG_STD))
+                               if gaussian else None)
         self.value = nn.Linear(features, 1)
-        self.num_actions = num_actions
-        # Small initial logits: a near-uniform first policy explores evenly.
+        # Small initial logits and means: a near-uniform (or centred) first policy.
         nn.init.orthogonal_(self.policy.weight, gain=0.01)
         nn.init.zeros_(self.policy.bias)
 
@@ -158,26 +341,30 @@ class ActorCritic(nn.Module):
                 outputs.append(out)
             features = torch.cat(outputs)
             core_state = (h, c)
-        logits = self.policy(features)
+        params = self.policy(features)
+        if self.policy_log_std is not None:
+            params = torch.cat([params, self.policy_log_std.expand_as(params)], dim=-1)
         values = self.value(features).squeeze(-1)
-        return ModelOutput(logits, values, core_state)
+        return ModelOutput(params, values, core_state)
+
+
+def check_spaces(observation_space: gym.Space, action_space: gym.Space,
+                 config: Config) -> tuple[ObservationLayout, ActionLayout]:
+    """The layouts of the spaces, or UnsupportedSpace (a ValueError) naming the space or
+    part the learner cannot carry with ``config`` (e.g. an image too small for its conv
+    net). Cheap: builds no network; the learner calls it at start-up."""
+    observations = observation_layout(observation_space)
+    actions = action_layout(action_space)
+    for leaf in observations.leaves:
+        if is_image(leaf):
+            check_image(leaf, config.conv_net)
+        if math.prod(leaf.shape) == 0:
+            raise UnsupportedSpace(f"{describe(leaf)} {leaf.space} has no values")
+    return observations, actions
 
 
 def build_model(observation_space: gym.Space, action_space: gym.Space,
                 config: Config) -> ActorCritic:
-    if not isinstance(action_space, gym.spaces.Discrete):
-        raise ValueError(f"seed-rl needs Discrete actions, the environment has {action_space}")
-    if not isinstance(observation_space, gym.spaces.Box) or len(observation_space.shape) not in (
-        1, 2, 3
-    ):
-        raise ValueError("seed-rl needs Box observations (vectors or [H, W, C] images), the "
-                         f"environment has {observation_space}")
-    return ActorCritic(observation_space, int(action_space.n), config)
-
-
-def sample_actions(logits: Tensor, greedy: bool = False) -> Tensor:
-    """One action per row of ``logits [N, A]``: a Gumbel-max sample (or the argmax)."""
-    if greedy:
-        return logits.argmax(-1)
-    noise = torch.empty_like(logits).exponential_().log_()  # -Gumbel noise
-    return (logits - noise).argmax(-1)
+    """The actor-critic for these spaces; UnsupportedSpace says what cannot be learned."""
+    check_spaces(observation_space, action_space, config)
+    return ActorCritic(observation_space, action_space, config)

@@ -32,6 +32,7 @@ import torch
 
 from learner.batcher import InferenceBatcher, InferenceRequest
 from learner.metrics import Metrics
+from learner.policies import for_action_layout
 from learner.store import QueueClosed, UnrollBuilder, UnrollQueue, Unrolls
 from learner.validation import (
     HandshakeRejected,
@@ -48,6 +49,7 @@ from seed_rl import __version__, wire
 from seed_rl.config import Config
 from seed_rl.proto.seed_rl.v1 import seed_rl_pb2 as pb
 from seed_rl.proto.seed_rl.v1 import seed_rl_pb2_grpc as pb_grpc
+from seed_rl.spaces import action_layout
 
 log = logging.getLogger(__name__)
 
@@ -119,8 +121,8 @@ class LearnerServicer(pb_grpc.LearnerServicer):
         self.streaming_envs = 0  # environments of sessions whose stream is open
         self.dropped_partial_unrolls = 0
         self._validator = StepValidator(spec.observation_space, config.max_message_bytes)
-        self._num_actions = int(spec.action_space.n)
-        self._action_start = int(spec.action_space.start)
+        self._action_layout = action_layout(spec.action_space)
+        self._num_policy_params = for_action_layout(self._action_layout).num_params
 
     # -- sessions -------------------------------------------------------------------------
     @property
@@ -159,13 +161,12 @@ class LearnerServicer(pb_grpc.LearnerServicer):
                 existing.context.cancel()
             self._close_session(existing, "replaced by a new connection of the same actor")
         core_state = self.initial_core_state(k)
-        validator = self._validator
         session = Session(
             session_id=uuid.uuid4().hex, actor_id=actor_id, run_id=run_id, peer=peer,
             num_envs=k, slot_ids=slot_ids,
-            builder=UnrollBuilder(self.config.unroll_length, k, validator.observation_shape,
-                                  validator.observation_dtype, self._num_actions,
-                                  tuple(tuple(s.shape) for s in core_state)),
+            builder=UnrollBuilder.for_layouts(
+                self.config.unroll_length, k, self._validator.layout, self._action_layout,
+                self._num_policy_params, tuple(tuple(s.shape) for s in core_state)),
             core_state=core_state)
         with self._lock:
             self._sessions[session.session_id] = session
@@ -301,7 +302,8 @@ class LearnerServicer(pb_grpc.LearnerServicer):
         truncation_values[step.final_envs] = inference.final_values
         unrolls = session.builder.add_step(
             step.observations, step.rewards, step.terminated, step.truncated,
-            truncation_values, inference.actions, inference.logits, inference.policy_version,
+            truncation_values, inference.actions, inference.policy_params,
+            inference.policy_version,
             tuple(s.numpy() for s in session.core_state))
         session.core_state = inference.next_core_state
         # A session's first message is x_0 alone (reset observations, or the current ones
@@ -310,7 +312,7 @@ class LearnerServicer(pb_grpc.LearnerServicer):
         session.steps += 1
         self.metrics.add_env_steps(transitions, step.episode_returns, step.episode_lengths)
         response = pb.StepResponse(
-            actions=wire.encode_tensor(inference.actions + self._action_start),
+            actions=wire.encode_tensor(self._action_layout.to_wire(inference.actions)),
             policy_version=inference.policy_version)
         self.metrics.add_time("step_handling", handled + time.perf_counter() - resumed)
         if unrolls is not None:

@@ -5,8 +5,8 @@ Slot convention (docs/architecture.md). Slot t of an unroll holds
   - the reward and the terminated/truncated flags of the transition that LED to x_t
     (so slot t's flags say "x_t starts a new episode"), and, when that transition was
     truncated, the value of the true final observation (``truncation_value``),
-  - the inference outputs computed FROM x_t: the action a_t, the behaviour logits
-    mu(.|x_t), the policy version that produced them,
+  - the inference outputs computed FROM x_t: the action a_t, the behaviour policy's
+    parameters mu(.|x_t) (learner/policies.py), the policy version that produced them,
 and each unroll keeps the recurrent state before its slot 0. The trainer pairs
 pi(.|x_t), mu(.|x_t), a_t with the reward and flags of slot t + 1.
 
@@ -15,7 +15,8 @@ consecutive unrolls overlap by one step and no transition is lost.
 
 All K environments of one actor step together, so a session's unfinished unrolls live in
 one block of arrays ``[T+1, K, ...]`` and every step is a row write: per message, not per
-environment.
+environment. The store never looks inside an observation row or an action: shapes and
+dtypes come from the layouts (seed_rl/spaces.py) and the action distribution.
 """
 
 from __future__ import annotations
@@ -26,23 +27,25 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from seed_rl.spaces import ActionLayout, ObservationLayout
+
 
 @dataclass
 class Unrolls:
     """A group of complete unrolls, time-major: arrays ``[T+1, N, ...]``; core state [N, H]."""
 
-    observations: np.ndarray
+    observations: np.ndarray  # [T+1, N, *row_shape], the observation layout's row dtype
     rewards: np.ndarray  # float32
     terminated: np.ndarray  # bool
     truncated: np.ndarray  # bool
     truncation_values: np.ndarray  # float32, V(final observation) where truncated
-    actions: np.ndarray  # int64, 0-based action index
-    behaviour_logits: np.ndarray  # float32 [T+1, N, A]
+    actions: np.ndarray  # [T+1, N, *action_shape]: int64 0-based indices, or float32 samples
+    behaviour_params: np.ndarray  # float32 [T+1, N, P]: mu(.|x_t)'s parameters
     policy_versions: np.ndarray  # int64
     core_state: tuple[np.ndarray, ...] = ()
 
     FIELDS = ("observations", "rewards", "terminated", "truncated", "truncation_values",
-              "actions", "behaviour_logits", "policy_versions")
+              "actions", "behaviour_params", "policy_versions")
 
     @property
     def size(self) -> int:
@@ -67,16 +70,32 @@ class Unrolls:
 
 @dataclass
 class UnrollBuilder:
-    """The unfinished unrolls of one actor session's K environments."""
+    """The unfinished unrolls of one actor session's K environments.
+
+    Shapes are per environment: ``observation_shape`` the row shape, ``action_shape`` one
+    action's; ``num_policy_params`` is P. :meth:`for_layouts` takes them from the layouts.
+    """
 
     unroll_length: int
     num_envs: int
     observation_shape: tuple[int, ...]
     observation_dtype: np.dtype
-    num_actions: int
+    num_policy_params: int
+    action_shape: tuple[int, ...] = ()
+    action_dtype: np.dtype = np.dtype(np.int64)
     core_state_shapes: tuple[tuple[int, ...], ...] = ()
     row: int = 0
     _block: Unrolls = field(init=False)
+
+    @staticmethod
+    def for_layouts(unroll_length: int, num_envs: int, observations: ObservationLayout,
+                    actions: ActionLayout, num_policy_params: int,
+                    core_state_shapes: tuple[tuple[int, ...], ...] = ()) -> UnrollBuilder:
+        """A builder for observation rows and actions as these layouts carry them (actions
+        as the learner samples them: 0-based indices, or raw Gaussian samples)."""
+        return UnrollBuilder(unroll_length, num_envs, observations.row_shape,
+                             observations.row_dtype, num_policy_params, actions.shape,
+                             actions.dtype, core_state_shapes)
 
     def __post_init__(self) -> None:
         slots, k = self.unroll_length + 1, self.num_envs
@@ -86,8 +105,8 @@ class UnrollBuilder:
             terminated=np.zeros((slots, k), bool),
             truncated=np.zeros((slots, k), bool),
             truncation_values=np.zeros((slots, k), np.float32),
-            actions=np.zeros((slots, k), np.int64),
-            behaviour_logits=np.zeros((slots, k, self.num_actions), np.float32),
+            actions=np.zeros((slots, k, *self.action_shape), self.action_dtype),
+            behaviour_params=np.zeros((slots, k, self.num_policy_params), np.float32),
             policy_versions=np.zeros((slots, k), np.int64),
             core_state=tuple(np.zeros(shape, np.float32) for shape in self.core_state_shapes),
         )
@@ -100,7 +119,7 @@ class UnrollBuilder:
         truncated: np.ndarray,
         truncation_values: np.ndarray,
         actions: np.ndarray,
-        behaviour_logits: np.ndarray,
+        behaviour_params: np.ndarray,
         policy_version: int,
         core_state_before: tuple[np.ndarray, ...] = (),
     ) -> Unrolls | None:
@@ -119,7 +138,7 @@ class UnrollBuilder:
         block.truncated[row] = truncated
         block.truncation_values[row] = truncation_values
         block.actions[row] = actions
-        block.behaviour_logits[row] = behaviour_logits
+        block.behaviour_params[row] = behaviour_params
         block.policy_versions[row] = policy_version
         if row < self.unroll_length:
             self.row = row + 1

@@ -6,13 +6,13 @@ from the queue, update, publish the weights to the inference copy, bump the vers
 Checkpoints read a :meth:`Trainer.snapshot`, taken between two updates.
 
 Read it next to Espeholt et al. 2018 (IMPALA), section 4. Shapes (T = unroll length,
-B = batch size, A = actions); every unroll has T+1 slots (store.py states the slot
-convention):
+B = batch size, P = policy parameters per step, learner/policies.py); every unroll has T+1
+slots (store.py states the slot convention):
 
-    observations      [T+1, B, *obs]   x_0 .. x_T
-    behaviour_logits  [T+1, B, A]      mu(.|x_t); slot T's belongs to the next unroll
-    actions           [T+1, B]         a_t
-    rewards, flags    [T+1, B]         slot t+1 holds the outcome of (x_t, a_t)
+    observations      [T+1, B, *obs]      x_0 .. x_T
+    behaviour_params  [T+1, B, P]         mu(.|x_t); slot T's belongs to the next unroll
+    actions           [T+1, B, *action]   a_t
+    rewards, flags    [T+1, B]            slot t+1 holds the outcome of (x_t, a_t)
 
 The loss at time t in [0, T) pairs pi(.|x_t), mu(.|x_t) and a_t with the reward and the
 episode-end flags of slot t+1, and V(x_T) bootstraps the end of the unroll:
@@ -23,6 +23,10 @@ episode-end flags of slot t+1, and V(x_T) bootstraps the end of the unroll:
 A terminated episode does not bootstrap; a time-limit truncation bootstraps from the value
 of its true final observation (computed at inference time, stored in the slot), never from
 the next episode's first observation.
+
+Any action distribution (``model.distribution``): V-trace needs only the log-probabilities
+of the taken actions, ``log_rhos = log pi(a_t|x_t) - log mu(a_t|x_t)``, and the entropy loss
+only the entropies; for Discrete actions this is the softmax IMPALA of the paper.
 """
 
 from __future__ import annotations
@@ -36,7 +40,6 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from learner.metrics import Metrics
@@ -59,7 +62,7 @@ class Batch:
     truncated: Tensor
     truncation_values: Tensor
     actions: Tensor
-    behaviour_logits: Tensor
+    behaviour_params: Tensor
     policy_versions: Tensor
     core_state: tuple[Tensor, ...]
 
@@ -109,13 +112,13 @@ def learning_rate_at(env_steps: int, config: Config) -> float:
 
 
 class VTraceInputs(NamedTuple):
-    """What ``vtrace.from_logits`` receives, aligned by the slot convention. [T, B(, A)]."""
+    """The V-trace inputs, aligned by the slot convention. [T, B(, P or *action)]."""
 
-    behaviour_logits: Tensor  # mu(.|x_t)
-    target_logits: Tensor  # pi(.|x_t)
+    behaviour_params: Tensor  # mu(.|x_t)   [T, B, P]
+    target_params: Tensor  # pi(.|x_t)   [T, B, P]
     values: Tensor  # V(x_t)
     bootstrap_value: Tensor  # V(x_T)   [B]
-    actions: Tensor  # a_t
+    actions: Tensor  # a_t   [T, B, *action]
     discounts: Tensor  # gamma, or 0 where (x_t, a_t) ended the episode
     rewards: Tensor  # r_{t+1}, plus gamma * V(final obs) where a time limit cut the episode
 
@@ -130,8 +133,8 @@ def vtrace_inputs(batch: Batch, output: ModelOutput, config: Config) -> VTraceIn
     truncated = (batch.truncated[1:] & ~batch.terminated[1:]).to(rewards.dtype)
     ended = (batch.terminated[1:] | batch.truncated[1:]).to(rewards.dtype)
     return VTraceInputs(
-        behaviour_logits=batch.behaviour_logits[:-1],
-        target_logits=output.logits[:-1],
+        behaviour_params=batch.behaviour_params[:-1],
+        target_params=output.policy_params[:-1],
         values=output.values[:-1],
         bootstrap_value=output.values[-1],
         actions=batch.actions[:-1],
@@ -143,15 +146,17 @@ def vtrace_inputs(batch: Batch, output: ModelOutput, config: Config) -> VTraceIn
 def compute_loss(model: ActorCritic, batch: Batch, config: Config) -> tuple[Tensor, dict]:
     """The IMPALA loss of one batch and its parts (as tensors).
 
-    The target policy's log-probabilities are computed once and feed V-trace's importance
-    weights, the policy gradient and the entropy."""
+    The target policy is normalised once (one log-softmax of the logits for Discrete
+    actions): its log-probabilities feed V-trace's importance weights and the policy
+    gradient, its entropies the entropy loss."""
     episode_start = batch.terminated | batch.truncated  # [T+1, B]: x_t starts an episode
     output = model(batch.observations, episode_start, batch.core_state)
     inputs = vtrace_inputs(batch, output, config)
-    log_probs = F.log_softmax(inputs.target_logits, dim=-1)  # log pi(.|x_t)   [T, B, A]
-    action_log_probs = log_probs.gather(-1, inputs.actions.unsqueeze(-1)).squeeze(-1)
-    behaviour_log_probs = F.log_softmax(inputs.behaviour_logits, dim=-1).gather(
-        -1, inputs.actions.unsqueeze(-1)).squeeze(-1)  # log mu(a_t|x_t)   [T, B]
+    distribution = model.distribution
+    # log pi(a_t|x_t) and the entropy of pi(.|x_t)   [T, B]
+    action_log_probs, entropies = distribution.log_prob_and_entropy(inputs.target_params,
+                                                                    inputs.actions)
+    behaviour_log_probs = distribution.log_prob(inputs.behaviour_params, inputs.actions)
     returns = vtrace.from_importance_weights(
         log_rhos=action_log_probs.detach() - behaviour_log_probs,
         discounts=inputs.discounts,
@@ -163,10 +168,10 @@ def compute_loss(model: ActorCritic, batch: Batch, config: Config) -> tuple[Tens
     )
     loss_pg = losses.policy_gradient_from_log_probs(action_log_probs, returns.pg_advantages)
     loss_baseline = losses.baseline(returns.vs - inputs.values)
-    loss_entropy = losses.entropy_from_log_probs(log_probs)
+    loss_entropy = losses.entropy_from_entropies(entropies)
     total = loss_pg + config.baseline_cost * loss_baseline + config.entropy_cost * loss_entropy
     parts = {"loss_pg": loss_pg, "loss_baseline": loss_baseline, "loss_entropy": loss_entropy,
-             "entropy": -loss_entropy / inputs.actions.numel()}
+             "entropy": entropies.detach().mean()}
     return total, parts
 
 

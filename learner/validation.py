@@ -2,8 +2,10 @@
 
 Handshakes are checked against the :class:`LearnerSpec` (protocol version, ids, environment,
 spaces, how many environments fit a message) and every step message against the spec and
-its session's K (decode, shapes, dtypes, finiteness, flag bytes, final observations,
-episode statistics). A broken rule raises a :class:`Rejected` carrying the status code and
+its session's K (decode, shapes, dtypes, flag bytes, final observations, episode
+statistics, and the values of every part of an observation: floats finite, categorical
+values in range, bits and bools 0 or 1, so that nothing a client sends can crash or poison
+inference and training). A broken rule raises a :class:`Rejected` carrying the status code and
 a message a person can act on; the service turns it into the end of that one RPC, and the
 other actors keep training (docs/architecture.md, "Wire contract"; docs/reliability.md has
 the table of status codes).
@@ -27,6 +29,7 @@ import numpy as np
 
 from seed_rl import wire
 from seed_rl.proto.seed_rl.v1 import seed_rl_pb2 as pb
+from seed_rl.spaces import Leaf, ObservationLayout, observation_layout
 
 MAX_ID_LENGTH = 256
 ECHO_CHARS = 80  # at most this much of a client's own text is echoed back in an error
@@ -84,12 +87,13 @@ def lenient_parser(message_type: type) -> Callable[[bytes], object]:
 
 @dataclass
 class LearnerSpec:
-    """What the learner serves: the environment and its spaces."""
+    """What the learner serves: the environment and its spaces (any that seed_rl/spaces.py
+    carries; learner.models.check_spaces refuses the others at start-up)."""
 
     env_id: str
     env_kwargs: dict
-    observation_space: gym.spaces.Box
-    action_space: gym.spaces.Discrete
+    observation_space: gym.Space
+    action_space: gym.Space
 
 
 # -- handshakes ------------------------------------------------------------------------------
@@ -142,8 +146,8 @@ def check_actor_matches(request: pb.HandshakeRequest, spec: LearnerSpec, *,
         raise HandshakeRejected(grpc.StatusCode.INVALID_ARGUMENT,
                                 f"num_envs={k}: an actor may run 1 to {max_envs_per_actor} "
                                 "environments (learner flag --max-envs-per-actor)")
-    obs = spec.observation_space
-    obs_bytes = math.prod(obs.shape) * np.dtype(obs.dtype).itemsize * k
+    row = observation_layout(spec.observation_space)
+    obs_bytes = math.prod(row.row_shape) * row.row_dtype.itemsize * k
     if obs_bytes * 2 > max_message_bytes:
         raise HandshakeRejected(grpc.StatusCode.INVALID_ARGUMENT,
                                 f"{k} environments of {obs_bytes // k} observation bytes do not "
@@ -159,12 +163,12 @@ class CheckedStep:
     """One step message of K environments, decoded and checked: x_t and the reward and
     flags of the transition that led to it (docs/architecture.md, "Slot convention")."""
 
-    observations: np.ndarray  # [K, *observation_shape], the observation space's dtype
+    observations: np.ndarray  # [K, *row_shape], the observation layout's row dtype
     rewards: np.ndarray  # [K] float
     terminated: np.ndarray  # [K] bool
     truncated: np.ndarray  # [K] bool
     final_envs: np.ndarray  # int64 indices of the truncated envs that sent a final obs
-    final_observations: np.ndarray  # [len(final_envs), *observation_shape]
+    final_observations: np.ndarray  # [len(final_envs), *row_shape]
     episode_returns: list[float]
     episode_lengths: list[int]
 
@@ -175,11 +179,13 @@ class CheckedStep:
 
 
 class StepValidator:
-    """Checks step messages against the observation space agreed at the handshake."""
+    """Checks step messages against the observation space agreed at the handshake (rows
+    as its :class:`ObservationLayout` carries them)."""
 
-    def __init__(self, observation_space: gym.spaces.Box, max_message_bytes: int):
-        self.observation_shape = tuple(observation_space.shape)
-        self.observation_dtype = np.dtype(observation_space.dtype)
+    def __init__(self, observation_space: gym.Space, max_message_bytes: int):
+        self.layout: ObservationLayout = observation_layout(observation_space)
+        self.observation_shape = self.layout.row_shape
+        self.observation_dtype = self.layout.row_dtype
         self.max_message_bytes = max_message_bytes
 
     def check(self, request: pb.StepRequest, num_envs: int) -> CheckedStep:
@@ -191,12 +197,7 @@ class StepValidator:
         terminated = self._decode(request.terminated, "terminated")
         truncated = self._decode(request.truncated, "truncated")
         _expect(observations, "observations", (k, *shape), dtype)
-        if observations.dtype.kind == "f" and not np.isfinite(observations).all():
-            bad = np.flatnonzero(~np.isfinite(observations).reshape(k, -1).all(1))[:5]
-            raise StepRejected(grpc.StatusCode.INVALID_ARGUMENT,
-                               f"observations: non-finite values at environments "
-                               f"{bad.tolist()}; check the environment (NaN observations "
-                               "would poison inference and training)")
+        self._check_values(observations, "observations")
         _expect(rewards, "rewards", (k,), None)
         if rewards.dtype.kind != "f":
             raise StepRejected(grpc.StatusCode.INVALID_ARGUMENT,
@@ -248,13 +249,51 @@ class StepValidator:
             raise StepRejected(grpc.StatusCode.INVALID_ARGUMENT,
                                "final_observation_envs lists environments that were not "
                                "truncated this step")
+        self._check_values(finals, "final_observations", envs=final_envs)
         return final_envs, finals
+
+    def _check_values(self, rows: np.ndarray, name: str, envs: np.ndarray | None = None) -> None:
+        """Every part of every row holds a value its space allows, as far as the model
+        relies on it: finite floats, categorical values in range, bits and bools 0 or 1
+        (Box bounds are not enforced: environments overshoot them). ``envs``: the
+        environment of each row, when not the row index."""
+        for leaf, values in zip(self.layout.leaves, self.layout.unpack(rows), strict=True):
+            bad = _bad_rows(leaf, values)
+            if bad is None or not bad.any():
+                continue
+            where = f" (part {leaf.path!r})" if leaf.path else ""
+            if values.dtype.kind == "f":
+                what = ("non-finite values", "NaN observations would poison inference and "
+                        "training")
+            else:
+                what = (f"values outside {leaf.space}", "the model would misread them")
+            at = (envs if envs is not None else np.arange(len(rows)))[bad][:5].tolist()
+            raise StepRejected(grpc.StatusCode.INVALID_ARGUMENT,
+                               f"{name}{where}: {what[0]} at environments {at}; check the "
+                               f"environment ({what[1]})")
 
     def _decode(self, tensor: pb.Tensor, name: str) -> np.ndarray:
         try:
             return wire.decode_tensor(tensor, name=name, max_bytes=self.max_message_bytes)
         except wire.WireError as error:
             raise StepRejected(grpc.StatusCode.INVALID_ARGUMENT, str(error)) from None
+
+
+def _bad_rows(leaf: Leaf, values: np.ndarray) -> np.ndarray | None:
+    """[N] bool: the rows whose ``values [N, *leaf.shape]`` the model cannot take; None when
+    every value of this dtype is fine."""
+    space, rows = leaf.space, len(values)
+    if values.dtype.kind == "f":
+        ok = np.isfinite(values)
+    elif values.dtype == np.bool_ or isinstance(space, gym.spaces.MultiBinary):
+        ok = values.view(np.uint8) <= 1
+    elif isinstance(space, (gym.spaces.Discrete, gym.spaces.MultiDiscrete)):
+        counts = space.n if isinstance(space, gym.spaces.Discrete) else space.nvec
+        offset = values - np.asarray(space.start, np.int64)
+        ok = (offset >= 0) & (offset < np.asarray(counts, np.int64))
+    else:
+        return None
+    return ~ok.reshape(rows, -1).all(1)
 
 
 def _expect(array: np.ndarray, name: str, shape: tuple[int, ...],

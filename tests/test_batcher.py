@@ -11,6 +11,7 @@ from torch import nn
 
 from learner.batcher import BatcherStopped, InferenceBatcher, InferenceRequest
 from learner.models import ModelOutput
+from learner.policies import Categorical
 
 A = 5
 
@@ -18,6 +19,8 @@ A = 5
 class EchoModel(nn.Module):
     """Logits peak at action obs[0] % A, so a greedy answer reveals which row it came from;
     value = obs[0]."""
+
+    distribution = Categorical(A)
 
     def forward(self, observations, episode_start, core_state=()):
         key = observations[..., 0]

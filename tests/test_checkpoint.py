@@ -103,7 +103,7 @@ def random_unrolls(rng, T: int, B: int, obs_size: int, actions: int) -> Unrolls:
         truncated=np.zeros((T + 1, B), bool),
         truncation_values=np.zeros((T + 1, B), np.float32),
         actions=rng.integers(0, actions, (T + 1, B)),
-        behaviour_logits=rng.standard_normal((T + 1, B, actions)).astype(np.float32),
+        behaviour_params=rng.standard_normal((T + 1, B, actions)).astype(np.float32),
         policy_versions=np.zeros((T + 1, B), np.int64),
     )
 

@@ -11,6 +11,7 @@ import re
 import sys
 import time
 
+import gymnasium as gym
 import imageio.v2 as imageio
 import numpy as np
 import pytest
@@ -169,6 +170,50 @@ def test_play_episodes_counts_returns_and_lengths(lstm) -> None:
     summary = stats.summary()
     assert summary["episode_return_mean"] == 33.0 and summary["episode_return_std"] == 0.0
     assert (summary["episode_return_min"], summary["episode_return_max"]) == (33.0, 33.0)
+
+
+class DictObservationBoxActionEnv(gym.Env):
+    """Dict observations, a Box action in [-1, 1]^2; pays action[0] - action[1] per step
+    for 3 steps and records every action it is given."""
+
+    observation_space = gym.spaces.Dict({"t": gym.spaces.Discrete(4),
+                                         "v": gym.spaces.Box(-1, 1, (2,), np.float32)})
+    action_space = gym.spaces.Box(-1, 1, (2,), np.float32)
+
+    def __init__(self):
+        self.taken: list[np.ndarray] = []
+        self._t = 0
+
+    def _obs(self):
+        return {"t": self._t, "v": np.full(2, 0.5 * self._t - 0.5, np.float32)}
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self._t = 0
+        return self._obs(), {}
+
+    def step(self, action):
+        self.taken.append(action)
+        self._t += 1
+        return self._obs(), float(action[0] - action[1]), self._t >= 3, False, {}
+
+
+@pytest.mark.parametrize("greedy", [True, False])
+def test_box_actions_are_clipped_to_the_bounds_before_env_step(greedy) -> None:
+    """The greedy action is the Gaussian's mean (here far outside the bounds); whatever the
+    policy picks, the environment gets it clipped, as the actors do."""
+    env = DictObservationBoxActionEnv()
+    model = build_model(env.observation_space, env.action_space, Config(hidden_sizes=[8]))
+    with torch.no_grad():
+        model.policy.weight.zero_()
+        model.policy.bias.copy_(torch.tensor([10.0, -10.0]))
+    stats = evaluate.play_episodes(model.eval(), env, 2, greedy=greedy, seed=0)
+    assert stats.lengths == [3, 3]
+    taken = np.stack(env.taken)
+    assert taken.dtype == np.float32 and ((taken >= -1) & (taken <= 1)).all()
+    if greedy:
+        assert stats.returns == [6.0, 6.0]
+        np.testing.assert_array_equal(taken, np.tile([1.0, -1.0], (6, 1)))
 
 
 def test_config_round_trips_through_checkpoint_json() -> None:

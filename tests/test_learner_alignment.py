@@ -63,8 +63,8 @@ def test_vtrace_inputs_pair_each_action_with_the_reward_it_caused(tmp_path):
     t_obs = batch.observations[:-1, :, 0]  # x_t[0]: the step counter of x_t
     assert inputs.actions.unique().numel() > 1, "the learner should sample varied actions"
     torch.testing.assert_close(inputs.rewards, 10 * t_obs + inputs.actions.float())
-    # Behaviour logits are mu(.|x_t): the same slot as x_t and a_t.
-    assert inputs.behaviour_logits.shape == (T, 2 * K, 3)
+    # Behaviour params are mu(.|x_t): the same slot as x_t and a_t.
+    assert inputs.behaviour_params.shape == (T, 2 * K, 3)
     # Terminated after EPISODE steps: no bootstrap across the episode boundary.
     ended = t_obs == EPISODE - 1
     assert ended.any() and (~ended).any()
@@ -91,7 +91,7 @@ def test_truncation_bootstraps_from_the_final_observation(tmp_path):
 
 def test_training_replays_exactly_what_inference_computed(tmp_path):
     """With unchanged weights, the trainer's forward pass over an unroll reproduces the
-    behaviour logits slot by slot, so log_rhos are 0: proof that observations, episode
+    behaviour params slot by slot, so log_rhos are 0: proof that observations, episode
     starts and (with --lstm) the recurrent state replayed from the unroll's first state
     line up with what the actor was served."""
     kwargs = {"episode_length": EPISODE, "truncate": True}
@@ -108,5 +108,5 @@ def test_training_replays_exactly_what_inference_computed(tmp_path):
             with torch.no_grad():
                 output = learner.trainer.model(batch.observations, batch.terminated | batch.truncated,
                                        batch.core_state)
-            torch.testing.assert_close(output.logits, batch.behaviour_logits,
+            torch.testing.assert_close(output.policy_params, batch.behaviour_params,
                                        atol=1e-5, rtol=1e-5)

@@ -12,9 +12,10 @@ import torch
 from learner_client import ScriptedActor, handshake_request, step_request
 from learner_harness import make_config, running_learner
 
-from learner.models import ImpalaTorso, MLPTorso, NatureTorso, build_model
+from learner.models import ImpalaTorso, MLPTorso, NatureTorso, build_model, check_spaces
 from learner.trainer import Batch, build_optimizer, train_step
 from seed_rl.config import Config
+from seed_rl.spaces import UnsupportedSpace
 
 ENV = "seed_rl.testing:RevealAction-v0"
 K, T = 2, 4
@@ -55,7 +56,7 @@ def test_vector_observations_get_an_mlp_and_an_optional_lstm():
     state = model.initial_state(5)
     assert [s.shape for s in state] == [(5, 8), (5, 8)]
     out = model(torch.zeros(3, 5, 4), torch.zeros(3, 5, dtype=torch.bool), state)
-    assert out.logits.shape == (3, 5, 2) and out.values.shape == (3, 5)
+    assert out.policy_params.shape == (3, 5, 2) and out.values.shape == (3, 5)
 
 
 def test_episode_start_resets_the_recurrent_state():
@@ -66,17 +67,20 @@ def test_episode_start_resets_the_recurrent_state():
     warm = tuple(torch.randn(2, 8) for _ in range(2))
     fresh = model(obs, torch.tensor([[True, True]]), warm)
     zero = model(obs, torch.tensor([[False, False]]), model.initial_state(2))
-    torch.testing.assert_close(fresh.logits, zero.logits)
+    torch.testing.assert_close(fresh.policy_params, zero.policy_params)
     carried = model(obs, torch.tensor([[False, False]]), warm)
-    assert not torch.allclose(carried.logits, zero.logits)
+    assert not torch.allclose(carried.policy_params, zero.policy_params)
 
 
 def test_unsupported_spaces_are_refused_with_a_clear_message():
     config = Config()
-    with pytest.raises(ValueError, match="Discrete actions"):
-        build_model(gym.spaces.Box(0, 1, (3,)), gym.spaces.Box(-1, 1, (2,)), config)
-    with pytest.raises(ValueError, match="Box observations"):
-        build_model(gym.spaces.Discrete(4), gym.spaces.Discrete(2), config)
+    with pytest.raises(UnsupportedSpace, match="MultiBinary"):
+        build_model(gym.spaces.Box(0, 1, (3,)), gym.spaces.MultiBinary(2), config)
+    with pytest.raises(UnsupportedSpace, match="observation space Text"):
+        build_model(gym.spaces.Text(5), gym.spaces.Discrete(2), config)
+    with pytest.raises(UnsupportedSpace, match="'b'.*Graph"):
+        check_spaces(gym.spaces.Dict({"a": gym.spaces.Discrete(2), "b": gym.spaces.Graph(
+            gym.spaces.Discrete(2), None)}), gym.spaces.Discrete(2), config)
 
 
 def test_optimizers_are_built_from_the_config():
@@ -108,14 +112,14 @@ def test_a_whole_unroll_in_one_call_equals_inference_step_by_step(lstm):
         for t in range(steps):
             out = model(obs[t : t + 1], starts[t : t + 1], carried)
             carried = out.core_state
-            logits.append(out.logits)
+            logits.append(out.policy_params)
             values.append(out.values)
-        torch.testing.assert_close(whole.logits, torch.cat(logits))
+        torch.testing.assert_close(whole.policy_params, torch.cat(logits))
         torch.testing.assert_close(whole.values, torch.cat(values))
         for a, b in zip(whole.core_state, carried, strict=True):
             torch.testing.assert_close(a, b)
         if lstm:  # not vacuous: the episode starts and the initial state both matter
             ignored = model(obs, torch.zeros_like(starts), state)
-            assert not torch.allclose(ignored.logits[2:, 0], whole.logits[2:, 0])
+            assert not torch.allclose(ignored.policy_params[2:, 0], whole.policy_params[2:, 0])
             zero = model(obs, starts, model.initial_state(batch))
-            assert not torch.allclose(zero.logits[0, 0], whole.logits[0, 0])
+            assert not torch.allclose(zero.policy_params[0, 0], whole.policy_params[0, 0])

@@ -152,6 +152,41 @@ def test_policy_gradient_from_log_probs_for_a_gaussian_policy():
     np.testing.assert_allclose(mean.grad.numpy(), expected, rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.parametrize("leading", LEADING)
+def test_entropy_from_entropies_equals_the_softmax_forms_and_numpy(leading):
+    """Per-position entropies of a softmax policy give the same loss and gradients as
+    entropy_from_log_probs (up to summation order)."""
+    logits, _, _ = make(leading, seed=11)
+    via_log_probs = logits.clone().requires_grad_(True)
+    via_entropies = logits.clone().requires_grad_(True)
+    expected = loss.entropy_from_log_probs(F.log_softmax(via_log_probs, dim=-1))
+    entropies = torch.distributions.Categorical(logits=via_entropies).entropy()  # [...]
+    out = loss.entropy_from_entropies(entropies)
+    assert out.dim() == 0
+    log_p = oracle.log_softmax(logits.numpy())
+    np.testing.assert_allclose(out.item(), np.sum(np.exp(log_p) * log_p), rtol=1e-12)
+    torch.testing.assert_close(out, expected, rtol=1e-12, atol=1e-12)
+    expected.backward()
+    out.backward()
+    torch.testing.assert_close(via_entropies.grad, via_log_probs.grad, rtol=1e-10, atol=1e-12)
+
+
+def test_entropy_from_entropies_for_a_gaussian_policy():
+    """Any policy family: minus the summed entropies of diagonal Gaussians, whose gradient
+    w.r.t. each log-std is -1."""
+    rng = np.random.default_rng(12)
+    log_std_np = rng.normal(0, 0.5, size=(5, 3, 2))
+    log_std = torch.tensor(log_std_np, requires_grad=True)
+    normal = torch.distributions.Normal(torch.zeros(5, 3, 2, dtype=torch.float64), log_std.exp())
+    out = loss.entropy_from_entropies(normal.entropy().sum(-1))
+    np.testing.assert_allclose(out.item(), -np.sum(0.5 + 0.5 * np.log(2 * np.pi) + log_std_np),
+                               rtol=1e-12)
+    out.backward()
+    np.testing.assert_allclose(log_std.grad.numpy(), -np.ones_like(log_std_np), rtol=1e-12)
+    with pytest.raises(TypeError, match="entropies"):
+        loss.entropy_from_entropies(torch.zeros(3, dtype=torch.long))
+
+
 def test_one_log_softmax_per_update_matches_the_logits_forms():
     """The trainer recipe of loss.py's docstring: same losses and gradients as the logits forms."""
     gen = torch.Generator().manual_seed(9)

@@ -31,7 +31,7 @@ def feed(builder: UnrollBuilder, steps: int, version: int = 0, start: int = 0) -
             truncated=np.zeros(K, bool),
             truncation_values=np.zeros(K, np.float32),
             actions=np.full(K, step % A),
-            behaviour_logits=np.zeros((K, A), np.float32),
+            behaviour_params=np.zeros((K, A), np.float32),
             policy_version=version,
             core_state_before=(np.full((K, 5), step, np.float32),),
         )
@@ -169,7 +169,7 @@ def feed_episode_ends() -> list[Unrolls]:
             observations=np.full((ENDS_K, 1), step, np.float32),
             rewards=rewards[step], terminated=terminated[step], truncated=truncated[step],
             truncation_values=values[step], actions=np.full(ENDS_K, step % A),
-            behaviour_logits=np.zeros((ENDS_K, A), np.float32), policy_version=0)
+            behaviour_params=np.zeros((ENDS_K, A), np.float32), policy_version=0)
         if unrolls is not None:
             out.append(unrolls)
     return out
@@ -272,7 +272,7 @@ def test_a_step_both_terminated_and_truncated_does_not_bootstrap():
             observations=np.full((1, 1), step, np.float32), rewards=np.ones(1, np.float32),
             terminated=np.array([end]), truncated=np.array([end]),
             truncation_values=np.array([4.0 if end else 0.0], np.float32),
-            actions=np.zeros(1, np.int64), behaviour_logits=np.zeros((1, A), np.float32),
+            actions=np.zeros(1, np.int64), behaviour_params=np.zeros((1, A), np.float32),
             policy_version=0)
     inputs = vtrace_inputs_of(unrolls, torch.ones(T + 1, 1))
     assert inputs.discounts[1, 0] == 0

@@ -174,7 +174,7 @@ def test_each_preset_loads_and_builds_its_env_and_model(name) -> None:
 
     obs = torch.as_tensor(observation)[None, None]
     output = model(obs, torch.ones(1, 1, dtype=torch.bool), model.initial_state(1))
-    assert output.logits.shape == (1, 1, env.action_space.n)
+    assert output.policy_params.shape == (1, 1, env.action_space.n)
 
 
 def test_missing_dependency_names_the_extra() -> None:

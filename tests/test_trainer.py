@@ -43,7 +43,7 @@ def make_batch(rng: np.random.Generator) -> Batch:
         truncated=np.zeros((T + 1, B), bool),
         truncation_values=np.zeros((T + 1, B), np.float32),
         actions=rng.integers(0, 2, (T + 1, B)),
-        behaviour_logits=rng.standard_normal((T + 1, B, 2)).astype(np.float32),
+        behaviour_params=rng.standard_normal((T + 1, B, 2)).astype(np.float32),
         policy_versions=np.zeros((T + 1, B), np.int64),
     ), torch.device("cpu"))
 
@@ -60,15 +60,15 @@ def test_one_log_softmax_of_the_target_logits_per_update_and_the_documented_loss
     # The same loss through the public logits form, as the README shows it.
     output = model(batch.observations, batch.terminated | batch.truncated, batch.core_state)
     inputs = vtrace_inputs(batch, output, config)
-    returns = vtrace.from_logits(inputs.behaviour_logits, inputs.target_logits, inputs.values,
+    returns = vtrace.from_logits(inputs.behaviour_params, inputs.target_params, inputs.values,
                                  inputs.bootstrap_value, inputs.actions, inputs.discounts,
                                  inputs.rewards, clip_rho_threshold=config.clip_rho_threshold,
                                  clip_pg_rho_threshold=config.clip_pg_rho_threshold)
-    expected = (loss.policy_gradient(inputs.target_logits, inputs.actions, returns.pg_advantages)
+    expected = (loss.policy_gradient(inputs.target_params, inputs.actions, returns.pg_advantages)
                 + config.baseline_cost * loss.baseline(returns.vs - inputs.values)
-                + config.entropy_cost * loss.entropy(inputs.target_logits))
+                + config.entropy_cost * loss.entropy(inputs.target_params))
     torch.testing.assert_close(total, expected, rtol=1e-6, atol=1e-6)
-    torch.testing.assert_close(parts["loss_entropy"], loss.entropy(inputs.target_logits))
+    torch.testing.assert_close(parts["loss_entropy"], loss.entropy(inputs.target_params))
     grads = torch.autograd.grad(total, list(model.parameters()))
     expected_grads = torch.autograd.grad(expected, list(model.parameters()))
     for got, want in zip(grads, expected_grads, strict=True):

@@ -21,6 +21,7 @@ from learner.validation import (
 )
 from seed_rl import wire
 from seed_rl.proto.seed_rl.v1 import seed_rl_pb2 as pb
+from seed_rl.spaces import observation_layout
 
 ENV = "CartPole-v1"
 K = 3
@@ -109,3 +110,75 @@ def test_unparseable_bytes_become_a_malformed_message() -> None:
     good = step_request(zeros())
     assert parse(good.SerializeToString()) == good
     assert wire.decode_tensor(parse(good.SerializeToString()).observations).shape == (K, 4)
+
+
+# -- any carried observation space: every part of a row is checked -------------------------
+
+COMPOSITE = gym.spaces.Dict({
+    "flags": gym.spaces.Box(0, 1, (2,), bool),
+    "position": gym.spaces.Box(-1, 1, (2,), np.float32),
+    "room": gym.spaces.Discrete(3, start=1),
+    "switches": gym.spaces.MultiBinary(2),
+})
+
+
+def composite_rows(rows: int = K) -> tuple[np.ndarray, dict]:
+    """Valid packed rows and, per part path, a function that writes one value of it."""
+    layout = observation_layout(COMPOSITE)
+    packed = np.zeros((rows, *layout.row_shape), layout.row_dtype)
+    for i in range(rows):
+        layout.write(packed, i, {"flags": np.array([True, False]), "position": np.zeros(2),
+                                 "room": 2, "switches": np.array([1, 0])})
+    leaves = {leaf.path: leaf for leaf in layout.leaves}
+
+    def put(path: str, row: int, value) -> None:
+        """Write ``value`` as the first value of part ``path`` of row ``row`` (a bool part
+        gets the raw byte)."""
+        leaf = leaves[path]
+        dtype = np.uint8 if leaf.dtype == np.bool_ else leaf.dtype
+        packed[row, leaf.offset:leaf.offset + leaf.nbytes].view(dtype)[0] = value
+
+    return packed, put
+
+
+def test_a_good_packed_row_is_accepted() -> None:
+    rows, _ = composite_rows()
+    validator = StepValidator(COMPOSITE, LIMIT)
+    assert validator.observation_shape == rows.shape[1:] and validator.observation_dtype == np.uint8
+    step = validator.check(step_request(rows), K)
+    np.testing.assert_array_equal(step.observations, rows)
+
+
+@pytest.mark.parametrize(("path", "value", "says"), [
+    ("position", np.nan, "'position'\\): non-finite values at environments \\[1\\]"),
+    ("room", 4, "'room'\\): values outside Discrete\\(3, start=1\\) at environments \\[1\\]"),
+    ("room", 0, "'room'\\): values outside"),
+    ("switches", 2, "'switches'\\): values outside MultiBinary"),
+    ("flags", 7, "'flags'\\): values outside Box"),
+], ids=["nan-inside-packed", "discrete-above", "discrete-below-start", "bit-2", "bool-byte-7"])
+def test_bad_values_inside_packed_rows_are_rejected(path, value, says) -> None:
+    rows, put = composite_rows()
+    put(path, 1, value)
+    validator = StepValidator(COMPOSITE, LIMIT)
+    with pytest.raises(StepRejected, match="^observations \\(part " + says) as rejected:
+        validator.check(step_request(rows), K)
+    assert rejected.value.code == grpc.StatusCode.INVALID_ARGUMENT
+    good, _ = composite_rows(1)
+    with pytest.raises(StepRejected, match="^final_observations \\(part " + says):  # alike
+        validator.check(step_request(good.repeat(K, 0), truncated=[0, 1, 0], final_envs=[1],
+                                     final_observations=rows[1:2]), K)
+
+
+def test_single_categorical_observations_are_range_checked() -> None:
+    validator = StepValidator(gym.spaces.Discrete(4, start=-1), LIMIT)
+    validator.check(step_request(np.array([-1, 0, 2], np.int64)), K)
+    with pytest.raises(StepRejected, match="values outside Discrete.*environments \\[2\\]"):
+        validator.check(step_request(np.array([-1, 0, 3], np.int64)), K)
+    finals = StepValidator(cartpole_spec().observation_space, LIMIT)
+    with pytest.raises(StepRejected, match="final_observations: non-finite"):
+        finals.check(step_request(zeros(), truncated=[0, 1, 0], final_envs=[1],
+                                  final_observations=np.full((1, 4), np.inf, np.float32)), K)
+    grid = StepValidator(gym.spaces.MultiDiscrete([[2, 3]], start=[[0, 5]]), LIMIT)
+    grid.check(step_request(np.array([[[1, 7]], [[0, 5]], [[1, 6]]], np.int64)), K)
+    with pytest.raises(StepRejected, match="values outside MultiDiscrete.*environments \\[1\\]"):
+        grid.check(step_request(np.array([[[1, 7]], [[0, 8]], [[1, 6]]], np.int64)), K)

@@ -27,7 +27,10 @@ One log_softmax per update
     * :func:`policy_gradient_from_log_probs`: ``-sum(action_log_probs * advantages)``;
     * :func:`entropy_from_log_probs`: ``sum(exp(log_probs) * log_probs)``.
 
-    These give the same values and gradients as the logits forms (which call them).
+    These give the same values and gradients as the logits forms (which call them). For a
+    family whose entropy the caller computes per position (a Gaussian's
+    ``sum(0.5 + 0.5 log(2 pi) + log_std)``, a sum over multi-discrete heads, ...),
+    :func:`entropy_from_entropies` is ``-sum(entropies)``.
 
 Why sums, not means
     IMPALA's implementation (deepmind/scalable_agent) and TorchBeast sum over time and batch, and
@@ -51,6 +54,7 @@ import torch.nn.functional as F
 __all__ = [
     "baseline",
     "entropy",
+    "entropy_from_entropies",
     "entropy_from_log_probs",
     "policy_gradient",
     "policy_gradient_from_log_probs",
@@ -84,6 +88,18 @@ def entropy_from_log_probs(log_probs: torch.Tensor) -> torch.Tensor:
     """
     _check_floating("log_probs", log_probs)
     return torch.sum(log_probs.exp() * log_probs)
+
+
+def entropy_from_entropies(entropies: torch.Tensor) -> torch.Tensor:
+    """The entropy loss from per-position entropies: ``-sum(entropies)``.
+
+    ``entropies`` is ``[...]`` (``[T, B]`` in the trainer), the entropy of the policy at each
+    position in nats, computed by the caller for any policy family with its graph to the
+    policy's parameters. For a softmax policy it equals :func:`entropy_from_log_probs` of
+    the log-probabilities. Returns a 0-dim tensor (nats), minus the total entropy.
+    """
+    _check_floating("entropies", entropies, min_dim=0)
+    return -torch.sum(entropies)
 
 
 def policy_gradient(
