@@ -33,7 +33,7 @@ from learner import checkpoint
 from learner.auth import TokenInterceptor
 from learner.batcher import InferenceBatcher
 from learner.metrics import Metrics, start_wandb
-from learner.models import build_model
+from learner.models import build_model, check_spaces
 from learner.service import LearnerServicer, LearnerSpec, add_to_server
 from learner.store import UnrollQueue
 from learner.trainer import Trainer
@@ -64,10 +64,15 @@ def make_spec(config: Config) -> LearnerSpec:
     except (EnvImportError, EnvironmentUnavailable) as error:
         raise SystemExit(f"seed-rl learner: {error}") from None
     try:
-        return LearnerSpec(config.env, dict(config.env_kwargs), env.observation_space,
+        spec = LearnerSpec(config.env, dict(config.env_kwargs), env.observation_space,
                            env.action_space)
     finally:
         env.close()
+    try:
+        check_spaces(spec.observation_space, spec.action_space, config)
+    except ValueError as error:  # UnsupportedSpace, or a conv torso that cannot fit
+        raise SystemExit(f"seed-rl learner: --env {config.env}: {error}") from None
+    return spec
 
 
 class Learner:

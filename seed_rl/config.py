@@ -100,12 +100,13 @@ class Config:
                                       "disconnected and its slots freed", LEARNER)
 
     # -- model ---------------------------------------------------------------------------
-    hidden_sizes: list = knob([64, 64], "MLP torso widths for vector observations "
-                              "(comma-separated)", LEARNER, elem=int)
+    hidden_sizes: list = knob([64, 64], "MLP widths for the non-image parts of "
+                              "observations (comma-separated)", LEARNER, elem=int)
     lstm: bool = knob(False, "add an LSTM core (state kept per environment)", LEARNER)
     lstm_size: int = knob(128, "LSTM hidden units", LEARNER)
-    conv_net: str = knob("nature", "conv torso for images: nature (Nature DQN) or impala "
-                         "(IMPALA ResNet)", LEARNER)
+    conv_net: str = knob("nature", "conv torso for images: nature (Nature DQN), impala "
+                         "(IMPALA ResNet) or minatar (one 3x3 conv + 128 units, for small "
+                         "images such as MinAtar's 10x10)", LEARNER)
 
     # -- training (IMPALA, Espeholt et al. 2018) -----------------------------------------
     unroll_length: int = knob(20, "T: steps per unroll (each unroll stores T+1 slots)", LEARNER)
@@ -381,8 +382,9 @@ def validate(config: Config) -> None:
     if config.wandb_mode not in {"", "online", "offline", "disabled"}:
         raise ConfigError(f"--wandb-mode must be online, offline or disabled, got "
                           f"{config.wandb_mode!r}")
-    if config.conv_net not in {"nature", "impala"}:
-        raise ConfigError(f"--conv-net must be nature or impala, got {config.conv_net!r}")
+    if config.conv_net not in {"nature", "impala", "minatar"}:
+        raise ConfigError(f"--conv-net must be nature, impala or minatar, got "
+                          f"{config.conv_net!r}")
     if config.lr_decay and config.total_steps <= 0:
         raise ConfigError("--lr-decay decays the learning rate to 0 at --total-steps: give "
                           "--total-steps N too, or drop --lr-decay")
