@@ -139,6 +139,81 @@ def test_box_actions_are_clipped_before_env_step(learner) -> None:
         np.testing.assert_allclose(current.rewards, expected, rtol=1e-5)
 
 
+class AnySpaceEnv(gym.Env):
+    """Observations sampled from any ``observation_space`` (seeded); keeps the last one."""
+
+    def __init__(self, observation_space: gym.Space):
+        self.observation_space = observation_space
+        self.action_space = gym.spaces.Discrete(2)
+        self.last = None
+
+    def _observe(self):
+        self.last = self.observation_space.sample()
+        return self.last
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        if seed is not None:
+            self.observation_space.seed(seed)
+        return self._observe(), {}
+
+    def step(self, action):
+        return self._observe(), 0.0, False, False, {}
+
+
+if "test/AnySpace-v0" not in gym.registry:
+    gym.register("test/AnySpace-v0", entry_point=AnySpaceEnv)
+
+S = gym.spaces
+OBSERVATION_SPACES = {
+    "box-bool": S.Box(0, 1, shape=(2, 3), dtype=bool),
+    "box-uint8": S.Box(0, 255, shape=(4, 4, 2), dtype=np.uint8),
+    "discrete-start": S.Discrete(5, start=-2),
+    "multi-discrete-2d": S.MultiDiscrete([[2, 3], [4, 5]], start=[[0, 1], [-1, 2]]),
+    "multi-binary-2d": S.MultiBinary([2, 3]),
+    "dict": S.Dict({"z": S.Box(0, 255, shape=(3,), dtype=np.uint8), "a": S.Discrete(3)}),
+    "dict-insertion-order": S.Dict({"z": S.MultiBinary(2), "a": S.Box(-1.0, 1.0, shape=(2,))},
+                                   sort_keys=False),
+    "dict-in-tuple": S.Tuple((S.Dict({"flag": S.Box(0, 1, shape=(2,), dtype=bool),
+                                      "n": S.Discrete(4, start=1)}),
+                              S.Box(-1.0, 1.0, shape=(2,), dtype=np.float64))),
+}
+
+
+def leaf_values(value, space: gym.Space) -> list:
+    if isinstance(space, S.Dict):
+        return [v for key, sub in space.spaces.items() for v in leaf_values(value[key], sub)]
+    if isinstance(space, S.Tuple):
+        return [v for sub, part in zip(space.spaces, value, strict=True)
+                for v in leaf_values(part, sub)]
+    return [value]
+
+
+@pytest.mark.parametrize("name", list(OBSERVATION_SPACES))
+def test_every_observation_space_travels_in_its_rows(name: str) -> None:
+    space = OBSERVATION_SPACES[name]
+    envs = EnvLoop("test/AnySpace-v0", {"observation_space": space}, env_seeds(0, "unit", K))
+    try:
+        for _ in range(2):
+            request = pb.StepRequest.FromString(envs.build_request().SerializeToString())
+            rows = wire.decode_tensor(request.observations)
+            layout = observation_layout(wire.decode_space(envs.observation_space_msg))
+            assert rows.shape == (K, *layout.row_shape) and rows.dtype == layout.row_dtype
+            if not layout.packed:  # a single space travels as itself: compact, exact
+                expected_dtype = {S.Discrete: np.int64, S.MultiDiscrete: np.int64,
+                                  S.MultiBinary: np.int8}.get(type(space), space.dtype)
+                assert rows.dtype == expected_dtype
+            parts = layout.unpack(rows)
+            for k, env in enumerate(envs.envs):
+                for part, leaf, value in zip(parts, layout.leaves,
+                                             leaf_values(env.unwrapped.last, space), strict=True):
+                    assert part.dtype == leaf.dtype
+                    np.testing.assert_array_equal(part[k], value)
+            envs.step(np.zeros(K, np.int64))
+    finally:
+        envs.close()
+
+
 @pytest.fixture
 def box_envs() -> Iterator[EnvLoop]:
     envs = EnvLoop("ContinuousAction-v0", {"dim": 2}, env_seeds(0, "unit", K))
