@@ -213,7 +213,7 @@ class EnvLoop:
                 f"space {wire.describe_space(self.action_space)}")
         if layout.kind == "box" and not np.isfinite(actions).all():
             raise PermanentError("the learner sent actions that are not finite (NaN or inf)")
-        return actions
+        return actions.copy()  # writable, and not a view of the message: envs may keep it
 
     def step(self, actions: Sequence[Any] | np.ndarray) -> None:
         """Apply a_t to every env once and fill the buffers of request t+1: x_{t+1}, the
