@@ -3,14 +3,17 @@
 It owns everything about the connection (docs/architecture.md, "Wire contract"): the
 channel (keepalive, message size limits), TLS / mutual TLS credentials, the auth token as
 metadata on every RPC, the handshake (started without ``--env``, it first asks the learner
-which environment to run), the bidirectional ``Step`` stream with exactly one request in
-flight, reconnects, the stop watcher and round-trip timing. What travels in each message is
-the env loop's business (``actors/env_loop.py``, which also explains the slot convention).
+which environment to run; started without ``--env-import``, it runs the learner's before it
+makes an environment this process has not registered), the bidirectional ``Step`` stream
+with exactly one request in flight, reconnects, the stop watcher and round-trip timing.
+What travels in each message is the env loop's business (``actors/env_loop.py``, which also
+explains the slot convention and the spaces); the channel itself is ``actors/channel.py``.
 
 Reconnects: an unreachable or restarted learner is retried with capped, jittered
 exponential backoff and a new handshake; the environments keep their state. Errors that a
-retry cannot fix (spaces mismatch, bad token, malformed messages) end the actor with
-``EXIT_PERMANENT``. A stop request or a response with ``training_over`` end it with 0.
+retry cannot fix (spaces mismatch, bad token, malformed messages, an ``--env-import`` that
+fails) end the actor with ``EXIT_PERMANENT``. A stop request or a response with
+``training_over`` end it with 0.
 
 Torch-free.
 """
@@ -27,16 +30,17 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import grpc
 import numpy as np
 
+from actors.channel import channel_credentials, open_channel
 from actors.counters import Counters
-from actors.env_loop import EnvLoop, PermanentError, env_seeds
+from actors.env_loop import EnvLoop, PermanentError, env_seeds, registered_here
 from seed_rl import wire
 from seed_rl.config import Config
+from seed_rl.env_import import EnvImportError, run_env_imports
 from seed_rl.proto.seed_rl.v1 import seed_rl_pb2 as pb
 from seed_rl.proto.seed_rl.v1 import seed_rl_pb2_grpc as pb_grpc
 
@@ -62,11 +66,6 @@ STOP_GRACE_S = 2.0  # after a stop request, how long the current call may take t
 BACKOFF_BASE_S = 0.1
 DEFAULT_MAX_MESSAGE_BYTES = 1 << 30  # until a handshake tells the learner's limit
 ROUND_TRIP_WINDOW = 256  # steps per published round-trip percentile
-KEEPALIVE_OPTIONS = (
-    ("grpc.keepalive_time_ms", 10_000),
-    ("grpc.keepalive_timeout_ms", 5_000),
-    ("grpc.keepalive_permit_without_calls", 1),
-)
 
 class _Stopped(Exception):
     """A stop was requested while a call was in flight."""
@@ -82,37 +81,6 @@ def backoff_delay(failures: int, cap: float, rng: random.Random) -> float:
     capped at ``cap``, scaled by a random factor in [0.5, 1] so actors do not retry in step."""
     ceiling = min(cap, BACKOFF_BASE_S * (2.0 ** min(failures, 30)))
     return ceiling * rng.uniform(0.5, 1.0)
-
-
-def _read_pem(path: str, what: str) -> bytes:
-    try:
-        return Path(path).read_bytes()
-    except OSError as error:
-        raise PermanentError(f"cannot read {what} {path!r}: {error.strerror}") from None
-
-
-def channel_credentials(config: Config) -> grpc.ChannelCredentials | None:
-    """TLS credentials from ``--tls-ca`` (the learner's CA) and, for mutual TLS,
-    ``--tls-cert`` / ``--tls-key``; None for a plaintext channel."""
-    if not (config.tls_ca or config.tls_cert):
-        return None
-    ca = _read_pem(config.tls_ca, "--tls-ca") if config.tls_ca else None
-    key = _read_pem(config.tls_key, "--tls-key") if config.tls_key else None
-    cert = _read_pem(config.tls_cert, "--tls-cert") if config.tls_cert else None
-    return grpc.ssl_channel_credentials(root_certificates=ca, private_key=key,
-                                        certificate_chain=cert)
-
-
-def open_channel(address: str, credentials: grpc.ChannelCredentials | None,
-                 max_message_bytes: int) -> grpc.Channel:
-    """A channel to ``address`` with keepalive and both message limits at
-    ``max_message_bytes`` (the learner's, once a handshake told it)."""
-    limit = int(min(max_message_bytes, 2**31 - 1))
-    options = [("grpc.max_send_message_length", limit),
-               ("grpc.max_receive_message_length", limit), *KEEPALIVE_OPTIONS]
-    if credentials is None:
-        return grpc.insecure_channel(address, options=options)
-    return grpc.secure_channel(address, credentials, options=options)
 
 
 class _RequestQueue:
@@ -180,7 +148,7 @@ class ActorClient:
                          daemon=True).start()
         try:
             return self._run()
-        except PermanentError as error:
+        except (PermanentError, EnvImportError) as error:
             log.error("actor %s: %s", self.actor_id, error)
             return EXIT_PERMANENT
         finally:
@@ -194,8 +162,13 @@ class ActorClient:
         if credentials is None and self.config.auth_token:
             log.warning("actor %s: --auth-token is sent without TLS (no --tls-ca); anyone on "
                         "the network path can read it", self.actor_id)
-        if self.env_id:
+        if self.config.env_import:  # its own list; the learner's is then ignored
+            run_env_imports(self.config.env_import, process=f"actor {self.actor_id}")
+        if self.env_id and (self.config.env_import or registered_here(self.env_id)):
             self._make_envs()
+        elif self.env_id:
+            log.info("actor %s: %s is not registered here and this actor has no --env-import; "
+                     "it runs the learner's first", self.actor_id, self.env_id)
         failures = 0
         while not self.stop.is_set():
             self._progressed = False
@@ -285,9 +258,17 @@ class ActorClient:
             self._set_call(None)
 
     def _ask_learner_for_env(self, stub: pb_grpc.LearnerStub) -> None:
-        """Started without --env: a handshake without env or spaces; the learner answers
-        with its env id and kwargs (no session), and we make that env."""
+        """Before the envs are made: a handshake without env or spaces; the learner answers
+        with its env id, kwargs and --env-import (no session). We run its imports unless we
+        have our own, then make our env (started without --env: the learner's)."""
         response = self._call_handshake(stub, self._base_handshake())
+        if response.env_import and not self.config.env_import:
+            log.info("actor %s: running the learner's --env-import %s", self.actor_id,
+                     ",".join(response.env_import))
+            run_env_imports(list(response.env_import), process=f"actor {self.actor_id}")
+        if self.env_id:  # our own --env
+            self._make_envs()
+            return
         if not response.env_id:
             raise PermanentError(f"started without --env, and the learner at "
                                  f"{self.config.learner} named no environment either; give --env")

@@ -21,8 +21,14 @@ learner's statistics. The first request of every session carries reward 0 and no
 the learner starts a fresh trajectory per session, and what an old session never
 acknowledged belongs to no trajectory.
 
+Observations travel as rows of the layout of the observation space (seed_rl/spaces.py): a
+Box, Discrete, MultiDiscrete or MultiBinary as itself, a Dict or Tuple packed into one uint8
+row per env. Actions come back as the action space's layout says (Discrete ``[K]`` int64,
+MultiDiscrete ``[K, n]`` int64, Box ``[K, *shape]`` float32) and reach ``env.step`` through
+``ActionLayout.to_env`` (Box actions clipped to the bounds there).
+
 Per-message work is done once per message (preallocated ``[K, ...]`` buffers, each tensor
-encoded once); per-environment work is only ``env.step`` / ``env.reset`` and one row copy.
+encoded once); per-environment work is only ``env.step`` / ``env.reset`` and one row write.
 
 Torch-free, and free of grpc.
 """
@@ -40,6 +46,7 @@ import numpy as np
 from actors.counters import Counters
 from seed_rl import wire
 from seed_rl.proto.seed_rl.v1 import seed_rl_pb2 as pb
+from seed_rl.spaces import UnsupportedSpace, action_layout, observation_layout
 
 log = logging.getLogger("actors.env_loop")
 
@@ -55,6 +62,12 @@ def env_seeds(seed: int, actor_id: str, num_envs: int) -> list[int]:
     return [int(child.generate_state(1, dtype=np.uint32)[0]) for child in sequence.spawn(num_envs)]
 
 
+def registered_here(env_id: str) -> bool:
+    """``gym.make(env_id)`` needs no ``--env-import`` first: the id is registered in this
+    process, or uses gymnasium's ``module:EnvId`` form (gym.make imports the module)."""
+    return ":" in env_id or env_id in gym.registry
+
+
 def make_envs(env_id: str, env_kwargs: dict[str, Any], num_envs: int) -> list[gym.Env]:
     """``num_envs`` instances of ``gym.make(env_id, **env_kwargs)``; PermanentError if any
     cannot be made (the ones already made are closed)."""
@@ -64,9 +77,12 @@ def make_envs(env_id: str, env_kwargs: dict[str, Any], num_envs: int) -> list[gy
             envs.append(gym.make(env_id, **env_kwargs))
     except Exception as error:
         close_envs(envs)
+        hint = "" if registered_here(env_id) else (
+            " (not registered in this process: if a package registers it, give it with "
+            "--env-import, here or on the learner)")
         raise PermanentError(
             f"cannot make environment {env_id!r} with kwargs {env_kwargs}: "
-            f"{type(error).__name__}: {error}"
+            f"{type(error).__name__}: {error}{hint}"
         ) from None
     return envs
 
@@ -106,13 +122,15 @@ class EnvLoop:
         self.observation_space = self.envs[0].observation_space
         self.action_space = self.envs[0].action_space
         try:  # the handshake describes both spaces; reject what the wire cannot carry now
+            self.observation_layout = observation_layout(self.observation_space)
+            self.action_layout = action_layout(self.action_space)
             self.observation_space_msg = wire.encode_space(self.observation_space)
             self.action_space_msg = wire.encode_space(self.action_space)
-        except wire.WireError as error:
+        except (UnsupportedSpace, wire.WireError) as error:
             close_envs(self.envs)
             raise PermanentError(f"environment {env_id}: {error}") from None
-        shape = tuple(self.observation_space.shape)
-        dtype = self.observation_space.dtype
+        layout = self.observation_layout
+        shape, dtype = layout.row_shape, layout.row_dtype  # one row per env
         self.observation_shape, self.observation_dtype = shape, dtype
 
         # What the next request carries (slot convention above), one row per env.
@@ -121,7 +139,7 @@ class EnvLoop:
         self.terminated = np.zeros(k, dtype=bool)
         self.truncated = np.zeros(k, dtype=bool)
         self.final_env_indices: list[int] = []  # truncated envs, ascending
-        self.final_observations: list[np.ndarray] = []  # their last observation, same order
+        self.final_observations = np.zeros((k, *shape), dtype=dtype)  # their rows, same order
         self.finished_episodes: list[tuple[int, float, int]] = []  # (env, return, length)
         self._empty_finals = wire.encode_tensor(np.zeros((0, *shape), dtype=dtype))
 
@@ -131,14 +149,17 @@ class EnvLoop:
 
         for i, (env, seed) in enumerate(zip(self.envs, seeds, strict=True)):
             observation, _ = env.reset(seed=seed)
-            self.observations[i] = observation
+            layout.write(self.observations, i, observation)
 
     def describe(self) -> str:
-        """For the log: ``3 x CartPole-v1, observations (4,) float32, actions Discrete(2)``."""
-        return (
-            f"{self.num_envs} x {self.env_id}, observations {self.observation_shape} "
-            f"{self.observation_dtype}, actions {wire.describe_space(self.action_space)}"
-        )
+        """For the log: ``3 x CartPole-v1, observations (4,) float32, actions Discrete(2)``
+        (a Dict or Tuple observation: its description and its packed row)."""
+        observations = f"{self.observation_shape} {self.observation_dtype}"
+        if self.observation_layout.packed:
+            observations = (f"{wire.describe_space(self.observation_space)} packed as "
+                            f"{observations} rows")
+        return (f"{self.num_envs} x {self.env_id}, observations {observations}, "
+                f"actions {wire.describe_space(self.action_space)}")
 
     def worst_request_bytes(self) -> int:
         """An upper bound on one request's size: every env may be truncated at once (a
@@ -152,7 +173,6 @@ class EnvLoop:
         self.terminated[:] = False
         self.truncated[:] = False
         self.final_env_indices = []
-        self.final_observations = []
         self.finished_episodes = []
 
     def build_request(self) -> pb.StepRequest:
@@ -166,11 +186,8 @@ class EnvLoop:
         wire.encode_tensor(self.truncated, out=request.truncated)
         if self.final_env_indices:
             request.final_observation_envs.extend(self.final_env_indices)
-            finals = np.asarray(self.final_observations, dtype=self.observation_dtype)
-            wire.encode_tensor(
-                finals.reshape(len(self.final_env_indices), *self.observation_shape),
-                out=request.final_observations,
-            )
+            finals = self.final_observations[:len(self.final_env_indices)]
+            wire.encode_tensor(finals, out=request.final_observations)
         else:
             request.final_observations.CopyFrom(self._empty_finals)
         for env_index, episode_return, length in self.finished_episodes:
@@ -179,32 +196,38 @@ class EnvLoop:
             )
         return request
 
-    def decode_actions(self, response: pb.StepResponse) -> list[int]:
-        """The K actions a_t of a ``StepResponse``; PermanentError unless they are ``[K]``
-        integers."""
+    def decode_actions(self, response: pb.StepResponse) -> np.ndarray:
+        """The K actions a_t of a ``StepResponse``, ``[K, *layout.shape]``; PermanentError
+        unless shape and dtype are the action layout's (int64 for Discrete and
+        MultiDiscrete, finite float32 for Box)."""
+        layout = self.action_layout
         try:
             actions = wire.decode_tensor(response.actions, name="StepResponse.actions")
         except wire.WireError as error:
             raise PermanentError(f"the learner sent malformed actions: {error}") from None
-        if actions.shape != (self.num_envs,) or actions.dtype.kind not in "iu":
+        expected = (self.num_envs, *layout.shape)
+        if actions.shape != expected or actions.dtype != layout.dtype:
             raise PermanentError(
                 f"the learner sent actions of shape {list(actions.shape)} and dtype "
-                f"{actions.dtype}; expected [{self.num_envs}] int64"
-            )
-        return actions.tolist()
+                f"{actions.dtype}; expected {list(expected)} {layout.dtype} for the action "
+                f"space {wire.describe_space(self.action_space)}")
+        if layout.kind == "box" and not np.isfinite(actions).all():
+            raise PermanentError("the learner sent actions that are not finite (NaN or inf)")
+        return actions.copy()  # writable, and not a view of the message: envs may keep it
 
-    def step(self, actions: Sequence[int]) -> None:
+    def step(self, actions: Sequence[Any] | np.ndarray) -> None:
         """Apply a_t to every env once and fill the buffers of request t+1: x_{t+1}, the
-        reward and flags of the transition into it, and (episode ended) reset the env."""
+        reward and flags of the transition into it, and (episode ended) reset the env.
+        ``actions[i]`` is env i's action as it travels (``decode_actions``)."""
+        layout, to_env = self.observation_layout, self.action_layout.to_env
         rewards = [0.0] * self.num_envs
         terminated = [False] * self.num_envs
         truncated = [False] * self.num_envs
         final_env_indices: list[int] = []
-        final_observations: list[np.ndarray] = []
         finished_episodes: list[tuple[int, float, int]] = []
         returns, lengths = self.episode_returns, self.episode_lengths
         for i, env in enumerate(self.envs):
-            observation, reward, term, trunc, _ = env.step(actions[i])
+            observation, reward, term, trunc, _ = env.step(to_env(actions[i]))
             reward = float(reward)
             returns[i] += reward
             lengths[i] += 1
@@ -213,19 +236,18 @@ class EnvLoop:
                 terminated[i] = bool(term)
                 truncated[i] = bool(trunc)
                 if trunc and not term:  # the learner bootstraps from the true last state
+                    layout.write(self.final_observations, len(final_env_indices), observation)
                     final_env_indices.append(i)
-                    final_observations.append(observation)
                 finished_episodes.append((i, returns[i], lengths[i]))
                 self.counters.add_episode(returns[i])
                 returns[i] = 0.0
                 lengths[i] = 0
                 observation, _ = env.reset()  # x_{t+1} is the next episode's first
-            self.observations[i] = observation
+            layout.write(self.observations, i, observation)
         self.rewards[:] = rewards
         self.terminated[:] = terminated
         self.truncated[:] = truncated
         self.final_env_indices = final_env_indices
-        self.final_observations = final_observations
         self.finished_episodes = finished_episodes
         self.counters.add_steps(self.num_envs)
 

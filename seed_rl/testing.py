@@ -14,6 +14,27 @@ SpikeReward: RevealAction whose episodes end, with probability ``spike_probabili
 huge but finite reward (3e38, near float32's largest). The learner accepts it (it is
 finite), and a training batch that holds one overflows its loss to inf in float32: the
 update must be skipped and counted, and training must go on with the other batches.
+
+Three small environments for the other spaces seed-rl carries. Each draws a random *cue*
+per step from its own seeded RNG, shows it in the observation, and pays for acting on it:
+a policy that reads the cue beats one that does not, so learning is possible and visible.
+
+DictObservation: observation ``Dict(cue=Discrete(num_actions), image=Box uint8 [S, S, 1],
+position=Box float32 [2])`` (image pixels all hold t, position is ``[t, episode]``), action
+``Discrete(num_actions)``; reward 1 when the action equals the cue, else 0. Only the
+Discrete leaf tells the cue: the learner must read inside the packed Dict row.
+
+MultiDiscreteAction: observation Box float32 ``[len(nvec)]`` holding the cue (one value per
+head, ``start`` included), action ``MultiDiscrete(nvec, start=start)``; reward the fraction of
+heads that equal the cue. ``start`` defaults to non-zero values, and an action outside the
+space raises (a learner that forgets ``start`` fails loudly).
+
+ContinuousAction: observation Box float32 ``[dim]``, a cue in [-0.5, 0.5]; action
+``Box(-1, 1, [dim], float32)``; reward ``-mean((action - cue) ** 2)``. An action outside the
+bounds raises: the actor must clip.
+
+All three end after ``episode_length`` steps (terminated, or truncated with
+``truncate=True``).
 """
 
 from __future__ import annotations
@@ -83,7 +104,108 @@ class SpikeRewardEnv(RevealActionEnv):
         return observation, reward, terminated, truncated, info
 
 
-if "RevealAction-v0" not in gym.registry:
-    gym.register("RevealAction-v0", entry_point=RevealActionEnv)
-if "SpikeReward-v0" not in gym.registry:
-    gym.register("SpikeReward-v0", entry_point=SpikeRewardEnv)
+class _CueEnv(gym.Env):
+    """A new random cue every step; episodes of ``episode_length`` steps."""
+
+    def __init__(self, episode_length: int = 5, truncate: bool = False):
+        self.episode_length = episode_length
+        self.truncate = truncate
+        self._t = 0
+        self._episode = -1
+        self._cue = self._new_cue()
+
+    def _new_cue(self):
+        raise NotImplementedError
+
+    def _obs(self):
+        raise NotImplementedError
+
+    def _reward(self, action) -> float:
+        raise NotImplementedError
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        if seed is not None:  # a seeded reset starts over: reproducible from the seed alone
+            self._episode = -1
+        self._t = 0
+        self._episode += 1
+        self._cue = self._new_cue()
+        return self._obs(), {}
+
+    def step(self, action):
+        if not self.action_space.contains(action):
+            raise ValueError(f"action {action!r} outside {self.action_space}")
+        reward = self._reward(action)
+        self._t += 1
+        self._cue = self._new_cue()
+        ended = self._t >= self.episode_length
+        return self._obs(), reward, ended and not self.truncate, ended and self.truncate, {}
+
+
+class DictObservationEnv(_CueEnv):
+    def __init__(self, num_actions: int = 3, pixels: int = 4, **kwargs):
+        self.num_actions, self.pixels = num_actions, pixels
+        self.observation_space = gym.spaces.Dict({
+            "cue": gym.spaces.Discrete(num_actions),
+            "image": gym.spaces.Box(0, 255, shape=(pixels, pixels, 1), dtype=np.uint8),
+            "position": gym.spaces.Box(0.0, np.inf, shape=(2,), dtype=np.float32),
+        })
+        self.action_space = gym.spaces.Discrete(num_actions)
+        super().__init__(**kwargs)
+
+    def _new_cue(self) -> int:
+        return int(self.np_random.integers(self.num_actions))
+
+    def _obs(self) -> dict:
+        return {"cue": self._cue,
+                "image": np.full((self.pixels, self.pixels, 1), min(self._t, 255), np.uint8),
+                "position": np.array([self._t, self._episode], dtype=np.float32)}
+
+    def _reward(self, action) -> float:
+        return float(int(action) == self._cue)
+
+
+class MultiDiscreteActionEnv(_CueEnv):
+    def __init__(self, nvec: tuple[int, ...] = (3, 4), start: tuple[int, ...] = (1, -2),
+                 **kwargs):
+        self.action_space = gym.spaces.MultiDiscrete(list(nvec), start=list(start))
+        low, high = self.action_space.start, self.action_space.start + self.action_space.nvec - 1
+        self.observation_space = gym.spaces.Box(low.astype(np.float32), high.astype(np.float32),
+                                                dtype=np.float32)
+        super().__init__(**kwargs)
+
+    def _new_cue(self) -> np.ndarray:
+        space = self.action_space
+        return space.start + self.np_random.integers(space.nvec)
+
+    def _obs(self) -> np.ndarray:
+        return self._cue.astype(np.float32)
+
+    def _reward(self, action) -> float:
+        return float(np.mean(np.asarray(action) == self._cue))
+
+
+class ContinuousActionEnv(_CueEnv):
+    def __init__(self, dim: int = 2, **kwargs):
+        self.dim = dim
+        self.observation_space = gym.spaces.Box(-0.5, 0.5, shape=(dim,), dtype=np.float32)
+        self.action_space = gym.spaces.Box(-1.0, 1.0, shape=(dim,), dtype=np.float32)
+        super().__init__(**kwargs)
+
+    def _new_cue(self) -> np.ndarray:
+        return self.np_random.uniform(-0.5, 0.5, self.dim).astype(np.float32)
+
+    def _obs(self) -> np.ndarray:
+        return self._cue.copy()
+
+    def _reward(self, action) -> float:
+        return -float(np.mean((np.asarray(action, dtype=np.float32) - self._cue) ** 2))
+
+
+for _id, _entry_point in (("RevealAction-v0", RevealActionEnv),
+                          ("SpikeReward-v0", SpikeRewardEnv),
+                          ("DictObservation-v0", DictObservationEnv),
+                          ("MultiDiscreteAction-v0", MultiDiscreteActionEnv),
+                          ("ContinuousAction-v0", ContinuousActionEnv)):
+    if _id not in gym.registry:
+        gym.register(_id, entry_point=_entry_point)

@@ -3,7 +3,14 @@
 A real grpc server on 127.0.0.1 that implements ``seed_rl.v1.Learner`` without a model:
 it accepts handshakes (recording them, answering a fresh session id), records every
 StepRequest decoded to numpy, and answers deterministic actions: in the n-th response
-of a session (n = 0, 1, ...), env k gets action ``start + (n + k) % num_actions``. It can
+of a session (n = 0, 1, ...), env k gets
+
+- Discrete: ``start + (n + k) % n_actions``;
+- MultiDiscrete: head j gets ``start[j] + (n + k + j) % nvec[j]``;
+- Box: ``(n + k) % 5 - 2 + 0.25 * j`` for element j (flat), float32: outside [-1, 1]
+  often, so the actor must clip.
+
+It answers its ``env_import`` list in every handshake response. It can
 set ``training_over`` after N responses of a session, refuse handshakes with a given
 status, require a token, serve TLS, and be stopped and started again on the same port.
 
@@ -28,6 +35,7 @@ import numpy as np
 from seed_rl import wire
 from seed_rl.proto.seed_rl.v1 import seed_rl_pb2 as pb
 from seed_rl.proto.seed_rl.v1 import seed_rl_pb2_grpc as pb_grpc
+from seed_rl.spaces import ActionLayout, action_layout
 
 
 @dataclass
@@ -65,6 +73,7 @@ class StandInLearner(pb_grpc.LearnerServicer):
         auth_token: str = "",
         server_credentials: grpc.ServerCredentials | None = None,
         max_message_bytes: int = 64 * 1024 * 1024,  # announced in handshakes only
+        env_import: list[str] | None = None,
     ):
         self.port = port
         self.env_id = env_id
@@ -74,6 +83,7 @@ class StandInLearner(pb_grpc.LearnerServicer):
         self.auth_token = auth_token
         self.server_credentials = server_credentials
         self.max_message_bytes = max_message_bytes
+        self.env_import = list(env_import or [])
         self.handshakes: list[Handshake] = []
         self.steps: list[Step] = []
         self.ended_sessions: list[str] = []  # Step streams the actor half-closed
@@ -186,6 +196,7 @@ class StandInLearner(pb_grpc.LearnerServicer):
             max_message_bytes=self.max_message_bytes,
             policy_version=0,
             learner_version="stand-in",
+            env_import=self.env_import,
         )
 
     def Step(self, request_iterator, context: grpc.ServicerContext):
@@ -199,11 +210,11 @@ class StandInLearner(pb_grpc.LearnerServicer):
                 grpc.StatusCode.FAILED_PRECONDITION,
                 f"unknown session {session_id!r}: handshake first",
             )
-        action_space = wire.decode_space(hello.action_space, name="action_space")
-        n, start, k = int(action_space.n), int(action_space.start), int(hello.num_envs)
+        layout = action_layout(wire.decode_space(hello.action_space, name="action_space"))
+        k = int(hello.num_envs)
         for index, request in enumerate(request_iterator):
             over = self.training_over_after is not None and index + 1 >= self.training_over_after
-            actions = None if over else start + (index + np.arange(k, dtype=np.int64)) % n
+            actions = None if over else stand_in_actions(layout, index, k)
             step = Step(
                 session_id=session_id,
                 actor_id=hello.actor_id,
@@ -230,6 +241,19 @@ class StandInLearner(pb_grpc.LearnerServicer):
         with self._lock:  # the request stream ended without a cancellation
             self.ended_sessions.append(session_id)
             self._lock.notify_all()
+
+
+def stand_in_actions(layout: ActionLayout, index: int, k: int) -> np.ndarray:
+    """The actions of response ``index`` for ``k`` envs (see the module docstring)."""
+    base = index + np.arange(k, dtype=np.int64)
+    if layout.kind == "discrete":
+        return layout.start + base % layout.nvec[0]
+    if layout.kind == "multi_discrete":
+        heads = np.arange(len(layout.nvec))
+        return layout.start + (base[:, None] + heads) % np.asarray(layout.nvec)
+    elements = 0.25 * np.arange(int(np.prod(layout.shape)), dtype=np.float32)
+    values = (base % 5 - 2).astype(np.float32)[:, None] + elements
+    return values.reshape(k, *layout.shape).astype(np.float32)
 
 
 if __name__ == "__main__":

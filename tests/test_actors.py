@@ -398,14 +398,17 @@ def test_unknown_environment_is_a_permanent_error(learners, caplog) -> None:
     learner = learners()
     config = make_config(learner.address, env="NoSuchEnv-v0", env_kwargs={})
     assert run_to_end(learner, config) == EXIT_PERMANENT
-    assert "NoSuchEnv-v0" in caplog.text and learner.handshakes == []
+    assert "NoSuchEnv-v0" in caplog.text and "--env-import" in caplog.text
+    # not registered here: it asked the learner for its --env-import (none), no session
+    assert [h.session_id for h in learner.handshakes] == [""]
 
 
 def test_unsupported_spaces_are_a_permanent_error(learners, caplog) -> None:
     learner = learners()
-    config = make_config(learner.address, env="Blackjack-v1", env_kwargs={})  # Tuple obs
+    config = make_config(learner.address, env="custom_env_plugin:TextObservation-v0",
+                         env_kwargs={})
     assert run_to_end(learner, config) == EXIT_PERMANENT
-    assert "Tuple" in caplog.text and "not supported" in caplog.text
+    assert "Text" in caplog.text and "not supported" in caplog.text
     assert learner.handshakes == []
 
 

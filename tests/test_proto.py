@@ -40,3 +40,70 @@ def test_generated_imports_point_into_the_package() -> None:
 
     assert seed_rl_pb2.DESCRIPTOR.package == "seed_rl.v1"
     assert hasattr(seed_rl_pb2_grpc, "LearnerStub")
+
+
+# The seed_rl.v1 fields as first shipped: (number, type). The contract only grows; an old
+# actor or learner keeps reading these exactly (docs/architecture.md, "Wire contract").
+SHIPPED_V1 = {
+    "Tensor": {"dtype": (1, "string"), "shape": (2, "repeated int64"), "data": (3, "bytes")},
+    "BoxSpace": {"dtype": (1, "string"), "shape": (2, "repeated int64"), "low": (3, "Tensor"),
+                 "high": (4, "Tensor")},
+    "DiscreteSpace": {"n": (1, "int64"), "start": (2, "int64")},
+    "Space": {"box": (1, "BoxSpace"), "discrete": (2, "DiscreteSpace")},
+    "HandshakeRequest": {
+        "protocol_version": (1, "uint32"), "actor_id": (2, "string"), "run_id": (3, "string"),
+        "num_envs": (4, "uint32"), "env_id": (5, "string"), "env_kwargs_json": (6, "string"),
+        "observation_space": (7, "Space"), "action_space": (8, "Space")},
+    "HandshakeResponse": {
+        "env_id": (1, "string"), "env_kwargs_json": (2, "string"), "session_id": (3, "string"),
+        "slot_ids": (4, "repeated uint64"), "max_message_bytes": (5, "uint64"),
+        "policy_version": (6, "uint64"), "learner_version": (7, "string")},
+    "EpisodeStats": {"env_index": (1, "uint32"), "episode_return": (2, "double"),
+                     "episode_length": (3, "uint64")},
+    "StepRequest": {
+        "observations": (1, "Tensor"), "rewards": (2, "Tensor"), "terminated": (3, "Tensor"),
+        "truncated": (4, "Tensor"), "final_observation_envs": (5, "repeated uint32"),
+        "final_observations": (6, "Tensor"), "episodes": (7, "repeated EpisodeStats")},
+    "StepResponse": {"actions": (1, "Tensor"), "policy_version": (2, "uint64"),
+                     "training_over": (3, "bool")},
+}
+ADDED_V1 = {  # additions since, all new numbers
+    "Space": {"multi_discrete": (3, "MultiDiscreteSpace"), "multi_binary": (4, "MultiBinarySpace"),
+              "dict": (5, "DictSpace"), "tuple": (6, "TupleSpace")},
+    "HandshakeResponse": {"env_import": (8, "repeated string")},
+    "MultiDiscreteSpace": {"shape": (1, "repeated int64"), "nvec": (2, "repeated int64"),
+                           "start": (3, "repeated int64"), "dtype": (4, "string")},
+    "MultiBinarySpace": {"n": (1, "repeated int64")},
+    "DictSpace": {"keys": (1, "repeated string"), "spaces": (2, "repeated Space")},
+    "TupleSpace": {"spaces": (1, "repeated Space")},
+}
+
+
+def _field_type(field) -> str:
+    from google.protobuf.descriptor import FieldDescriptor as F
+
+    scalar = {F.TYPE_STRING: "string", F.TYPE_BYTES: "bytes", F.TYPE_INT64: "int64",
+              F.TYPE_UINT64: "uint64", F.TYPE_UINT32: "uint32", F.TYPE_DOUBLE: "double",
+              F.TYPE_BOOL: "bool"}
+    name = field.message_type.name if field.message_type else scalar[field.type]
+    return f"repeated {name}" if field.is_repeated else name
+
+
+def test_the_wire_contract_only_grows() -> None:
+    from seed_rl.proto.seed_rl.v1 import seed_rl_pb2
+
+    messages = seed_rl_pb2.DESCRIPTOR.message_types_by_name
+    for pinned in (SHIPPED_V1, ADDED_V1):
+        for message, fields in pinned.items():
+            descriptor = messages[message]
+            actual = {f.name: (f.number, _field_type(f)) for f in descriptor.fields}
+            for name, expected in fields.items():
+                assert actual.get(name) == expected, (message, name, actual.get(name))
+    # the new space kinds sit in the same oneof, so an old peer sees "no kind set"
+    kind = messages["Space"].oneofs_by_name["kind"]
+    assert [f.name for f in kind.fields] == ["box", "discrete", "multi_discrete",
+                                             "multi_binary", "dict", "tuple"]
+    for message, fields in ADDED_V1.items():  # every field of a message added since is pinned
+        if message in SHIPPED_V1 or message in ("Space", "HandshakeResponse"):
+            continue
+        assert {f.name for f in messages[message].fields} == set(fields), message

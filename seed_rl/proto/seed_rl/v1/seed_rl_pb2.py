@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18seed_rl/v1/seed_rl.proto\x12\nseed_rl.v1\"4\n\x06Tensor\x12\r\n\x05\x64type\x18\x01 \x01(\t\x12\r\n\x05shape\x18\x02 \x03(\x03\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"k\n\x08\x42oxSpace\x12\r\n\x05\x64type\x18\x01 \x01(\t\x12\r\n\x05shape\x18\x02 \x03(\x03\x12\x1f\n\x03low\x18\x03 \x01(\x0b\x32\x12.seed_rl.v1.Tensor\x12 \n\x04high\x18\x04 \x01(\x0b\x32\x12.seed_rl.v1.Tensor\")\n\rDiscreteSpace\x12\t\n\x01n\x18\x01 \x01(\x03\x12\r\n\x05start\x18\x02 \x01(\x03\"c\n\x05Space\x12#\n\x03\x62ox\x18\x01 \x01(\x0b\x32\x14.seed_rl.v1.BoxSpaceH\x00\x12-\n\x08\x64iscrete\x18\x02 \x01(\x0b\x32\x19.seed_rl.v1.DiscreteSpaceH\x00\x42\x06\n\x04kind\"\xe0\x01\n\x10HandshakeRequest\x12\x18\n\x10protocol_version\x18\x01 \x01(\r\x12\x10\n\x08\x61\x63tor_id\x18\x02 \x01(\t\x12\x0e\n\x06run_id\x18\x03 \x01(\t\x12\x10\n\x08num_envs\x18\x04 \x01(\r\x12\x0e\n\x06\x65nv_id\x18\x05 \x01(\t\x12\x17\n\x0f\x65nv_kwargs_json\x18\x06 \x01(\t\x12,\n\x11observation_space\x18\x07 \x01(\x0b\x32\x11.seed_rl.v1.Space\x12\'\n\x0c\x61\x63tion_space\x18\x08 \x01(\x0b\x32\x11.seed_rl.v1.Space\"\xae\x01\n\x11HandshakeResponse\x12\x0e\n\x06\x65nv_id\x18\x01 \x01(\t\x12\x17\n\x0f\x65nv_kwargs_json\x18\x02 \x01(\t\x12\x12\n\nsession_id\x18\x03 \x01(\t\x12\x10\n\x08slot_ids\x18\x04 \x03(\x04\x12\x19\n\x11max_message_bytes\x18\x05 \x01(\x04\x12\x16\n\x0epolicy_version\x18\x06 \x01(\x04\x12\x17\n\x0flearner_version\x18\x07 \x01(\t\"Q\n\x0c\x45pisodeStats\x12\x11\n\tenv_index\x18\x01 \x01(\r\x12\x16\n\x0e\x65pisode_return\x18\x02 \x01(\x01\x12\x16\n\x0e\x65pisode_length\x18\x03 \x01(\x04\"\xa7\x02\n\x0bStepRequest\x12(\n\x0cobservations\x18\x01 \x01(\x0b\x32\x12.seed_rl.v1.Tensor\x12#\n\x07rewards\x18\x02 \x01(\x0b\x32\x12.seed_rl.v1.Tensor\x12&\n\nterminated\x18\x03 \x01(\x0b\x32\x12.seed_rl.v1.Tensor\x12%\n\ttruncated\x18\x04 \x01(\x0b\x32\x12.seed_rl.v1.Tensor\x12\x1e\n\x16\x66inal_observation_envs\x18\x05 \x03(\r\x12.\n\x12\x66inal_observations\x18\x06 \x01(\x0b\x32\x12.seed_rl.v1.Tensor\x12*\n\x08\x65pisodes\x18\x07 \x03(\x0b\x32\x18.seed_rl.v1.EpisodeStats\"b\n\x0cStepResponse\x12#\n\x07\x61\x63tions\x18\x01 \x01(\x0b\x32\x12.seed_rl.v1.Tensor\x12\x16\n\x0epolicy_version\x18\x02 \x01(\x04\x12\x15\n\rtraining_over\x18\x03 \x01(\x08\x32\x92\x01\n\x07Learner\x12H\n\tHandshake\x12\x1c.seed_rl.v1.HandshakeRequest\x1a\x1d.seed_rl.v1.HandshakeResponse\x12=\n\x04Step\x12\x17.seed_rl.v1.StepRequest\x1a\x18.seed_rl.v1.StepResponse(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18seed_rl/v1/seed_rl.proto\x12\nseed_rl.v1\"4\n\x06Tensor\x12\r\n\x05\x64type\x18\x01 \x01(\t\x12\r\n\x05shape\x18\x02 \x03(\x03\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"k\n\x08\x42oxSpace\x12\r\n\x05\x64type\x18\x01 \x01(\t\x12\r\n\x05shape\x18\x02 \x03(\x03\x12\x1f\n\x03low\x18\x03 \x01(\x0b\x32\x12.seed_rl.v1.Tensor\x12 \n\x04high\x18\x04 \x01(\x0b\x32\x12.seed_rl.v1.Tensor\")\n\rDiscreteSpace\x12\t\n\x01n\x18\x01 \x01(\x03\x12\r\n\x05start\x18\x02 \x01(\x03\"O\n\x12MultiDiscreteSpace\x12\r\n\x05shape\x18\x01 \x03(\x03\x12\x0c\n\x04nvec\x18\x02 \x03(\x03\x12\r\n\x05start\x18\x03 \x03(\x03\x12\r\n\x05\x64type\x18\x04 \x01(\t\"\x1d\n\x10MultiBinarySpace\x12\t\n\x01n\x18\x01 \x03(\x03\"<\n\tDictSpace\x12\x0c\n\x04keys\x18\x01 \x03(\t\x12!\n\x06spaces\x18\x02 \x03(\x0b\x32\x11.seed_rl.v1.Space\"/\n\nTupleSpace\x12!\n\x06spaces\x18\x01 \x03(\x0b\x32\x11.seed_rl.v1.Space\"\xa3\x02\n\x05Space\x12#\n\x03\x62ox\x18\x01 \x01(\x0b\x32\x14.seed_rl.v1.BoxSpaceH\x00\x12-\n\x08\x64iscrete\x18\x02 \x01(\x0b\x32\x19.seed_rl.v1.DiscreteSpaceH\x00\x12\x38\n\x0emulti_discrete\x18\x03 \x01(\x0b\x32\x1e.seed_rl.v1.MultiDiscreteSpaceH\x00\x12\x34\n\x0cmulti_binary\x18\x04 \x01(\x0b\x32\x1c.seed_rl.v1.MultiBinarySpaceH\x00\x12%\n\x04\x64ict\x18\x05 \x01(\x0b\x32\x15.seed_rl.v1.DictSpaceH\x00\x12\'\n\x05tuple\x18\x06 \x01(\x0b\x32\x16.seed_rl.v1.TupleSpaceH\x00\x42\x06\n\x04kind\"\xe0\x01\n\x10HandshakeRequest\x12\x18\n\x10protocol_version\x18\x01 \x01(\r\x12\x10\n\x08\x61\x63tor_id\x18\x02 \x01(\t\x12\x0e\n\x06run_id\x18\x03 \x01(\t\x12\x10\n\x08num_envs\x18\x04 \x01(\r\x12\x0e\n\x06\x65nv_id\x18\x05 \x01(\t\x12\x17\n\x0f\x65nv_kwargs_json\x18\x06 \x01(\t\x12,\n\x11observation_space\x18\x07 \x01(\x0b\x32\x11.seed_rl.v1.Space\x12\'\n\x0c\x61\x63tion_space\x18\x08 \x01(\x0b\x32\x11.seed_rl.v1.Space\"\xc2\x01\n\x11HandshakeResponse\x12\x0e\n\x06\x65nv_id\x18\x01 \x01(\t\x12\x17\n\x0f\x65nv_kwargs_json\x18\x02 \x01(\t\x12\x12\n\nsession_id\x18\x03 \x01(\t\x12\x10\n\x08slot_ids\x18\x04 \x03(\x04\x12\x19\n\x11max_message_bytes\x18\x05 \x01(\x04\x12\x16\n\x0epolicy_version\x18\x06 \x01(\x04\x12\x17\n\x0flearner_version\x18\x07 \x01(\t\x12\x12\n\nenv_import\x18\x08 \x03(\t\"Q\n\x0c\x45pisodeStats\x12\x11\n\tenv_index\x18\x01 \x01(\r\x12\x16\n\x0e\x65pisode_return\x18\x02 \x01(\x01\x12\x16\n\x0e\x65pisode_length\x18\x03 \x01(\x04\"\xa7\x02\n\x0bStepRequest\x12(\n\x0cobservations\x18\x01 \x01(\x0b\x32\x12.seed_rl.v1.Tensor\x12#\n\x07rewards\x18\x02 \x01(\x0b\x32\x12.seed_rl.v1.Tensor\x12&\n\nterminated\x18\x03 \x01(\x0b\x32\x12.seed_rl.v1.Tensor\x12%\n\ttruncated\x18\x04 \x01(\x0b\x32\x12.seed_rl.v1.Tensor\x12\x1e\n\x16\x66inal_observation_envs\x18\x05 \x03(\r\x12.\n\x12\x66inal_observations\x18\x06 \x01(\x0b\x32\x12.seed_rl.v1.Tensor\x12*\n\x08\x65pisodes\x18\x07 \x03(\x0b\x32\x18.seed_rl.v1.EpisodeStats\"b\n\x0cStepResponse\x12#\n\x07\x61\x63tions\x18\x01 \x01(\x0b\x32\x12.seed_rl.v1.Tensor\x12\x16\n\x0epolicy_version\x18\x02 \x01(\x04\x12\x15\n\rtraining_over\x18\x03 \x01(\x08\x32\x92\x01\n\x07Learner\x12H\n\tHandshake\x12\x1c.seed_rl.v1.HandshakeRequest\x1a\x1d.seed_rl.v1.HandshakeResponse\x12=\n\x04Step\x12\x17.seed_rl.v1.StepRequest\x1a\x18.seed_rl.v1.StepResponse(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,18 +37,26 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_BOXSPACE']._serialized_end=201
   _globals['_DISCRETESPACE']._serialized_start=203
   _globals['_DISCRETESPACE']._serialized_end=244
-  _globals['_SPACE']._serialized_start=246
-  _globals['_SPACE']._serialized_end=345
-  _globals['_HANDSHAKEREQUEST']._serialized_start=348
-  _globals['_HANDSHAKEREQUEST']._serialized_end=572
-  _globals['_HANDSHAKERESPONSE']._serialized_start=575
-  _globals['_HANDSHAKERESPONSE']._serialized_end=749
-  _globals['_EPISODESTATS']._serialized_start=751
-  _globals['_EPISODESTATS']._serialized_end=832
-  _globals['_STEPREQUEST']._serialized_start=835
-  _globals['_STEPREQUEST']._serialized_end=1130
-  _globals['_STEPRESPONSE']._serialized_start=1132
-  _globals['_STEPRESPONSE']._serialized_end=1230
-  _globals['_LEARNER']._serialized_start=1233
-  _globals['_LEARNER']._serialized_end=1379
+  _globals['_MULTIDISCRETESPACE']._serialized_start=246
+  _globals['_MULTIDISCRETESPACE']._serialized_end=325
+  _globals['_MULTIBINARYSPACE']._serialized_start=327
+  _globals['_MULTIBINARYSPACE']._serialized_end=356
+  _globals['_DICTSPACE']._serialized_start=358
+  _globals['_DICTSPACE']._serialized_end=418
+  _globals['_TUPLESPACE']._serialized_start=420
+  _globals['_TUPLESPACE']._serialized_end=467
+  _globals['_SPACE']._serialized_start=470
+  _globals['_SPACE']._serialized_end=761
+  _globals['_HANDSHAKEREQUEST']._serialized_start=764
+  _globals['_HANDSHAKEREQUEST']._serialized_end=988
+  _globals['_HANDSHAKERESPONSE']._serialized_start=991
+  _globals['_HANDSHAKERESPONSE']._serialized_end=1185
+  _globals['_EPISODESTATS']._serialized_start=1187
+  _globals['_EPISODESTATS']._serialized_end=1268
+  _globals['_STEPREQUEST']._serialized_start=1271
+  _globals['_STEPREQUEST']._serialized_end=1566
+  _globals['_STEPRESPONSE']._serialized_start=1568
+  _globals['_STEPRESPONSE']._serialized_end=1666
+  _globals['_LEARNER']._serialized_start=1669
+  _globals['_LEARNER']._serialized_end=1815
 # @@protoc_insertion_point(module_scope)

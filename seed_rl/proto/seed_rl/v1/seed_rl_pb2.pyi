@@ -36,13 +36,53 @@ class DiscreteSpace(_message.Message):
     start: int
     def __init__(self, n: _Optional[int] = ..., start: _Optional[int] = ...) -> None: ...
 
+class MultiDiscreteSpace(_message.Message):
+    __slots__ = ("shape", "nvec", "start", "dtype")
+    SHAPE_FIELD_NUMBER: _ClassVar[int]
+    NVEC_FIELD_NUMBER: _ClassVar[int]
+    START_FIELD_NUMBER: _ClassVar[int]
+    DTYPE_FIELD_NUMBER: _ClassVar[int]
+    shape: _containers.RepeatedScalarFieldContainer[int]
+    nvec: _containers.RepeatedScalarFieldContainer[int]
+    start: _containers.RepeatedScalarFieldContainer[int]
+    dtype: str
+    def __init__(self, shape: _Optional[_Iterable[int]] = ..., nvec: _Optional[_Iterable[int]] = ..., start: _Optional[_Iterable[int]] = ..., dtype: _Optional[str] = ...) -> None: ...
+
+class MultiBinarySpace(_message.Message):
+    __slots__ = ("n",)
+    N_FIELD_NUMBER: _ClassVar[int]
+    n: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, n: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class DictSpace(_message.Message):
+    __slots__ = ("keys", "spaces")
+    KEYS_FIELD_NUMBER: _ClassVar[int]
+    SPACES_FIELD_NUMBER: _ClassVar[int]
+    keys: _containers.RepeatedScalarFieldContainer[str]
+    spaces: _containers.RepeatedCompositeFieldContainer[Space]
+    def __init__(self, keys: _Optional[_Iterable[str]] = ..., spaces: _Optional[_Iterable[_Union[Space, _Mapping]]] = ...) -> None: ...
+
+class TupleSpace(_message.Message):
+    __slots__ = ("spaces",)
+    SPACES_FIELD_NUMBER: _ClassVar[int]
+    spaces: _containers.RepeatedCompositeFieldContainer[Space]
+    def __init__(self, spaces: _Optional[_Iterable[_Union[Space, _Mapping]]] = ...) -> None: ...
+
 class Space(_message.Message):
-    __slots__ = ("box", "discrete")
+    __slots__ = ("box", "discrete", "multi_discrete", "multi_binary", "dict", "tuple")
     BOX_FIELD_NUMBER: _ClassVar[int]
     DISCRETE_FIELD_NUMBER: _ClassVar[int]
+    MULTI_DISCRETE_FIELD_NUMBER: _ClassVar[int]
+    MULTI_BINARY_FIELD_NUMBER: _ClassVar[int]
+    DICT_FIELD_NUMBER: _ClassVar[int]
+    TUPLE_FIELD_NUMBER: _ClassVar[int]
     box: BoxSpace
     discrete: DiscreteSpace
-    def __init__(self, box: _Optional[_Union[BoxSpace, _Mapping]] = ..., discrete: _Optional[_Union[DiscreteSpace, _Mapping]] = ...) -> None: ...
+    multi_discrete: MultiDiscreteSpace
+    multi_binary: MultiBinarySpace
+    dict: DictSpace
+    tuple: TupleSpace
+    def __init__(self, box: _Optional[_Union[BoxSpace, _Mapping]] = ..., discrete: _Optional[_Union[DiscreteSpace, _Mapping]] = ..., multi_discrete: _Optional[_Union[MultiDiscreteSpace, _Mapping]] = ..., multi_binary: _Optional[_Union[MultiBinarySpace, _Mapping]] = ..., dict: _Optional[_Union[DictSpace, _Mapping]] = ..., tuple: _Optional[_Union[TupleSpace, _Mapping]] = ...) -> None: ...
 
 class HandshakeRequest(_message.Message):
     __slots__ = ("protocol_version", "actor_id", "run_id", "num_envs", "env_id", "env_kwargs_json", "observation_space", "action_space")
@@ -65,7 +105,7 @@ class HandshakeRequest(_message.Message):
     def __init__(self, protocol_version: _Optional[int] = ..., actor_id: _Optional[str] = ..., run_id: _Optional[str] = ..., num_envs: _Optional[int] = ..., env_id: _Optional[str] = ..., env_kwargs_json: _Optional[str] = ..., observation_space: _Optional[_Union[Space, _Mapping]] = ..., action_space: _Optional[_Union[Space, _Mapping]] = ...) -> None: ...
 
 class HandshakeResponse(_message.Message):
-    __slots__ = ("env_id", "env_kwargs_json", "session_id", "slot_ids", "max_message_bytes", "policy_version", "learner_version")
+    __slots__ = ("env_id", "env_kwargs_json", "session_id", "slot_ids", "max_message_bytes", "policy_version", "learner_version", "env_import")
     ENV_ID_FIELD_NUMBER: _ClassVar[int]
     ENV_KWARGS_JSON_FIELD_NUMBER: _ClassVar[int]
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
@@ -73,6 +113,7 @@ class HandshakeResponse(_message.Message):
     MAX_MESSAGE_BYTES_FIELD_NUMBER: _ClassVar[int]
     POLICY_VERSION_FIELD_NUMBER: _ClassVar[int]
     LEARNER_VERSION_FIELD_NUMBER: _ClassVar[int]
+    ENV_IMPORT_FIELD_NUMBER: _ClassVar[int]
     env_id: str
     env_kwargs_json: str
     session_id: str
@@ -80,7 +121,8 @@ class HandshakeResponse(_message.Message):
     max_message_bytes: int
     policy_version: int
     learner_version: str
-    def __init__(self, env_id: _Optional[str] = ..., env_kwargs_json: _Optional[str] = ..., session_id: _Optional[str] = ..., slot_ids: _Optional[_Iterable[int]] = ..., max_message_bytes: _Optional[int] = ..., policy_version: _Optional[int] = ..., learner_version: _Optional[str] = ...) -> None: ...
+    env_import: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, env_id: _Optional[str] = ..., env_kwargs_json: _Optional[str] = ..., session_id: _Optional[str] = ..., slot_ids: _Optional[_Iterable[int]] = ..., max_message_bytes: _Optional[int] = ..., policy_version: _Optional[int] = ..., learner_version: _Optional[str] = ..., env_import: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class EpisodeStats(_message.Message):
     __slots__ = ("env_index", "episode_return", "episode_length")

@@ -1,0 +1,48 @@
+"""The actor's gRPC channel to the learner: TLS / mutual TLS credentials, keepalive and
+message size limits (docs/architecture.md, "Wire contract"). Torch-free."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import grpc
+
+from actors.env_loop import PermanentError
+from seed_rl.config import Config
+
+KEEPALIVE_OPTIONS = (
+    ("grpc.keepalive_time_ms", 10_000),
+    ("grpc.keepalive_timeout_ms", 5_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+)
+
+
+def _read_pem(path: str, what: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as error:
+        raise PermanentError(f"cannot read {what} {path!r}: {error.strerror}") from None
+
+
+def channel_credentials(config: Config) -> grpc.ChannelCredentials | None:
+    """TLS credentials from ``--tls-ca`` (the learner's CA) and, for mutual TLS,
+    ``--tls-cert`` / ``--tls-key``; None for a plaintext channel."""
+    if not (config.tls_ca or config.tls_cert):
+        return None
+    ca = _read_pem(config.tls_ca, "--tls-ca") if config.tls_ca else None
+    key = _read_pem(config.tls_key, "--tls-key") if config.tls_key else None
+    cert = _read_pem(config.tls_cert, "--tls-cert") if config.tls_cert else None
+    return grpc.ssl_channel_credentials(root_certificates=ca, private_key=key,
+                                        certificate_chain=cert)
+
+
+def open_channel(address: str, credentials: grpc.ChannelCredentials | None,
+                 max_message_bytes: int) -> grpc.Channel:
+    """A channel to ``address`` with keepalive and both message limits at
+    ``max_message_bytes`` (the learner's, once a handshake told it)."""
+    limit = int(min(max_message_bytes, 2**31 - 1))
+    options = [("grpc.max_send_message_length", limit),
+               ("grpc.max_receive_message_length", limit), *KEEPALIVE_OPTIONS]
+    if credentials is None:
+        return grpc.insecure_channel(address, options=options)
+    return grpc.secure_channel(address, credentials, options=options)

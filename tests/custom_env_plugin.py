@@ -1,0 +1,43 @@
+"""An environment plugin for the ``--env-import`` tests (tests/test_actor_spaces.py).
+
+Importing this module registers ``CustomPluginImport-v0``; ``register_envs()`` registers
+``CustomPlugin-v0`` (again, when a test removed it) and records each call in ``CALLS``.
+Both are RevealAction with 3-step episodes. ``TextObservation-v0`` has a Text observation
+space, which seed-rl cannot carry.
+"""
+
+from __future__ import annotations
+
+import os
+
+import gymnasium as gym
+import numpy as np
+
+from seed_rl.testing import RevealActionEnv
+
+CALLS: list[int] = []  # the pid of each register_envs() call
+
+
+def register_envs() -> None:
+    CALLS.append(os.getpid())
+    gym.registry.pop("CustomPlugin-v0", None)
+    gym.register("CustomPlugin-v0", entry_point=RevealActionEnv, kwargs={"episode_length": 3})
+
+
+class TextObservationEnv(gym.Env):
+    observation_space = gym.spaces.Text(5)
+    action_space = gym.spaces.Discrete(2)
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        return "hello", {}
+
+    def step(self, action):
+        return "hello", float(np.int64(action)), False, False, {}
+
+
+if "CustomPluginImport-v0" not in gym.registry:
+    gym.register("CustomPluginImport-v0", entry_point=RevealActionEnv,
+                 kwargs={"episode_length": 3})
+if "TextObservation-v0" not in gym.registry:
+    gym.register("TextObservation-v0", entry_point=TextObservationEnv)
