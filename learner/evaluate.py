@@ -34,6 +34,7 @@ import torch
 from learner import checkpoint
 from learner.models import ActorCritic, build_model
 from seed_rl import config as cfg
+from seed_rl import env_import
 from seed_rl.config import Config
 
 log = logging.getLogger(__name__)
@@ -86,12 +87,14 @@ def config_from_json(text: str) -> Config:
 
 
 def make_env(config: Config, render: bool = False) -> gym.Env:
-    """The environment of ``config``, the way the actors make it (``gym.make(env,
-    **env_kwargs)``), rendering RGB frames when ``render``."""
-    kwargs = dict(config.env_kwargs)
-    if render:
-        kwargs["render_mode"] = "rgb_array"
-    return gym.make(config.env, **kwargs)
+    """The environment of ``config``, made the way the actors make it (``--env-import``
+    first), rendering RGB frames when ``render``. SystemExit says what is missing."""
+    extra = {"render_mode": "rgb_array"} if render else {}
+    try:
+        return env_import.make_env(config.env, config.env_kwargs, config.env_import, "eval",
+                                   **extra)
+    except (env_import.EnvImportError, env_import.EnvironmentUnavailable) as error:
+        raise SystemExit(f"seed-rl eval: {error}") from None
 
 
 def load_policy(

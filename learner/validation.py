@@ -123,6 +123,10 @@ def check_actor_matches(request: pb.HandshakeRequest, spec: LearnerSpec, *,
         observation_space = wire.decode_space(request.observation_space,
                                               name="observation_space")
         action_space = wire.decode_space(request.action_space, name="action_space")
+    except wire.UnknownSpace as error:  # a kind this learner does not know (a newer actor)
+        raise HandshakeRejected(grpc.StatusCode.FAILED_PRECONDITION,
+                                f"this learner cannot carry the actor's space: {error}; run "
+                                "matching seed-rl versions on actors and learner") from None
     except Exception as error:  # WireError, bad JSON, too deep, spaces gymnasium rejects
         raise HandshakeRejected(grpc.StatusCode.INVALID_ARGUMENT,
                                 f"bad handshake: {type(error).__name__}: {str(error)[:200]}"

@@ -6,9 +6,9 @@ Observations of K environments always travel (and sit in the learner's store) as
 * a single space travels as itself: Box of any shape and dtype (bool and uint8 stay one
   byte per value), Discrete as int64 ``[K]`` (the value, ``start`` included),
   MultiDiscrete as int64 ``[K, *nvec.shape]``, MultiBinary as int8 ``[K, *n]``;
-* Dict and Tuple spaces (nested too) travel packed: the bytes of every leaf, in
-  gymnasium's order (Dict keys sorted), concatenated into a uint8 row ``[K, nbytes]``. Each
-  leaf keeps its own dtype inside the row, so images stay one byte per pixel; the learner's
+* Dict and Tuple spaces (nested too) travel packed: the bytes of every leaf, in the
+  space's own order (a Dict's keys as gymnasium keeps them), concatenated into a uint8
+  row ``[K, nbytes]``. Each leaf keeps its own dtype inside the row, so images stay one byte per pixel; the learner's
   model takes views of the row (:meth:`ObservationLayout.unpack`).
 
 Actions travel as int64 ``[K]`` (Discrete), int64 ``[K, n]`` (MultiDiscrete) or float32
