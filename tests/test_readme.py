@@ -13,7 +13,8 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 
 
 def test_the_functional_example_runs_and_backpropagates() -> None:
-    (example,) = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+    (example,) = [block for block in re.findall(r"```python\n(.*?)```", README.read_text(),
+                                                flags=re.S) if "seed_rl.functional" in block]
     scope: dict = {}
     exec(compile(example, str(README), "exec"), scope)  # noqa: S102 - our own README
     assert torch.isfinite(scope["total"])
@@ -29,3 +30,9 @@ def test_every_seed_rl_command_in_the_readme_parses() -> None:
         argv = command.split()
         args = parser.parse_args(argv)  # exits (SystemExit) on an unknown flag
         assert args.role in cli.ROLES, command
+
+
+def test_the_custom_environment_in_the_readme_is_examples_catch() -> None:
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+    catch = (README.parent / "examples" / "catch.py").read_text()
+    assert catch in blocks
