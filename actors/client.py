@@ -159,7 +159,8 @@ class ActorClient:
 
     def _run(self) -> int:
         credentials = channel_credentials(self.config)
-        if credentials is None and self.config.auth_token:
+        if (credentials is None and self.config.auth_token
+                and not wire.is_loopback(self.config.learner)):
             log.warning("actor %s: --auth-token is sent without TLS (no --tls-ca); anyone on "
                         "the network path can read it", self.actor_id)
         if self.config.env_import:  # its own list; the learner's is then ignored

@@ -37,13 +37,13 @@ from learner.models import build_model, check_spaces
 from learner.service import LearnerServicer, LearnerSpec, add_to_server
 from learner.store import UnrollQueue
 from learner.trainer import Trainer
+from seed_rl import wire
 from seed_rl.config import Config, Resolved
 from seed_rl.env_import import EnvImportError, EnvironmentUnavailable, make_env
 
 log = logging.getLogger("learner")
 
 SERVICE_NAME = "seed_rl.v1.Learner"
-LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1", "[::1]"}
 
 
 def select_device(name: str) -> torch.device:
@@ -177,7 +177,7 @@ class Learner:
         if self.port == 0:
             raise SystemExit(f"cannot listen on {config.address}: the address is in use or "
                              "invalid; pick another --address")
-        if host not in LOOPBACK_HOSTS and not (config.auth_token or config.tls_cert):
+        if not wire.is_loopback(config.address) and not (config.auth_token or config.tls_cert):
             log.warning("listening on %s without --auth-token or TLS: anyone who can reach "
                         "this port can join and feed training data", config.address)
         self.batcher.start()

@@ -21,6 +21,12 @@ from seed_rl.proto.seed_rl.v1 import seed_rl_pb2 as pb
 PROTOCOL_VERSION = 1
 SESSION_METADATA_KEY = "seed-rl-session"
 AUTH_METADATA_KEY = "authorization"
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
+
+
+def is_loopback(address: str) -> bool:
+    """Whether ``HOST:PORT`` names this machine's loopback (traffic never leaves it)."""
+    return address.rsplit(":", 1)[0] in LOOPBACK_HOSTS
 
 #: dtypes allowed on the wire, by numpy name.
 ALLOWED_DTYPES: frozenset[str] = frozenset(

@@ -351,6 +351,7 @@ def test_train_end_to_end_then_resume(processes, tmp_path) -> None:
     assert saved["total_steps"] == 3000 and saved["logdir"] == str(logdir)
     assert saved["preset"] == "cartpole"
     assert saved["auth_token"] == "<redacted>"  # the run made a token (only set ones redact)
+    assert "without TLS" not in first.text  # loopback: no warning about the token in clear
     assert "done: reached 3000 env steps" in first.text
     assert f"checkpoint  {checkpoints[-1]}" in first.text
     # The last status line shows the final record, the one the summary reports.
