@@ -126,6 +126,8 @@ class VTraceInputs(NamedTuple):
 def vtrace_inputs(batch: Batch, output: ModelOutput, config: Config) -> VTraceInputs:
     """Pair the model's outputs at x_t with the outcome stored in slot t + 1."""
     rewards = batch.rewards[1:]  # outcome of (x_t, a_t)
+    if config.reward_scale != 1.0:
+        rewards = rewards * config.reward_scale
     if config.reward_clip > 0:
         rewards = rewards.clamp(-config.reward_clip, config.reward_clip)
     # A step both terminated and truncated (gymnasium allows it) is a termination: no value

@@ -126,6 +126,8 @@ class Config:
                                 LEARNER)
     baseline_cost: float = knob(0.5, "weight of the value loss", LEARNER)
     entropy_cost: float = knob(0.01, "weight of the entropy loss", LEARNER)
+    reward_scale: float = knob(1.0, "multiply rewards by this for training, before clipping "
+                               "(returns shown are never scaled)", LEARNER)
     reward_clip: float = knob(0.0, "clip rewards to [-c, c] for training (0: off)", LEARNER)
     clip_rho_threshold: float = knob(1.0, "V-trace rho-bar", LEARNER)
     clip_pg_rho_threshold: float = knob(1.0, "V-trace rho-bar of the policy gradient", LEARNER)
@@ -354,7 +356,7 @@ def validate(config: Config) -> None:
     """Reject values that cannot work, saying which knob and what would."""
     positive = ["num_actors", "envs_per_actor", "unroll_length", "batch_size", "max_batch",
                 "queue_size", "max_envs_per_actor", "lstm_size", "max_message_bytes",
-                "max_total_envs", "learning_rate", "rmsprop_eps", "adam_eps",
+                "max_total_envs", "learning_rate", "reward_scale", "rmsprop_eps", "adam_eps",
                 "clip_rho_threshold", "clip_pg_rho_threshold", "stream_idle_timeout",
                 "log_every", "checkpoint_every", "eval_episodes"]
     for name in positive:

@@ -21,6 +21,8 @@ from typing import Any
 
 import gymnasium as gym
 
+#: Modules of --env-import that an extra of seed-rl brings.
+_IMPORT_EXTRAS = {"minatar": "minatar", "popgym": "popgym"}
 #: Packages an environment family needs, and the extra that brings them.
 _EXTRAS = (
     (re.compile(r"^(ALE/|seed_rl\.envs:Atari)"), "atari", "ale-py"),
@@ -85,12 +87,14 @@ def run_env_imports(entries: Iterable[str], process: str) -> None:
         try:
             module = importlib.import_module(module_name)
         except ImportError as error:
-            missing = getattr(error, "name", None) or module_name
+            missing = (getattr(error, "name", None) or module_name).split(".")[0]
+            install = (f"pip install 'seed-rl[{_IMPORT_EXTRAS[missing]}]'"
+                       if missing in _IMPORT_EXTRAS else f"pip install {missing}")
             raise EnvImportError(
                 f"--env-import {entry}: {where} cannot import {module_name!r}: {error}. "
                 f"Install the package that provides {missing!r} in this environment (e.g. "
-                f"pip install {missing.split('.')[0]}) on every machine that runs an actor "
-                "or the learner, or fix the name") from error
+                f"{install}) on every machine that runs an actor or the learner, or fix the "
+                "name") from error
         except Exception as error:  # the module itself failed while importing
             raise EnvImportError(
                 f"--env-import {entry}: importing {module_name!r} in {where} raised "

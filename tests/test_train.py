@@ -29,7 +29,7 @@ from learner.console import LiveStatus, format_duration, progress
 from seed_rl import cli, presets
 from seed_rl import config as cfg
 from seed_rl.config import Config
-from seed_rl.env_import import extra_hint
+from seed_rl.env_import import EnvImportError, EnvironmentUnavailable, extra_hint, make_env
 
 WAIT = 60.0  # seconds: generous bound for a whole small run on a busy 2-core machine
 SMALL = ["--num-actors", "1", "--envs-per-actor", "8", "--log-every", "0.5"]
@@ -148,9 +148,8 @@ def test_actor_environment_has_the_token_and_no_other_seed_rl_variables(monkeypa
 # -- presets ------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["cartpole", "acrobot", "lunarlander", "pong"])
+@pytest.mark.parametrize("name", sorted(presets.shipped()))
 def test_each_preset_loads_and_builds_its_env_and_model(name) -> None:
-    import gymnasium as gym
 
     from learner.models import build_model
 
@@ -159,9 +158,9 @@ def test_each_preset_loads_and_builds_its_env_and_model(name) -> None:
     assert "target_return" in values and "env" in values
     config = cfg.resolve(None, "train", environ={"SEED_RL_PRESET": name}).config
     try:
-        env = gym.make(config.env, **config.env_kwargs)
-    except gym.error.DependencyNotInstalled:  # the preset's extra is missing: say which
-        with pytest.raises(SystemExit, match=r"pip install 'seed-rl\[(atari|box2d)\]'"):
+        env = make_env(config.env, config.env_kwargs, config.env_import, "test")
+    except (EnvironmentUnavailable, EnvImportError):  # the preset's extra is missing: say which
+        with pytest.raises(SystemExit, match=r"pip install 'seed-rl\[(atari|box2d|minatar|popgym)\]'"):
             train.check_environment(config)
         return
     try:
@@ -170,11 +169,17 @@ def test_each_preset_loads_and_builds_its_env_and_model(name) -> None:
         assert env.observation_space.contains(observation)
     finally:
         env.close()
+    import numpy as np
     import torch
 
-    obs = torch.as_tensor(observation)[None, None]
+    from seed_rl.spaces import observation_layout
+
+    layout = observation_layout(env.observation_space)
+    rows = np.zeros((1, *layout.row_shape), layout.row_dtype)  # as the actors send it
+    layout.write(rows, 0, observation)
+    obs = torch.from_numpy(rows)[None]
     output = model(obs, torch.ones(1, 1, dtype=torch.bool), model.initial_state(1))
-    assert output.policy_params.shape == (1, 1, env.action_space.n)
+    assert output.policy_params.shape == (1, 1, model.distribution.num_params)
 
 
 def test_missing_dependency_names_the_extra() -> None:
