@@ -28,6 +28,12 @@ Usage:
                                   [--timeout 300] [--save-curve FILE.png] [-- EXTRA FLAGS]
 
 ``--save-curve`` copies the learning curve of the median run (e.g. into docs/).
+
+Suite mode (benchmarks/learning_suite.py): ``--suite "pendulum; minatar-breakout;
+popgym-repeat-previous --no-lstm" --budget 300 --out DIR`` runs each shipped preset (an
+entry may add flags) for a wall-time budget per seed and prints a table of seeds reaching
+the target, time to target, final return, env steps and env steps/s, with every curve and
+a combined figure in DIR.
 """
 
 from __future__ import annotations
@@ -173,9 +179,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--launch", choices=("train", "server", "both"), default="train",
                         help="seed-rl train, seed-rl learner + seed-rl actors, or both")
     parser.add_argument("--keep", action="store_true", help="keep the run directories")
+    parser.add_argument("--suite", default=None, metavar="ENTRIES",
+                        help="suite mode: ';'-separated presets, each optionally with flags")
+    parser.add_argument("--budget", type=float, default=300.0,
+                        help="suite mode: seconds of training per preset and seed")
+    parser.add_argument("--out", default="benchmarks/results/suite",
+                        help="suite mode: where curves, metrics and suite.png go")
     parser.add_argument("extra", nargs="*", help="more `seed-rl train` flags (after --)")
     args = parser.parse_args(argv)
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    if args.suite:
+        from learning_suite import run_suite
+
+        entries = [e.strip() for e in args.suite.split(";") if e.strip()]
+        workdir = Path(tempfile.mkdtemp(prefix="seed-rl-suite-"))
+        try:
+            return run_suite(entries, seeds, args.budget, Path(args.out), workdir)
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
 
     load_before = os.getloadavg()
     workdir = Path(tempfile.mkdtemp(prefix="seed-rl-learning-"))
