@@ -14,7 +14,7 @@ def test_committed_modules_match_the_proto(tmp_path: Path) -> None:
     committed = {
         p.relative_to(generate.OUTPUT_ROOT): p.read_text()
         for p in generate.OUTPUT_ROOT.rglob("*_pb2*.py*")
-        if p.is_file()
+        if p.is_file() and p.suffix in (".py", ".pyi")  # not __pycache__/*.pyc
     }
     assert sorted(map(str, generated)) == sorted(map(str, committed)), (
         "generated and committed module sets differ; run `python -m seed_rl.proto.generate`"
