@@ -45,8 +45,10 @@ def _name(common_name: str) -> x509.Name:
     return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
 
 
-def _certificate(subject: str, key, issuer: str, issuer_key, *, ca: bool) -> x509.Certificate:
-    """An X.509 certificate valid for one day; a leaf is valid for 127.0.0.1 and localhost."""
+def certificate(subject: str, key, issuer: str, issuer_key, *, ca: bool,
+                names: tuple[str, ...] = ("127.0.0.1", "localhost")) -> x509.Certificate:
+    """An X.509 certificate valid for one day; a leaf is valid for ``names`` (IP addresses
+    or DNS names)."""
     now = datetime.datetime.now(datetime.timezone.utc)
     builder = (
         x509.CertificateBuilder()
@@ -59,12 +61,13 @@ def _certificate(subject: str, key, issuer: str, issuer_key, *, ca: bool) -> x50
         .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
     )
     if not ca:
-        builder = builder.add_extension(
-            x509.SubjectAlternativeName(
-                [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]
-            ),
-            critical=False,
-        )
+        alt: list[x509.GeneralName] = []
+        for name in names:
+            try:
+                alt.append(x509.IPAddress(ipaddress.ip_address(name)))
+            except ValueError:
+                alt.append(x509.DNSName(name))
+        builder = builder.add_extension(x509.SubjectAlternativeName(alt), critical=False)
     return builder.sign(issuer_key, hashes.SHA256())
 
 
@@ -88,7 +91,7 @@ def make_pki(directory: Path) -> dict[str, Path]:
         ca_key = new_key()
         write(
             f"{ca_name}.pem",
-            _certificate(ca_name, ca_key, ca_name, ca_key, ca=True).public_bytes(
+            certificate(ca_name, ca_key, ca_name, ca_key, ca=True).public_bytes(
                 serialization.Encoding.PEM
             ),
         )
@@ -96,7 +99,7 @@ def make_pki(directory: Path) -> dict[str, Path]:
             key = new_key()
             write(
                 f"{leaf}.pem",
-                _certificate(leaf, key, ca_name, ca_key, ca=False).public_bytes(
+                certificate(leaf, key, ca_name, ca_key, ca=False).public_bytes(
                     serialization.Encoding.PEM
                 ),
             )

@@ -14,8 +14,6 @@ checkpoint, resume, `kubectl cp` of the run directory, `seed-rl eval` on it.
 from __future__ import annotations
 
 import dataclasses
-import datetime
-import ipaddress
 import os
 import re
 import shutil
@@ -716,41 +714,17 @@ def test_rehearsal_train_stop_resume_collect_and_eval(tmp_path, free_port, clean
 def certificate_for(names: list[str], directory: Path) -> dict[str, str]:
     """A CA and a learner certificate for ``names`` (DNS names or IP addresses), as the
     Secret seed-rl-tls holds them."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
+    from conftest import certificate
+    from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    now = datetime.datetime.now(datetime.timezone.utc)
-
-    def build(subject, key, issuer, issuer_key, ca):
-        builder = (
-            x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
-            .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer)]))
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-        )
-        if not ca:
-            alt = []
-            for name in names:
-                try:
-                    alt.append(x509.IPAddress(ipaddress.ip_address(name)))
-                except ValueError:
-                    alt.append(x509.DNSName(name))
-            builder = builder.add_extension(x509.SubjectAlternativeName(alt), critical=False)
-        return builder.sign(issuer_key, hashes.SHA256())
 
     ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
     pem = serialization.Encoding.PEM
     return {
-        "ca.crt": build("seed-rl-ca", ca_key, "seed-rl-ca", ca_key, True)
-        .public_bytes(pem)
-        .decode(),
-        "tls.crt": build(names[0], key, "seed-rl-ca", ca_key, False).public_bytes(pem).decode(),
+        "ca.crt": certificate("seed-rl-ca", ca_key, "seed-rl-ca", ca_key, ca=True)
+        .public_bytes(pem).decode(),
+        "tls.crt": certificate(names[0], key, "seed-rl-ca", ca_key, ca=False, names=tuple(names))
+        .public_bytes(pem).decode(),
         "tls.key": key.private_bytes(
             pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
         ).decode(),
