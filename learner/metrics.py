@@ -37,6 +37,8 @@ class Metrics:
         self.lengths: deque[int] = deque(maxlen=RETURN_WINDOW)
         self.best_return_mean = -math.inf
         self.skipped_updates = 0
+        self.shared = False  # a replica: counts what it has not yet shared with the others
+        self._unshared: list = [0, 0, [], []]  # steps, episodes, returns, lengths
         self.dropped_unrolls_restart = 0  # partial unrolls of ended sessions
         self._batch_envs: list[int] = []
         self._batch_waits: list[float] = []
@@ -61,10 +63,37 @@ class Metrics:
     def add_env_steps(self, steps: int, episode_returns: list[float],
                       episode_lengths: list[int]) -> None:
         with self._lock:
+            if self.shared:
+                self._unshared[0] += steps
+                self._unshared[1] += len(episode_returns)
+                self._unshared[2].extend(episode_returns)
+                self._unshared[3].extend(episode_lengths)
             self.env_steps += steps
             self.episodes += len(episode_returns)
             self.returns.extend(episode_returns)
             self.lengths.extend(episode_lengths)
+
+    def take_unshared(self) -> tuple[int, int, list[float], list[int]]:
+        """Env steps, episodes, returns and lengths of this replica's actors since the last
+        call (a replica shares them with the others at every tick)."""
+        with self._lock:
+            taken = tuple(self._unshared)
+            self._unshared = [0, 0, [], []]
+            return taken  # type: ignore[return-value]
+
+    def add_shared(self, steps: int, episodes: int, returns: list[float],
+                   lengths: list[int]) -> None:
+        """The other replicas' env steps and episodes: the counters become the group's."""
+        with self._lock:
+            self.env_steps += steps
+            self.episodes += episodes
+            self.returns.extend(returns)
+            self.lengths.extend(lengths)
+
+    def add_train_step(self) -> None:
+        """An update this replica took part in without a batch of its own (no stats)."""
+        with self._lock:
+            self.train_steps += 1
 
     def add_batch(self, envs: int, waited_s: float, inference_s: float) -> None:
         with self._lock:
