@@ -25,9 +25,13 @@ log = logging.getLogger(__name__)
 class Metrics:
     def __init__(self, logdir: str | Path, *, tensorboard: bool = True,
                  env_steps: int = 0, train_steps: int = 0, episodes: int = 0,
-                 recent_returns: list[float] | None = None, wandb_run: Any = None):
+                 recent_returns: list[float] | None = None, wandb_run: Any = None,
+                 write: bool = True):
+        """``write=False`` (a replica other than rank 0) keeps the counters and builds the
+        records but writes nothing."""
         self.logdir = Path(logdir)
-        self.logdir.mkdir(parents=True, exist_ok=True)
+        if write:
+            self.logdir.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self.start_time = time.time()
         self.env_steps = env_steps
@@ -51,10 +55,11 @@ class Metrics:
         self.write_failures: dict[str, int] = {}  # by target: a full disk must not stop us
         self._last_emit_steps = env_steps
         self.last_record: dict[str, Any] = {}
-        self._jsonl = open(self.logdir / "metrics.jsonl", "a", buffering=1)  # noqa: SIM115
+        self._jsonl = open(self.logdir / "metrics.jsonl", "a", buffering=1) \
+            if write else None  # noqa: SIM115
         self._wandb = wandb_run  # a wandb Run (start_wandb) or None
         self._writer = None
-        if tensorboard:
+        if tensorboard and write:
             from torch.utils.tensorboard import SummaryWriter
 
             self._writer = SummaryWriter(str(self.logdir / "tb"), purge_step=env_steps or None)
@@ -169,7 +174,8 @@ class Metrics:
         clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v)
                  for k, v in record.items()}
         try:
-            self._jsonl.write(json.dumps(clean) + "\n")
+            if self._jsonl is not None:
+                self._jsonl.write(json.dumps(clean) + "\n")
         except OSError as error:
             self._write_failed("metrics.jsonl", error)
         step = record["env_steps"]
