@@ -76,6 +76,13 @@ def actor_id_for(config: Config, actor_index: int) -> str:
     return f"{config.actor_id_prefix or socket.gethostname()}-{actor_index}"
 
 
+def redirect_target(redirect: str, dialled: str) -> str:
+    """Where a redirect sends us: its "host:port", or the dialled host with its ":port"."""
+    if redirect.startswith(":"):
+        return f"{dialled.rpartition(':')[0]}{redirect}"
+    return redirect
+
+
 def backoff_delay(failures: int, cap: float, rng: random.Random) -> float:
     """Seconds before reconnect attempt ``failures + 1``: exponential (0.1 s, 0.2 s, ...),
     capped at ``cap``, scaled by a random factor in [0.5, 1] so actors do not retry in step."""
@@ -179,6 +186,14 @@ class ActorClient:
                 if self.envs is None:
                     self._ask_learner_for_env(stub)
                 handshake = self._handshake(stub)
+                if handshake.redirect_address:  # a replica of the learner sends us on
+                    target = redirect_target(handshake.redirect_address, self.config.learner)
+                    log.info("actor %s: the learner at %s sends this actor to %s",
+                             self.actor_id, self.config.learner, target)
+                    channel.close()
+                    channel = open_channel(target, credentials, self._max_message_bytes)
+                    stub = pb_grpc.LearnerStub(channel)
+                    handshake = self._handshake(stub, redirected=True)
                 outcome = self._stream(stub, handshake)
                 if outcome == "training_over":
                     log.info("actor %s: the learner says training is over; exiting", self.actor_id)
@@ -285,10 +300,13 @@ class ActorClient:
         self.env_id, self.env_kwargs = response.env_id, kwargs
         self._make_envs()
 
-    def _handshake(self, stub: pb_grpc.LearnerStub) -> pb.HandshakeResponse:
-        """Open a session: our env and spaces; the learner's message limit and session id."""
+    def _handshake(self, stub: pb_grpc.LearnerStub,
+                   redirected: bool = False) -> pb.HandshakeResponse:
+        """Open a session: our env and spaces; the learner's message limit and session id
+        (or, from a replica of a data-parallel learner, the address to go to)."""
         assert self.envs is not None
         request = self._base_handshake()
+        request.redirected = redirected
         request.env_id = self.env_id
         request.env_kwargs_json = json.dumps(self.env_kwargs, sort_keys=True)
         request.observation_space.CopyFrom(self.envs.observation_space_msg)
@@ -304,6 +322,8 @@ class ActorClient:
                     "--envs-per-actor or raise the learner's --max-message-bytes"
                 )
         self.session_id = response.session_id
+        if response.redirect_address and not response.session_id:
+            return response
         log.info("actor %s: connected to the learner at %s (session %s, %s x %d envs, "
                  "policy version %d)", self.actor_id, self.config.learner, response.session_id,
                  self.env_id, self.num_envs, response.policy_version)

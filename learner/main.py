@@ -16,9 +16,11 @@ traceback in the log; it is never swallowed.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
+import os
 import signal
 import threading
 import time
@@ -32,6 +34,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from learner import checkpoint
 from learner.auth import TokenInterceptor
 from learner.batcher import InferenceBatcher
+from learner.distributed import ReplicaGroup, replica_port_address
 from learner.metrics import Metrics, start_wandb
 from learner.models import build_model, check_spaces
 from learner.service import LearnerServicer, LearnerSpec, add_to_server
@@ -76,20 +79,35 @@ def make_spec(config: Config) -> LearnerSpec:
 
 
 class Learner:
-    """One learner: serves actors, trains, checkpoints. ``serve_forever`` until stopped."""
+    """One learner: serves actors, trains, checkpoints. ``serve_forever`` until stopped.
 
-    def __init__(self, config: Config):
+    A replica of a data-parallel group (``group``, default: torchrun's environment, else a
+    single learner; learner/distributed.py) serves on ``--address``'s port + its local rank;
+    only rank 0 writes to the logdir (config.json, checkpoints, metrics)."""
+
+    def __init__(self, config: Config, group: ReplicaGroup | None = None):
+        self.device = select_device(config.device)
+        self.group = group if group is not None else ReplicaGroup.from_env(self.device)
+        self.writes = self.group.is_main  # only rank 0 writes to the logdir
+        saved_config = config
+        if self.group.distributed:
+            config = dataclasses.replace(config, address=replica_port_address(
+                config.address, self.group.local_rank))
         self.config = config
         self.logdir = Path(config.logdir)
-        self.logdir.mkdir(parents=True, exist_ok=True)
-        self.device = select_device(config.device)
+        if self.writes:
+            self.logdir.mkdir(parents=True, exist_ok=True)
         self.spec = make_spec(config)
         torch.manual_seed(config.seed)
 
         counters = {"env_steps": 0, "train_steps": 0, "policy_version": 0, "episodes": 0,
                     "recent_returns": []}
-        found = checkpoint.load_latest(self.logdir, map_location=self.device) \
-            if config.resume else None
+        # Every replica resumes from rank 0's checkpoint (broadcast: no shared disk needed).
+        found = None
+        if config.resume and self.group.is_main:
+            found = checkpoint.load_latest(self.logdir, map_location=(
+                "cpu" if self.group.distributed else self.device))
+        found = self.group.broadcast_object(found)
         self.resumed_from: Path | None = found[1] if found is not None else None
         if found is not None:
             counters.update(found[0]["counters"])
@@ -98,15 +116,24 @@ class Learner:
                                episodes=int(counters["episodes"]),
                                recent_returns=list(counters["recent_returns"]),
                                wandb_run=start_wandb(config, self.logdir)
-                               if config.wandb else None)
-        self.queue = UnrollQueue(capacity=config.queue_size * config.batch_size,
+                               if config.wandb and self.writes else None,
+                               write=self.writes)
+        local_batch = config.batch_size // self.group.world_size
+        self.queue = UnrollQueue(capacity=config.queue_size * max(local_batch, 1),
                                  max_policy_lag=config.max_policy_lag)
         self.trainer = Trainer(build_model(self.spec.observation_space,
                                            self.spec.action_space, config),
-                               config, self.device, self.queue, self.metrics)
+                               config, self.device, self.queue, self.metrics, self.group,
+                               local_envs=lambda: self.servicer.session_envs)
         if found is not None:
             self.trainer.load(found[0])
             restore_rng(found[0].get("rng", {}))
+        if self.group.distributed:
+            self.group.broadcast_module(self.trainer.model)
+            self.trainer.load({"model": self.trainer.model.state_dict(),
+                               "optimizer": self.trainer.optimizer.state_dict(),
+                               "counters": {"policy_version": self.trainer.policy_version}})
+            torch.manual_seed(torch.initial_seed() + self.group.rank)  # own action samples
             log.info("resumed from %s: %d env steps, %d train steps, policy version %d",
                      self.resumed_from, counters["env_steps"], counters["train_steps"],
                      counters["policy_version"])
@@ -121,6 +148,8 @@ class Learner:
             initial_core_state=lambda k: tuple(
                 s.cpu() for s in self.trainer.model.initial_state(k)),
             policy_version=lambda: self.trainer.policy_version)
+        self.servicer.group = self.group
+        self.servicer.replica_envs = lambda: self.trainer.replica_envs
         self.health = health.HealthServicer()
         self.stop_requested = threading.Event()
         self.stop_reason = ""
@@ -132,7 +161,8 @@ class Learner:
         self.server: grpc.Server | None = None
         self.port: int = 0
         self._shut_down = False
-        config.save(self.logdir / "config.json")
+        if self.writes:
+            saved_config.save(self.logdir / "config.json")
 
     # -- lifetime ------------------------------------------------------------------------
     def start(self, train: bool = True) -> int:
@@ -180,11 +210,14 @@ class Learner:
         if not wire.is_loopback(config.address) and not (config.auth_token or config.tls_cert):
             log.warning("listening on %s without --auth-token or TLS: anyone who can reach "
                         "this port can join and feed training data", config.address)
+        if self.group.distributed:  # before the trainer ticks on the same control group
+            self.servicer.replica_addresses = self.group.all_gather(
+                advertised_address(host, self.port))
         self.batcher.start()
         if train:
             self._trainer.start()
         self._watchdog.start()
-        if config.eval_every > 0:
+        if config.eval_every > 0 and self.writes:
             from learner.evaluate import PeriodicEvaluator
 
             self.evaluator = PeriodicEvaluator(self)
@@ -268,6 +301,7 @@ class Learner:
         self.emit_metrics()
         self.save_checkpoint()
         self.metrics.close()
+        self.group.close()
         log.info("learner stopped (%s): %d env steps, %d train steps, policy version %d",
                  self.stop_reason, self.metrics.env_steps, self.metrics.train_steps,
                  self.trainer.policy_version)
@@ -276,6 +310,8 @@ class Learner:
     def _train(self) -> None:
         try:
             self.trainer.run(self.stop_requested)
+            if self.group.distributed:  # any replica's stop ends the tick loop of all
+                self.request_stop("another replica stopped")
         except BaseException as error:
             self.failure = error
             log.exception("the trainer failed; the learner stops")
@@ -316,6 +352,8 @@ class Learner:
         }
 
     def save_checkpoint(self) -> Path | None:
+        if not self.writes:  # rank 0 writes the group's checkpoints
+            return None
         try:
             path = checkpoint.save(self.logdir, self.checkpoint_state())
         except checkpoint.CheckpointError as error:
@@ -323,6 +361,14 @@ class Learner:
             return None
         log.debug("checkpoint written: %s", path)
         return path
+
+
+def advertised_address(host: str, port: int) -> str:
+    """The address a replica gives in a redirect: "host:port", or ":port" when it listens
+    on every interface (the actor then keeps the host it dialled)."""
+    if host in ("", "0.0.0.0", "[::]", "::", "*"):
+        return f":{port}"
+    return f"{host}:{port}"
 
 
 def read_pem(path: str, flag: str) -> bytes:
@@ -358,13 +404,27 @@ def install_signal_handlers(learner: Learner) -> None:
 
 
 def main(resolved: Resolved, args=None) -> int:
-    """``seed-rl learner``: serve until a stop criterion or a signal; the exit code."""
-    from learner.console import LiveStatus
+    """``seed-rl learner``: serve until a stop criterion or a signal; the exit code. With
+    ``--replicas N`` (and no torchrun environment) it starts N replica processes."""
 
     config = resolved.config
+    if config.replicas > 1 and int(os.environ.get("WORLD_SIZE", "1") or 1) <= 1:
+        from learner.launch import launch_replicas
+
+        return launch_replicas(config)
+    return run(config)
+
+
+def run(config: Config) -> int:
+    """Serve one learner (or one replica of a group started by torchrun or
+    ``--replicas``) until it stops; the exit code. Only rank 0 shows the status."""
+    from learner.console import LiveStatus
+
     learner = Learner(config)
     install_signal_handlers(learner)
     learner.start()
+    if not learner.group.is_main:
+        return learner.serve_forever()
     # On a terminal the panel follows every record; in a log (a container, a pipe) one line
     # every --status-every seconds (0: only the final one) is enough.
     line_every = config.status_every if config.status_every > 0 else math.inf

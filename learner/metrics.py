@@ -25,9 +25,13 @@ log = logging.getLogger(__name__)
 class Metrics:
     def __init__(self, logdir: str | Path, *, tensorboard: bool = True,
                  env_steps: int = 0, train_steps: int = 0, episodes: int = 0,
-                 recent_returns: list[float] | None = None, wandb_run: Any = None):
+                 recent_returns: list[float] | None = None, wandb_run: Any = None,
+                 write: bool = True):
+        """``write=False`` (a replica other than rank 0) keeps the counters and builds the
+        records but writes nothing."""
         self.logdir = Path(logdir)
-        self.logdir.mkdir(parents=True, exist_ok=True)
+        if write:
+            self.logdir.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self.start_time = time.time()
         self.env_steps = env_steps
@@ -37,6 +41,8 @@ class Metrics:
         self.lengths: deque[int] = deque(maxlen=RETURN_WINDOW)
         self.best_return_mean = -math.inf
         self.skipped_updates = 0
+        self.shared = False  # a replica: counts what it has not yet shared with the others
+        self._unshared: list = [0, 0, [], []]  # steps, episodes, returns, lengths
         self.dropped_unrolls_restart = 0  # partial unrolls of ended sessions
         self._batch_envs: list[int] = []
         self._batch_waits: list[float] = []
@@ -49,10 +55,11 @@ class Metrics:
         self.write_failures: dict[str, int] = {}  # by target: a full disk must not stop us
         self._last_emit_steps = env_steps
         self.last_record: dict[str, Any] = {}
-        self._jsonl = open(self.logdir / "metrics.jsonl", "a", buffering=1)  # noqa: SIM115
+        self._jsonl = open(self.logdir / "metrics.jsonl", "a", buffering=1) \
+            if write else None  # noqa: SIM115
         self._wandb = wandb_run  # a wandb Run (start_wandb) or None
         self._writer = None
-        if tensorboard:
+        if tensorboard and write:
             from torch.utils.tensorboard import SummaryWriter
 
             self._writer = SummaryWriter(str(self.logdir / "tb"), purge_step=env_steps or None)
@@ -61,10 +68,37 @@ class Metrics:
     def add_env_steps(self, steps: int, episode_returns: list[float],
                       episode_lengths: list[int]) -> None:
         with self._lock:
+            if self.shared:
+                self._unshared[0] += steps
+                self._unshared[1] += len(episode_returns)
+                self._unshared[2].extend(episode_returns)
+                self._unshared[3].extend(episode_lengths)
             self.env_steps += steps
             self.episodes += len(episode_returns)
             self.returns.extend(episode_returns)
             self.lengths.extend(episode_lengths)
+
+    def take_unshared(self) -> tuple[int, int, list[float], list[int]]:
+        """Env steps, episodes, returns and lengths of this replica's actors since the last
+        call (a replica shares them with the others at every tick)."""
+        with self._lock:
+            taken = tuple(self._unshared)
+            self._unshared = [0, 0, [], []]
+            return taken  # type: ignore[return-value]
+
+    def add_shared(self, steps: int, episodes: int, returns: list[float],
+                   lengths: list[int]) -> None:
+        """The other replicas' env steps and episodes: the counters become the group's."""
+        with self._lock:
+            self.env_steps += steps
+            self.episodes += episodes
+            self.returns.extend(returns)
+            self.lengths.extend(lengths)
+
+    def add_train_step(self) -> None:
+        """An update this replica took part in without a batch of its own (no stats)."""
+        with self._lock:
+            self.train_steps += 1
 
     def add_batch(self, envs: int, waited_s: float, inference_s: float) -> None:
         with self._lock:
@@ -140,7 +174,8 @@ class Metrics:
         clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v)
                  for k, v in record.items()}
         try:
-            self._jsonl.write(json.dumps(clean) + "\n")
+            if self._jsonl is not None:
+                self._jsonl.write(json.dumps(clean) + "\n")
         except OSError as error:
             self._write_failed("metrics.jsonl", error)
         step = record["env_steps"]

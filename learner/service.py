@@ -119,6 +119,12 @@ class LearnerServicer(pb_grpc.LearnerServicer):
         self._by_actor: dict[str, Session] = {}
         self._slot_ids = itertools.count()
         self.streaming_envs = 0  # environments of sessions whose stream is open
+        # A replica of a data-parallel learner: its group, every replica's advertised
+        # address and connected environments (learner/main.py sets them).
+        self.group = None
+        self.replica_addresses: list[str] = []
+        self.replica_envs = lambda: [0]
+        self._placement_lock = threading.Lock()
         self.dropped_partial_unrolls = 0
         self._validator = StepValidator(spec.observation_space, config.max_message_bytes)
         self._action_layout = action_layout(spec.action_space)
@@ -130,6 +136,12 @@ class LearnerServicer(pb_grpc.LearnerServicer):
         """Sessions whose Step stream is open."""
         with self._lock:
             return sum(1 for s in self._sessions.values() if s.context is not None)
+
+    @property
+    def session_envs(self) -> int:
+        """Environments of all live sessions (streaming, or handshaken and not yet)."""
+        with self._lock:
+            return sum(s.num_envs for s in self._sessions.values())
 
     def sessions(self) -> list[Session]:
         """A snapshot of the live sessions (streaming, or handshaken and not yet streaming)."""
@@ -236,12 +248,34 @@ class LearnerServicer(pb_grpc.LearnerServicer):
             check_actor_matches(request, self.spec,
                                 max_envs_per_actor=self.config.max_envs_per_actor,
                                 max_message_bytes=self.config.max_message_bytes)
-            session = self._open_session(request, context.peer())
+            with self._placement_lock:  # concurrent handshakes see each other's sessions
+                redirect = self.redirect_for(request)
+                if redirect:  # another replica should serve it: no session here
+                    answer.redirect_address = redirect
+                    return answer
+                session = self._open_session(request, context.peer())
         except Rejected as rejected:
             context.abort(rejected.code, str(rejected))
         answer.session_id = session.session_id
         answer.slot_ids.extend(session.slot_ids)
         return answer
+
+    def redirect_for(self, request: pb.HandshakeRequest) -> str:
+        """A replica of a data-parallel learner (learner/distributed.py) sends a fresh actor
+        to the least loaded replica, by connected environments (the others' as of the last
+        tick), when moving it there evens the load; "" serves it here. An actor that came
+        by redirect is always served."""
+        if (self.group is None or not self.group.distributed or request.redirected
+                or len(self.replica_addresses) != self.group.world_size):
+            return ""
+        envs = list(self.replica_envs())
+        with self._lock:  # ours now: every session but this actor's own previous one
+            envs[self.group.rank] = sum(s.num_envs for s in self._sessions.values()
+                                        if s.actor_id != request.actor_id)
+        best = min(range(len(envs)), key=lambda r: (envs[r], r))
+        if best != self.group.rank and envs[self.group.rank] - envs[best] >= request.num_envs:
+            return self.replica_addresses[best]
+        return ""
 
     def Step(self, request_iterator: Iterator[pb.StepRequest | MalformedMessage],
              context: grpc.ServicerContext) -> Iterator[pb.StepResponse]:

@@ -36,12 +36,14 @@ import logging
 import math
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
 
+from learner.distributed import ReplicaGroup
 from learner.metrics import Metrics
 from learner.models import ActorCritic, ModelOutput
 from learner.store import UnrollQueue, Unrolls
@@ -177,18 +179,36 @@ def compute_loss(model: ActorCritic, batch: Batch, config: Config) -> tuple[Tens
     return total, parts
 
 
-def train_step(model: ActorCritic, optimizer: torch.optim.Optimizer, batch: Batch,
-               config: Config, learning_rate: float) -> TrainStats:
-    """One update. A non-finite loss or gradient norm skips it (the caller counts and warns)."""
-    for group in optimizer.param_groups:
-        group["lr"] = learning_rate
-    total, parts = compute_loss(model, batch, config)
-    logged = {name: float(value.detach()) for name, value in parts.items()}
+def train_step(model: ActorCritic, optimizer: torch.optim.Optimizer, batch: Batch | None,
+               config: Config, learning_rate: float,
+               group: ReplicaGroup | None = None) -> TrainStats:
+    """One update. A non-finite loss or gradient norm skips it (the caller counts and warns).
+
+    With a distributed ``group`` the gradients are summed over the replicas before the norm
+    is clipped (learner/distributed.py); ``batch`` None is a replica without a batch this
+    tick: it contributes a zero gradient and steps with the others."""
+    for param_group in optimizer.param_groups:
+        param_group["lr"] = learning_rate
     optimizer.zero_grad(set_to_none=True)
-    total.backward()
+    if batch is not None:
+        total, parts = compute_loss(model, batch, config)
+        logged = {name: float(value.detach()) for name, value in parts.items()}
+        total.backward()
+    else:
+        total = torch.tensor(math.nan)
+        logged = dict.fromkeys(("loss_pg", "loss_baseline", "loss_entropy", "entropy"),
+                               math.nan)
+    if group is not None and group.distributed:
+        if batch is not None and not torch.isfinite(total):
+            # a non-finite local loss must make every replica skip: poison the sum
+            for parameter in model.parameters():
+                if parameter.grad is not None:
+                    parameter.grad.fill_(math.nan)
+        group.all_reduce_gradients(model.parameters())
     max_norm = config.max_grad_norm if config.max_grad_norm > 0 else math.inf
     grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
-    skipped = not (torch.isfinite(total) and torch.isfinite(grad_norm))
+    skipped = not bool(torch.isfinite(grad_norm)) or (batch is not None
+                                                     and not bool(torch.isfinite(total)))
     if not skipped:
         optimizer.step()
     return TrainStats(
@@ -212,13 +232,24 @@ class Trainer:
     """
 
     def __init__(self, model: ActorCritic, config: Config, device: torch.device,
-                 queue: UnrollQueue, metrics: Metrics):
+                 queue: UnrollQueue, metrics: Metrics, group: ReplicaGroup | None = None,
+                 local_envs: Callable[[], int] = lambda: 0):
+        self.group = group if group is not None else ReplicaGroup()
+        if config.batch_size % self.group.world_size:
+            raise SystemExit(f"--batch-size {config.batch_size} must be a multiple of the "
+                             f"{self.group.world_size} replicas (each takes an equal share)")
+        self.local_batch = config.batch_size // self.group.world_size
+        self.local_envs = local_envs  # environments streaming to this replica
+        self.replica_envs = [0] * self.group.world_size  # every replica's, from the last tick
+        self.ticks = 0
         self.config = config
         self.device = device
         self.queue = queue
         self.metrics = metrics
         self.model = model.to(device)
         self.optimizer = build_optimizer(self.model, config)
+        self.group_env_steps = metrics.env_steps  # the group's, agreed at each tick
+        metrics.shared = self.group.distributed
         self.policy_version = 0
         self.inference_model = copy.deepcopy(self.model).eval()
         for parameter in self.inference_model.parameters():
@@ -234,19 +265,52 @@ class Trainer:
             self._publish(int(state["counters"]["policy_version"]))
 
     def run(self, stop: threading.Event) -> None:
-        """Update on every B fresh unrolls until ``stop`` is set."""
+        """Update on every B fresh unrolls until ``stop`` is set (a replica: until any
+        replica's ``stop`` is set, see :meth:`tick`)."""
+        if self.group.distributed:
+            while not self.tick(stop.is_set()):
+                pass
+            return
         while not stop.is_set():
             unrolls = self.queue.get(self.config.batch_size, self.policy_version, timeout=0.5)
             if unrolls is not None:
                 self.update(unrolls)
 
-    def update(self, unrolls: Unrolls) -> TrainStats:
-        """One IMPALA update on ``unrolls`` [T+1, B]; publishes the new weights."""
+    def tick(self, stop: bool) -> bool:
+        """One lock-step tick of a replica (learner/distributed.py): wait at most
+        ``replica_wait`` s for a full local batch (no wait without environments: one cannot
+        come), exchange the tick records, update together if any replica had a batch.
+        Returns True when any replica asked to stop (all see it in the same tick)."""
+        wait = self.config.replica_wait if self.local_envs() > 0 else 0.05
+        unrolls = None
+        if not stop:
+            unrolls = self.queue.get(self.local_batch, self.policy_version, timeout=wait)
+        steps, episodes, returns, lengths = self.metrics.take_unshared()
+        records = self.group.all_gather({
+            "batch": unrolls is not None, "stop": stop, "envs": self.local_envs(),
+            "steps": steps, "episodes": episodes, "returns": returns, "lengths": lengths})
+        self.ticks += 1
+        self.replica_envs = [int(r["envs"]) for r in records]
+        others = [r for i, r in enumerate(records) if i != self.group.rank]
+        self.metrics.add_shared(sum(r["steps"] for r in others),
+                                sum(r["episodes"] for r in others),
+                                [x for r in others for x in r["returns"]],
+                                [x for r in others for x in r["lengths"]])
+        self.group_env_steps += sum(r["steps"] for r in records)
+        if any(r["batch"] for r in records):
+            self.update(unrolls, env_steps=self.group_env_steps)
+        return any(r["stop"] for r in records)
+
+    def update(self, unrolls: Unrolls | None, env_steps: int | None = None) -> TrainStats:
+        """One IMPALA update on ``unrolls`` [T+1, B]; publishes the new weights. A replica
+        passes None when it had no batch this tick, and the group's ``env_steps``."""
         started = time.perf_counter()
-        batch = Batch.from_unrolls(unrolls, self.device)
+        batch = Batch.from_unrolls(unrolls, self.device) if unrolls is not None else None
         with self._update_lock:
-            learning_rate = learning_rate_at(self.metrics.env_steps, self.config)
-            stats = train_step(self.model, self.optimizer, batch, self.config, learning_rate)
+            learning_rate = learning_rate_at(
+                self.metrics.env_steps if env_steps is None else env_steps, self.config)
+            stats = train_step(self.model, self.optimizer, batch, self.config, learning_rate,
+                               self.group)
             if stats.skipped:
                 self.metrics.skipped_updates += 1
                 log.warning("skipped an update: non-finite loss %.3g or gradient norm %.3g "
@@ -254,6 +318,10 @@ class Trainer:
                             self.metrics.skipped_updates)
             else:
                 self._publish(self.policy_version + 1)
+                if unrolls is None:
+                    self.metrics.add_train_step()
+                    self.metrics.add_time("train", time.perf_counter() - started)
+                    return stats
                 acted = unrolls.policy_versions[:-1]  # the versions that chose a_0..a_{T-1}
                 trained = self.policy_version - 1
                 self.metrics.add_train({k: v for k, v in vars(stats).items() if k != "skipped"},

@@ -131,6 +131,11 @@ class Config:
     reward_clip: float = knob(0.0, "clip rewards to [-c, c] for training (0: off)", LEARNER)
     clip_rho_threshold: float = knob(1.0, "V-trace rho-bar", LEARNER)
     clip_pg_rho_threshold: float = knob(1.0, "V-trace rho-bar of the policy gradient", LEARNER)
+    replicas: int = knob(1, "data-parallel learner replicas on this machine (seed-rl learner "
+                         "starts them; each serves actors on --address's port + its rank "
+                         "and takes --batch-size / replicas unrolls per update)", LEARNER)
+    replica_wait: float = knob(0.5, "seconds a replica waits for a full local batch before "
+                               "the others update without it", LEARNER)
     max_policy_lag: int = knob(50, "drop unrolls older than this many policy versions",
                                LEARNER)
     queue_size: int = knob(8, "unroll queue capacity, in batches of B unrolls "
@@ -358,7 +363,8 @@ def validate(config: Config) -> None:
                 "queue_size", "max_envs_per_actor", "lstm_size", "max_message_bytes",
                 "max_total_envs", "learning_rate", "reward_scale", "rmsprop_eps", "adam_eps",
                 "clip_rho_threshold", "clip_pg_rho_threshold", "stream_idle_timeout",
-                "log_every", "checkpoint_every", "eval_episodes"]
+                "log_every", "checkpoint_every", "eval_episodes", "replicas",
+                "replica_wait"]
     for name in positive:
         if not getattr(config, name) > 0:
             raise ConfigError(f"{flag_name(name)} must be positive, got {getattr(config, name)}")
@@ -394,6 +400,9 @@ def validate(config: Config) -> None:
         raise ConfigError(f"--hidden-sizes must be positive widths, got {config.hidden_sizes}")
     if bool(config.tls_cert) != bool(config.tls_key):
         raise ConfigError("--tls-cert and --tls-key go together: give both or neither")
+    if config.batch_size % config.replicas:
+        raise ConfigError(f"--batch-size {config.batch_size} must be a multiple of --replicas "
+                          f"{config.replicas}: each replica takes an equal share")
     if config.envs_per_actor > config.max_envs_per_actor:
         raise ConfigError(f"--envs-per-actor {config.envs_per_actor} exceeds "
                           f"--max-envs-per-actor {config.max_envs_per_actor}")

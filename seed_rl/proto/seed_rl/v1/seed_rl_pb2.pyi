@@ -85,7 +85,7 @@ class Space(_message.Message):
     def __init__(self, box: _Optional[_Union[BoxSpace, _Mapping]] = ..., discrete: _Optional[_Union[DiscreteSpace, _Mapping]] = ..., multi_discrete: _Optional[_Union[MultiDiscreteSpace, _Mapping]] = ..., multi_binary: _Optional[_Union[MultiBinarySpace, _Mapping]] = ..., dict: _Optional[_Union[DictSpace, _Mapping]] = ..., tuple: _Optional[_Union[TupleSpace, _Mapping]] = ...) -> None: ...
 
 class HandshakeRequest(_message.Message):
-    __slots__ = ("protocol_version", "actor_id", "run_id", "num_envs", "env_id", "env_kwargs_json", "observation_space", "action_space")
+    __slots__ = ("protocol_version", "actor_id", "run_id", "num_envs", "env_id", "env_kwargs_json", "observation_space", "action_space", "redirected")
     PROTOCOL_VERSION_FIELD_NUMBER: _ClassVar[int]
     ACTOR_ID_FIELD_NUMBER: _ClassVar[int]
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
@@ -94,6 +94,7 @@ class HandshakeRequest(_message.Message):
     ENV_KWARGS_JSON_FIELD_NUMBER: _ClassVar[int]
     OBSERVATION_SPACE_FIELD_NUMBER: _ClassVar[int]
     ACTION_SPACE_FIELD_NUMBER: _ClassVar[int]
+    REDIRECTED_FIELD_NUMBER: _ClassVar[int]
     protocol_version: int
     actor_id: str
     run_id: str
@@ -102,10 +103,11 @@ class HandshakeRequest(_message.Message):
     env_kwargs_json: str
     observation_space: Space
     action_space: Space
-    def __init__(self, protocol_version: _Optional[int] = ..., actor_id: _Optional[str] = ..., run_id: _Optional[str] = ..., num_envs: _Optional[int] = ..., env_id: _Optional[str] = ..., env_kwargs_json: _Optional[str] = ..., observation_space: _Optional[_Union[Space, _Mapping]] = ..., action_space: _Optional[_Union[Space, _Mapping]] = ...) -> None: ...
+    redirected: bool
+    def __init__(self, protocol_version: _Optional[int] = ..., actor_id: _Optional[str] = ..., run_id: _Optional[str] = ..., num_envs: _Optional[int] = ..., env_id: _Optional[str] = ..., env_kwargs_json: _Optional[str] = ..., observation_space: _Optional[_Union[Space, _Mapping]] = ..., action_space: _Optional[_Union[Space, _Mapping]] = ..., redirected: _Optional[bool] = ...) -> None: ...
 
 class HandshakeResponse(_message.Message):
-    __slots__ = ("env_id", "env_kwargs_json", "session_id", "slot_ids", "max_message_bytes", "policy_version", "learner_version", "env_import")
+    __slots__ = ("env_id", "env_kwargs_json", "session_id", "slot_ids", "max_message_bytes", "policy_version", "learner_version", "env_import", "redirect_address")
     ENV_ID_FIELD_NUMBER: _ClassVar[int]
     ENV_KWARGS_JSON_FIELD_NUMBER: _ClassVar[int]
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
@@ -114,6 +116,7 @@ class HandshakeResponse(_message.Message):
     POLICY_VERSION_FIELD_NUMBER: _ClassVar[int]
     LEARNER_VERSION_FIELD_NUMBER: _ClassVar[int]
     ENV_IMPORT_FIELD_NUMBER: _ClassVar[int]
+    REDIRECT_ADDRESS_FIELD_NUMBER: _ClassVar[int]
     env_id: str
     env_kwargs_json: str
     session_id: str
@@ -122,7 +125,8 @@ class HandshakeResponse(_message.Message):
     policy_version: int
     learner_version: str
     env_import: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, env_id: _Optional[str] = ..., env_kwargs_json: _Optional[str] = ..., session_id: _Optional[str] = ..., slot_ids: _Optional[_Iterable[int]] = ..., max_message_bytes: _Optional[int] = ..., policy_version: _Optional[int] = ..., learner_version: _Optional[str] = ..., env_import: _Optional[_Iterable[str]] = ...) -> None: ...
+    redirect_address: str
+    def __init__(self, env_id: _Optional[str] = ..., env_kwargs_json: _Optional[str] = ..., session_id: _Optional[str] = ..., slot_ids: _Optional[_Iterable[int]] = ..., max_message_bytes: _Optional[int] = ..., policy_version: _Optional[int] = ..., learner_version: _Optional[str] = ..., env_import: _Optional[_Iterable[str]] = ..., redirect_address: _Optional[str] = ...) -> None: ...
 
 class EpisodeStats(_message.Message):
     __slots__ = ("env_index", "episode_return", "episode_length")
