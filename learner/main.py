@@ -128,15 +128,15 @@ class Learner:
         if found is not None:
             self.trainer.load(found[0])
             restore_rng(found[0].get("rng", {}))
+            log.info("resumed from %s: %d env steps, %d train steps, policy version %d",
+                     self.resumed_from, counters["env_steps"], counters["train_steps"],
+                     counters["policy_version"])
         if self.group.distributed:
             self.group.broadcast_module(self.trainer.model)
             self.trainer.load({"model": self.trainer.model.state_dict(),
                                "optimizer": self.trainer.optimizer.state_dict(),
                                "counters": {"policy_version": self.trainer.policy_version}})
             torch.manual_seed(torch.initial_seed() + self.group.rank)  # own action samples
-            log.info("resumed from %s: %d env steps, %d train steps, policy version %d",
-                     self.resumed_from, counters["env_steps"], counters["train_steps"],
-                     counters["policy_version"])
         self.batcher = InferenceBatcher(
             self.trainer.inference_model, self.device, self.trainer.weights_lock,
             lambda: self.trainer.policy_version,

@@ -53,10 +53,15 @@ def logged(logdir: Path) -> tuple[list[dict], dict, list[str]]:
             if kind == "history":
                 rows.append({item.key or "/".join(item.nested_key): json.loads(item.value_json)
                              for item in record.history.item})
-            elif kind == "run":  # the run record carries the config given to wandb.init
-                ids.append(record.run.run_id)
-                config.update({item.key or "/".join(item.nested_key): json.loads(item.value_json)
-                               for item in record.run.config.update})
+            elif kind in ("run", "config"):  # wandb.init's config: in either record
+                if kind == "run":
+                    ids.append(record.run.run_id)
+                updates = record.run.config.update if kind == "run" else record.config.update
+                for item in updates:
+                    value = json.loads(item.value_json)
+                    if isinstance(value, dict) and set(value) == {"value"}:  # {"value": x}
+                        value = value["value"]
+                    config[item.key or "/".join(item.nested_key)] = value
     return rows, config, ids
 
 
