@@ -40,7 +40,9 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def launch_replicas(config: Config) -> int:
+def launch_replicas(config: Config, on_signal=None) -> int:
+    """Run the group until every replica exited; the exit code (module docstring).
+    ``on_signal(signum)`` is called for each SIGTERM or SIGINT forwarded to the replicas."""
     replicas = config.replicas
     master_port = _free_port()
     with tempfile.TemporaryDirectory(prefix="seed-rl-replicas-") as tmp:
@@ -58,7 +60,9 @@ def launch_replicas(config: Config) -> int:
         log.info("started %d learner replicas (pids %s)", replicas,
                  ", ".join(str(c.pid) for c in children))
 
-        def forward(signum, _frame):
+        def forward(signum, frame):
+            if frame is not None and on_signal is not None:
+                on_signal(signum)
             for child in children:
                 if child.poll() is None:
                     child.send_signal(signum)

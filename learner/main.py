@@ -468,6 +468,9 @@ def run(config: Config) -> int:
         line_every = config.status_every if config.status_every > 0 else math.inf
         with LiveStatus(config, title="seed-rl learner", line_every=line_every) as status:
             rc = learner.serve_forever(on_metrics=status.update)
+    if learner.group.distributed:  # stopped: a late SIGTERM must not kill the exit
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, signal.SIG_IGN)
     if learner.group_broken:
         rc = rc or 1
     if learner.stuck:  # do not wait for a collective that may never return
