@@ -34,7 +34,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from learner import checkpoint
 from learner.auth import TokenInterceptor
 from learner.batcher import InferenceBatcher
-from learner.distributed import ReplicaGroup, replica_port_address
+from learner.distributed import ReplicaGroup, advertise_address, replica_port_address
 from learner.metrics import Metrics, start_wandb
 from learner.models import build_model, check_spaces
 from learner.service import LearnerServicer, LearnerSpec, add_to_server
@@ -214,8 +214,12 @@ class Learner:
             log.warning("listening on %s without --auth-token or TLS: anyone who can reach "
                         "this port can join and feed training data", config.address)
         if self.group.distributed:  # before the trainer ticks on the same control group
-            self.servicer.replica_addresses = self.group.all_gather(
-                advertised_address(host, self.port))
+            mine = (advertise_address(config.advertise_address, self.group.rank,
+                                      self.group.local_rank) if config.advertise_address
+                    else advertised_address(host, self.port))
+            self.servicer.replica_addresses = self.group.all_gather(mine)
+            log.info("replica %d of %d: actors are redirected here as %s", self.group.rank,
+                     self.group.world_size, mine)
         self.batcher.start()
         if train:
             self._trainer.start()

@@ -66,7 +66,7 @@ def test_torchrun_starts_the_same_group(tmp_path, free_port, processes):
         "2", "-m", "learner", "--env", "CartPole-v1", "--address", address, "--device", "cpu",
         "--logdir", str(logdir), "--total-steps", "4000", "--batch-size", "8",
         "--unroll-length", "10", "--max-wait-ms", "1", "--log-every", "0.5",
-        "--status-every", "0",
+        "--status-every", "0", "--advertise-address", f"localhost:{free_port}",
     ])
     for port in (free_port, free_port + 1):
         learner.wait_for_line(rf"learner serving CartPole-v1 .*:{port} ", timeout=3 * WAIT)
@@ -75,6 +75,10 @@ def test_torchrun_starts_the_same_group(tmp_path, free_port, processes):
     assert learner.wait(timeout=240) == 0, learner.text
     assert actors.wait(timeout=WAIT) == 0, actors.text
     assert learner.text.count("stopping: reached 4000 env steps") >= 1, learner.text
+    # --advertise-address: the name each replica gives in redirects (port + local rank)
+    assert f"replica 1 of 2: actors are redirected here as localhost:{free_port + 1}" \
+        in learner.text
+    assert f"sends this actor to localhost:{free_port + 1}" in actors.text, actors.text
     state, _ = checkpoint.load_latest(logdir)
     assert state["counters"]["env_steps"] >= 4000
     assert state["counters"]["policy_version"] == state["counters"]["train_steps"] > 0
