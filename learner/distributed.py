@@ -154,3 +154,12 @@ def replica_port_address(address: str, local_rank: int) -> str:
     host, _, port = address.rpartition(":")
     number = int(port)
     return f"{host}:{number + local_rank if number else 0}"
+
+
+def advertise_address(template: str, rank: int, local_rank: int) -> str:
+    """``--advertise-address`` for replica ``rank``: ``{rank}`` in the host becomes the rank,
+    the port is + the local rank (replicas on one machine bind port + local rank)."""
+    host, sep, port = template.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise SystemExit(f"--advertise-address {template!r}: expected HOST:PORT")
+    return replica_port_address(f"{host.replace('{rank}', str(rank))}:{port}", local_rank)

@@ -13,6 +13,9 @@ return. What it does:
    processes). Unless one is given, every run makes a fresh auth token (never printed);
    the child gets it through its environment, never on the command line, and is killed by
    the kernel if this process dies, even by SIGKILL (:mod:`seed_rl.lifetime`).
+   With ``--replicas N`` the learner is N replica processes instead (the launcher of
+   ``seed-rl learner --replicas N``, learner/launch.py); the actors dial rank 0, which
+   redirects some of them to the others; rank 0 shows the status and writes the logdir.
 3. Show a live status until a stop criterion (the preset's target return, ``--total-steps``,
    ``--max-time``), Ctrl-C / SIGTERM, or a failure of the learner or the actors.
 4. At exit, whatever the reason: the final checkpoint (the learner writes it), then
@@ -28,7 +31,9 @@ This module never imports ``actors``: the actors are a subprocess (docs/architec
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import json
 import logging
 import math
 import os
@@ -189,6 +194,104 @@ def summary_lines(
     return lines
 
 
+class _Recorded:
+    """What the summary reads of a learner, from the metrics rank 0 of a replica group
+    wrote (``--replicas N``: the learner runs in child processes)."""
+
+    def __init__(self, logdir: Path, resumed_from: Path | None):
+        records = []
+        path = logdir / "metrics.jsonl"
+        if path.exists():
+            for line in path.read_text().splitlines():
+                try:
+                    records.append(json.loads(line))
+                except json.JSONDecodeError:
+                    continue
+        last = records[-1] if records else {}
+        self.env_steps = int(last.get("env_steps", 0))
+        self.train_steps = int(last.get("train_steps", 0))
+        self.episodes = int(last.get("episodes", 0))
+        means = [r["episode_return_mean"] for r in records
+                 if isinstance(r.get("episode_return_mean"), (int, float))]
+        self._final = float(last.get("episode_return_mean") or math.nan)
+        self.best_return_mean = max(means) if means else -math.inf
+        self.returns = [0] * min(self.episodes, 100)
+        self.metrics = self
+        self.resumed_from = resumed_from
+
+    def return_mean(self) -> float:
+        return self._final
+
+
+def _main_replicas(config: Config, state: RunState, spawn_actors, serving: threading.Event,
+                   started: float) -> int:
+    """``seed-rl train --replicas N``: the launcher's replicas as child processes (rank 0
+    shows the status and writes the logdir), the actors pointed at rank 0's address; the
+    same summary, curve, signals and exit codes as with one learner."""
+    from learner import checkpoint
+    from learner.launch import launch_replicas
+
+    resumed_from = None
+    if config.resume:
+        found = checkpoint.list_checkpoints(config.logdir)
+        resumed_from = found[0] if found else None
+    state.actors = spawn_actors(config.address)
+    host, _, port = config.address.rpartition(":")
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.is_set() and not serving.is_set():  # rank 0 listens: say so
+            with contextlib.suppress(OSError), socket.create_connection(
+                    (_connect_host(host).strip("[]"), int(port)), timeout=0.5):
+                serving.set()
+            done.wait(0.2)
+        rc = state.actors.popen.wait() if state.actors is not None else 0
+        if rc != 0 and not done.is_set() and not state.signals:  # 0: training is over
+            tail = "\n    ".join(list(state.actors.tail)[-15:]) or "(no output)"
+            state.actors_failure = (f"the actor processes exited with code {rc} while "
+                                    f"training was running; their last output:\n    {tail}")
+            log.error("%s", state.actors_failure)
+            os.kill(os.getpid(), signal.SIGTERM)  # the launcher stops the replicas
+
+    def on_signal(signum: int) -> None:
+        if state.actors_failure:
+            return
+        state.signals.append(signum)
+        if len(state.signals) >= 2 and state.actors is not None:
+            state.actors.kill()  # a second signal: do not wait for the actors
+
+    threading.Thread(target=watch, name="actor-monitor", daemon=True).start()
+    rc = launch_replicas(config, on_signal=on_signal)
+    done.set()
+    actors_rc = state.actors.stop()
+    if actors_rc not in (0, None) and not state.actors_failure and not state.signals:
+        log.warning("the actor processes exited with code %d after training", actors_rc)
+    curve_path = None
+    try:
+        from learner.curves import plot_learning_curve
+
+        curve_path = plot_learning_curve(config.logdir, title=config.env,
+                                         target_return=config.target_return)
+    except Exception:
+        log.exception("could not write the learning curve")
+        rc = rc or 1
+    recorded = _Recorded(Path(config.logdir), resumed_from)
+    if state.actors_failure:
+        rc, outcome = 1, "stopped: the actors failed"
+    elif state.signals:
+        rc = 128 + state.signals[0]
+        outcome = (f"interrupted (received {signal.Signals(state.signals[0]).name}); run "
+                   "the same command to resume")
+    elif rc != 0:
+        outcome = "stopped: a learner replica failed (see its log above)"
+    else:
+        outcome = f"done ({config.replicas} learner replicas)"
+    for line in summary_lines(config, recorded, time.monotonic() - started, curve_path,
+                              outcome):
+        print(line, flush=True)
+    return rc
+
+
 def pick_port(host: str) -> int:
     """A TCP port on ``host`` that nothing listens on right now (the learner binds it a
     moment later; if something else takes it meanwhile, the learner falls back to port 0)."""
@@ -197,6 +300,15 @@ def pick_port(host: str) -> int:
     ) as sock:
         sock.bind((host.strip("[]"), 0))
         return int(sock.getsockname()[1])
+
+
+def _port_free(host: str, port: int) -> bool:
+    try:
+        with socket.socket(socket.AF_INET6 if ":" in host.strip("[]") else socket.AF_INET) as sock:
+            sock.bind((host.strip("[]"), port))
+        return True
+    except OSError:
+        return False
 
 
 def _connect_host(bind_host: str) -> str:
@@ -233,7 +345,12 @@ def main(resolved: cfg.Resolved, args: argparse.Namespace | None = None) -> int:
         config = dataclasses.replace(config, tls_cert="", tls_key="", tls_ca="", tls_client_ca="")
     bind_host, _, bind_port = config.address.rpartition(":")
     if bind_port == "0":
-        config = dataclasses.replace(config, address=f"{bind_host}:{pick_port(bind_host)}")
+        port = pick_port(bind_host)
+        for _ in range(20):  # replica r listens on port + r: all of them free
+            if all(_port_free(bind_host, port + r) for r in range(1, config.replicas)):
+                break
+            port = pick_port(bind_host)
+        config = dataclasses.replace(config, address=f"{bind_host}:{port}")
     log.info(
         "training %s with %s; %d actor process(es) x %d environments; logdir %s",
         config.env,
@@ -259,6 +376,13 @@ def main(resolved: cfg.Resolved, args: argparse.Namespace | None = None) -> int:
             status.print_line,
             serving,
         )
+
+    if config.replicas > 1:
+        try:
+            return _main_replicas(config, state, spawn_actors, serving, started)
+        finally:
+            for sig, handler in previous_handlers.items():
+                signal.signal(sig, handler)
 
     learner = None
     curve_path: Path | None = None

@@ -34,7 +34,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from learner import checkpoint
 from learner.auth import TokenInterceptor
 from learner.batcher import InferenceBatcher
-from learner.distributed import ReplicaGroup, replica_port_address
+from learner.distributed import ReplicaGroup, advertise_address, replica_port_address
 from learner.metrics import Metrics, start_wandb
 from learner.models import build_model, check_spaces
 from learner.service import LearnerServicer, LearnerSpec, add_to_server
@@ -47,6 +47,8 @@ from seed_rl.env_import import EnvImportError, EnvironmentUnavailable, make_env
 log = logging.getLogger("learner")
 
 SERVICE_NAME = "seed_rl.v1.Learner"
+STOP_TICK_GRACE_S = 5.0  # beyond replica_wait, for the replicas' common stop tick
+UPDATE_IN_FLIGHT_S = 2.0  # a broken group: how long the final checkpoint waits for an update
 
 
 def select_device(name: str) -> torch.device:
@@ -161,6 +163,7 @@ class Learner:
         self.server: grpc.Server | None = None
         self.port: int = 0
         self._shut_down = False
+        self.group_broken = False
         if self.writes:
             saved_config.save(self.logdir / "config.json")
 
@@ -211,8 +214,12 @@ class Learner:
             log.warning("listening on %s without --auth-token or TLS: anyone who can reach "
                         "this port can join and feed training data", config.address)
         if self.group.distributed:  # before the trainer ticks on the same control group
-            self.servicer.replica_addresses = self.group.all_gather(
-                advertised_address(host, self.port))
+            mine = (advertise_address(config.advertise_address, self.group.rank,
+                                      self.group.local_rank) if config.advertise_address
+                    else advertised_address(host, self.port))
+            self.servicer.replica_addresses = self.group.all_gather(mine)
+            log.info("replica %d of %d: actors are redirected here as %s", self.group.rank,
+                     self.group.world_size, mine)
         self.batcher.start()
         if train:
             self._trainer.start()
@@ -280,18 +287,37 @@ class Learner:
         return ""
 
     def shutdown(self) -> None:
-        """Tell actors training is over, stop the threads, write the final checkpoint."""
+        """Tell actors training is over, stop the threads, write the final checkpoint.
+
+        A replica first ends its tick loop (the stop tick every replica takes together,
+        learner/trainer.py). If that does not finish, because a replica died or hangs (the
+        group is *broken*), its actors are not told that training is over: their streams
+        end with UNAVAILABLE and they reconnect by themselves when the job is restarted.
+        Rank 0 then writes the final checkpoint only if no update is in flight (the state of
+        its last completed update; an update whose gradient all-reduce failed was never
+        applied), and the process exits without waiting for the stuck collective."""
         if self._shut_down:
             return
         self._shut_down = True
         self.health.set(SERVICE_NAME, health_pb2.HealthCheckResponse.NOT_SERVING)
         self.health.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
-        self.servicer.stopping.set()
-        deadline = time.monotonic() + 3.0  # actors hear "training over" on their next step
-        while self.servicer.connected_actors and time.monotonic() < deadline:
-            time.sleep(0.05)
+        if self.group.distributed and self._trainer.is_alive():
+            self._trainer.join(timeout=self.config.replica_wait + STOP_TICK_GRACE_S)
+        self.group_broken = self.group.distributed and (
+            self._trainer.is_alive() or self.failure is not None)
+        if self.group_broken:
+            log.error("the replica group is broken (%s); actors are not told that training "
+                      "is over: they reconnect when the job restarts",
+                      "a collective is stuck" if self._trainer.is_alive()
+                      else f"the trainer failed: {self.failure}")
+            self.servicer.unavailable.set()
+        else:
+            self.servicer.stopping.set()
+            deadline = time.monotonic() + 3.0  # actors hear "training over" on their next step
+            while self.servicer.connected_actors and time.monotonic() < deadline:
+                time.sleep(0.05)
         self.queue.close()
-        if self._trainer.is_alive():
+        if self._trainer.is_alive() and not self.group.distributed:
             self._trainer.join(timeout=30)
         self.batcher.stop()
         if self.evaluator is not None:
@@ -299,12 +325,19 @@ class Learner:
         if self.server is not None:
             self.server.stop(grace=1.0).wait(5)
         self.emit_metrics()
-        self.save_checkpoint()
+        self.save_checkpoint(timeout=UPDATE_IN_FLIGHT_S if self.group_broken else None)
         self.metrics.close()
-        self.group.close()
-        log.info("learner stopped (%s): %d env steps, %d train steps, policy version %d",
+        if not self._trainer.is_alive():  # a stuck collective would hang the group's end
+            self.group.close()
+        digest = f", weights {self.trainer.weights_digest()}" if self.group.distributed else ""
+        log.info("learner stopped (%s): %d env steps, %d train steps, policy version %d%s",
                  self.stop_reason, self.metrics.env_steps, self.metrics.train_steps,
-                 self.trainer.policy_version)
+                 self.trainer.policy_version, digest)
+
+    @property
+    def stuck(self) -> bool:
+        """The trainer thread is still inside a collective of a broken group."""
+        return self._trainer.is_alive() and self._shut_down
 
     # -- background work -----------------------------------------------------------------
     def _train(self) -> None:
@@ -335,10 +368,13 @@ class Learner:
             connected_actors=self.servicer.connected_actors,
         )
 
-    def checkpoint_state(self) -> dict:
+    def checkpoint_state(self, timeout: float | None = None) -> dict | None:
         """What a checkpoint holds: model, optimizer, train steps and policy version of one
-        update (the trainer's snapshot), the env counters, the config and the RNG states."""
-        snapshot = self.trainer.snapshot()
+        update (the trainer's snapshot), the env counters, the config and the RNG states.
+        None when ``timeout`` s pass while an update is in flight."""
+        snapshot = self.trainer.snapshot(timeout)
+        if snapshot is None:
+            return None
         metrics = self.metrics
         return {
             "model": snapshot["model"],
@@ -351,11 +387,16 @@ class Learner:
             "rng": capture_rng(),
         }
 
-    def save_checkpoint(self) -> Path | None:
+    def save_checkpoint(self, timeout: float | None = None) -> Path | None:
         if not self.writes:  # rank 0 writes the group's checkpoints
             return None
+        state = self.checkpoint_state(timeout)
+        if state is None:
+            log.error("no final checkpoint: an update is stuck in a collective of the broken "
+                      "group; the job resumes from the last checkpoint written")
+            return None
         try:
-            path = checkpoint.save(self.logdir, self.checkpoint_state())
+            path = checkpoint.save(self.logdir, state)
         except checkpoint.CheckpointError as error:
             log.error("%s", error)
             return None
@@ -424,9 +465,19 @@ def run(config: Config) -> int:
     install_signal_handlers(learner)
     learner.start()
     if not learner.group.is_main:
-        return learner.serve_forever()
-    # On a terminal the panel follows every record; in a log (a container, a pipe) one line
-    # every --status-every seconds (0: only the final one) is enough.
-    line_every = config.status_every if config.status_every > 0 else math.inf
-    with LiveStatus(config, title="seed-rl learner", line_every=line_every) as status:
-        return learner.serve_forever(on_metrics=status.update)
+        rc = learner.serve_forever()
+    else:
+        # On a terminal the panel follows every record; in a log (a container, a pipe) one
+        # line every --status-every seconds (0: only the final one) is enough.
+        line_every = config.status_every if config.status_every > 0 else math.inf
+        with LiveStatus(config, title="seed-rl learner", line_every=line_every) as status:
+            rc = learner.serve_forever(on_metrics=status.update)
+    if learner.group.distributed:  # stopped: a late SIGTERM must not kill the exit
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, signal.SIG_IGN)
+    if learner.group_broken:
+        rc = rc or 1
+    if learner.stuck:  # do not wait for a collective that may never return
+        logging.shutdown()
+        os._exit(rc)
+    return rc

@@ -113,7 +113,8 @@ class LearnerServicer(pb_grpc.LearnerServicer):
         self.metrics = metrics
         self.initial_core_state = initial_core_state
         self.policy_version = policy_version
-        self.stopping = threading.Event()
+        self.stopping = threading.Event()  # training is over: actors are told so and exit
+        self.unavailable = threading.Event()  # a broken replica group: actors reconnect later
         self._lock = threading.Lock()
         self._sessions: dict[str, Session] = {}  # by session id
         self._by_actor: dict[str, Session] = {}
@@ -234,7 +235,7 @@ class LearnerServicer(pb_grpc.LearnerServicer):
         """Open a session; a handshake without ``env_id`` only asks which env to make."""
         if isinstance(request, MalformedMessage):
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.describe())
-        if self.stopping.is_set():
+        if self.stopping.is_set() or self.unavailable.is_set():
             context.abort(grpc.StatusCode.UNAVAILABLE, "the learner is shutting down")
         answer = pb.HandshakeResponse(
             env_id=self.spec.env_id, env_kwargs_json=json.dumps(self.spec.env_kwargs),
@@ -295,6 +296,10 @@ class LearnerServicer(pb_grpc.LearnerServicer):
                     reason = "rejected: malformed message"
                     log.warning("actor %s: %s", session.actor_id, request.describe())
                     context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.describe())
+                if self.unavailable.is_set():
+                    reason = "the replica group is broken"
+                    context.abort(grpc.StatusCode.UNAVAILABLE, "a learner replica failed; "
+                                  "reconnect when the learner is back")
                 if self.stopping.is_set():
                     reason = "training is over"
                     yield pb.StepResponse(training_over=True,
@@ -356,7 +361,7 @@ class LearnerServicer(pb_grpc.LearnerServicer):
 
     def _enqueue(self, unrolls: Unrolls) -> None:
         """Hand complete unrolls to the trainer, waiting (backpressure) while it is behind."""
-        while not self.stopping.is_set():
+        while not (self.stopping.is_set() or self.unavailable.is_set()):
             try:
                 if self.queue.put(unrolls, timeout=0.5):
                     return

@@ -334,10 +334,24 @@ class Trainer:
             self.inference_model.load_state_dict(self.model.state_dict())
             self.policy_version = policy_version
 
-    def snapshot(self) -> dict[str, Any]:
+    def weights_digest(self) -> str:
+        """A short hash of the published weights (replicas compare theirs in the log)."""
+        import hashlib
+
+        digest = hashlib.sha256()
+        with self.weights_lock:
+            for name, tensor in self.inference_model.state_dict().items():
+                digest.update(name.encode())
+                digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+        return digest.hexdigest()[:16]
+
+    def snapshot(self, timeout: float | None = None) -> dict[str, Any] | None:
         """CPU copies of the model and optimizer state and the train steps and policy version,
-        all of one and the same update (taken between two updates)."""
-        with self._update_lock:
+        all of one and the same update (taken between two updates); None when ``timeout``
+        seconds pass while an update is in flight."""
+        if not self._update_lock.acquire(timeout=-1 if timeout is None else timeout):
+            return None
+        try:
             return {
                 "model": {k: v.detach().to("cpu", copy=True)
                           for k, v in self.model.state_dict().items()},
@@ -345,6 +359,8 @@ class Trainer:
                 "train_steps": self.metrics.train_steps,
                 "policy_version": self.policy_version,
             }
+        finally:
+            self._update_lock.release()
 
 
 def _cpu_copy(value: Any) -> Any:

@@ -134,6 +134,13 @@ class Config:
     replicas: int = knob(1, "data-parallel learner replicas on this machine (seed-rl learner "
                          "starts them; each serves actors on --address's port + its rank "
                          "and takes --batch-size / replicas unrolls per update)", LEARNER)
+    advertise_address: str = knob(
+        "", "HOST:PORT this replica gives actors in redirects to it ('' derives it from "
+        "--address: its host and bound port, or the host the actor dialled when listening on "
+        "every interface). Set it when actors reach replicas through other names, e.g. pods "
+        "behind a Kubernetes headless service: learner-{rank}.learner.NAMESPACE.svc:50051 "
+        "({rank} becomes the replica's rank; the port is + the local rank, as for --address)",
+        LEARNER)
     replica_wait: float = knob(0.5, "seconds a replica waits for a full local batch before "
                                "the others update without it", LEARNER)
     max_policy_lag: int = knob(50, "drop unrolls older than this many policy versions",

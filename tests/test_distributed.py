@@ -15,7 +15,7 @@ import torch
 import torch.multiprocessing as mp
 from distributed_workers import make_config, make_model, random_unrolls, replica
 
-from learner.distributed import ReplicaGroup, replica_port_address
+from learner.distributed import ReplicaGroup, advertise_address, replica_port_address
 from learner.store import Unrolls
 from learner.trainer import Batch, build_optimizer, train_step
 
@@ -58,6 +58,14 @@ def test_each_replica_binds_the_base_port_plus_its_local_rank():
     assert replica_port_address("0.0.0.0:50051", 2) == "0.0.0.0:50053"
     assert replica_port_address("127.0.0.1:0", 1) == "127.0.0.1:0"
     assert replica_port_address("[::]:7000", 1) == "[::]:7001"
+
+
+def test_advertise_address_names_each_replica():
+    template = "learner-{rank}.learner.rl.svc:50051"
+    assert advertise_address(template, 3, 0) == "learner-3.learner.rl.svc:50051"
+    assert advertise_address("node-a:7000", 1, 1) == "node-a:7001"  # 2 per machine
+    with pytest.raises(SystemExit, match="HOST:PORT"):
+        advertise_address("learner-0", 0, 0)
 
 
 @pytest.mark.parametrize("lstm", [False, True], ids=["mlp", "lstm"])

@@ -51,3 +51,36 @@ def test_two_replicas_and_two_actors_learn_cartpole(tmp_path, free_port, process
     assert records[-1]["env_steps"] == state["counters"]["env_steps"]
     assert sorted(p.name for p in logdir.iterdir()) == [
         "checkpoints", "config.json", "metrics.jsonl", "tb"]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_torchrun_starts_the_same_group(tmp_path, free_port, processes):
+    """``torchrun --standalone --nproc-per-node 2 -m learner`` (torchrun is
+    ``python -m torch.distributed.run``): the group trains with an actor process, stops
+    at its step budget, exits 0, and rank 0 alone wrote the logdir."""
+    logdir = tmp_path / "run"
+    address = f"127.0.0.1:{free_port}"
+    learner = processes([
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node",
+        "2", "-m", "learner", "--env", "CartPole-v1", "--address", address, "--device", "cpu",
+        "--logdir", str(logdir), "--total-steps", "4000", "--batch-size", "8",
+        "--unroll-length", "10", "--max-wait-ms", "1", "--log-every", "0.5",
+        "--status-every", "0", "--advertise-address", f"localhost:{free_port}",
+    ])
+    for port in (free_port, free_port + 1):
+        learner.wait_for_line(rf"learner serving CartPole-v1 .*:{port} ", timeout=3 * WAIT)
+    actors = processes([sys.executable, "-m", "actors", "--learner", address,
+                        "--num-actors", "2", "--envs-per-actor", "4", "--status-every", "0"])
+    assert learner.wait(timeout=240) == 0, learner.text
+    assert actors.wait(timeout=WAIT) == 0, actors.text
+    assert learner.text.count("stopping: reached 4000 env steps") >= 1, learner.text
+    # --advertise-address: the name each replica gives in redirects (port + local rank)
+    assert f"replica 1 of 2: actors are redirected here as localhost:{free_port + 1}" \
+        in learner.text
+    assert f"sends this actor to localhost:{free_port + 1}" in actors.text, actors.text
+    state, _ = checkpoint.load_latest(logdir)
+    assert state["counters"]["env_steps"] >= 4000
+    assert state["counters"]["policy_version"] == state["counters"]["train_steps"] > 0
+    assert sorted(p.name for p in logdir.iterdir()) == [
+        "checkpoints", "config.json", "metrics.jsonl", "tb"]

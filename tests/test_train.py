@@ -23,7 +23,7 @@ import pytest
 from procs import REPO, children_of, is_running
 from rich.console import Console
 
-from learner import curves, local_actors
+from learner import checkpoint, curves, local_actors
 from learner import local_run as train
 from learner.console import LiveStatus, format_duration, progress
 from seed_rl import cli, presets
@@ -418,3 +418,37 @@ def test_failing_actors_stop_training_with_their_output(processes, tmp_path) -> 
     assert "must be 1-256 printable characters" in run.text  # the actors' own words
     assert "stopped: the actors failed" in run.text
     assert sorted((tmp_path / "run" / "checkpoints").glob("ckpt-*.pt"))
+
+
+@pytest.mark.slow
+def test_train_with_two_replicas_end_to_end(processes, tmp_path) -> None:
+    """``seed-rl train --replicas 2``: two learner replica processes, the actors dial
+    rank 0 (one is redirected to rank 1); summary, curve and checkpoint as with one."""
+    logdir = tmp_path / "run"
+    run = run_train(processes, logdir, "--replicas", "2", "--num-actors", "2",
+                    "--total-steps", "3000")
+    assert run.wait(3 * WAIT) == 0, run.text
+    assert run.text.count("learner serving CartPole-v1") == 2, run.text
+    assert "sends this actor to" in run.text or run.text.count(" joined from ") == 2
+    state, path = checkpoint.load_latest(logdir)
+    assert state["counters"]["env_steps"] >= 3000
+    assert state["counters"]["policy_version"] == state["counters"]["train_steps"] > 0
+    assert (logdir / "learning_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "done (2 learner replicas)" in run.text and f"checkpoint  {path}" in run.text
+    (summary_steps,) = re.findall(r"env steps +([\d,]+) \(", run.text)
+    assert int(summary_steps.replace(",", "")) >= 3000
+    assert json.loads((logdir / "config.json").read_text())["replicas"] == 2
+
+
+@pytest.mark.slow
+def test_sigint_stops_two_replicas_and_keeps_the_results(processes, tmp_path) -> None:
+    logdir = tmp_path / "run"
+    run = run_train(processes, logdir, "--replicas", "2", "--max-time", "120")
+    run.wait_for_line(r"actor \S+ \(run \w+\) joined", 2 * WAIT)
+    family = descendants(run.popen.pid)  # the replicas, the supervisor and its actor
+    os.kill(run.popen.pid, signal.SIGINT)
+    assert run.wait(WAIT) == 128 + signal.SIGINT, run.text
+    wait_gone(family)
+    assert "interrupted (received SIGINT)" in run.text
+    assert checkpoint.list_checkpoints(logdir), run.text
+    assert (logdir / "learning_curve.png").is_file()
