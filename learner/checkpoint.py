@@ -123,3 +123,20 @@ def load_latest(logdir_or_file: str | os.PathLike,
                 raise
             log.warning("%s; trying an older checkpoint", error)
     return None
+
+
+def capture_rng() -> dict:
+    """The torch RNG states (CPU, and every CUDA device when there is one): action sampling
+    in the batcher is the learner's only randomness."""
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng(state: dict) -> None:
+    """Restore what :func:`capture_rng` captured (CUDA states only where CUDA is)."""
+    if "torch" in state:
+        torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])

@@ -24,29 +24,27 @@ import os
 import signal
 import threading
 import time
-from concurrent import futures
 from pathlib import Path
 
 import grpc
 import torch
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health, health_pb2
 
 from learner import checkpoint
-from learner.auth import TokenInterceptor
 from learner.batcher import InferenceBatcher
+from learner.checkpoint import capture_rng, restore_rng
 from learner.distributed import ReplicaGroup, advertise_address, replica_port_address
 from learner.metrics import Metrics, start_wandb
 from learner.models import build_model, check_spaces
-from learner.service import LearnerServicer, LearnerSpec, add_to_server
+from learner.server import SERVICE_NAME, advertised_address, build_server
+from learner.service import LearnerServicer, LearnerSpec
 from learner.store import UnrollQueue
 from learner.trainer import Trainer
-from seed_rl import wire
 from seed_rl.config import Config, Resolved
 from seed_rl.env_import import EnvImportError, EnvironmentUnavailable, make_env
 
 log = logging.getLogger("learner")
 
-SERVICE_NAME = "seed_rl.v1.Learner"
 STOP_TICK_GRACE_S = 5.0  # beyond replica_wait, for the replicas' common stop tick
 UPDATE_IN_FLIGHT_S = 2.0  # a broken group: how long the final checkpoint waits for an update
 
@@ -172,47 +170,8 @@ class Learner:
         """Start serving; returns the bound port. ``train=False`` serves inference and
         fills the unroll queue without training (tests read the queue)."""
         config = self.config
-        options = [
-            ("grpc.max_receive_message_length", config.max_message_bytes),
-            ("grpc.max_send_message_length", config.max_message_bytes),
-            ("grpc.keepalive_time_ms", 10_000),
-            ("grpc.keepalive_timeout_ms", 5_000),
-            ("grpc.http2.min_recv_ping_interval_without_data_ms", 5_000),
-            ("grpc.http2.max_ping_strikes", 0),
-            ("grpc.keepalive_permit_without_calls", 1),
-            ("grpc.so_reuseport", 0),
-        ]
-        # The token is checked on every RPC (health included) before any handler runs.
-        interceptors = [TokenInterceptor(config.auth_token)] if config.auth_token else None
-        self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=256,
-                                                             thread_name_prefix="grpc"),
-                                  options=options, maximum_concurrent_rpcs=1024,
-                                  interceptors=interceptors)
-        add_to_server(self.servicer, self.server)  # unparseable requests: INVALID_ARGUMENT
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        self.server, self.port = build_server(config, self.servicer, self.health)
         host = config.address.rsplit(":", 1)[0]
-        if config.tls_client_ca and not config.tls_cert:
-            raise SystemExit("--tls-client-ca (mutual TLS) needs the learner's own "
-                             "--tls-cert and --tls-key")
-        try:
-            if config.tls_cert:
-                credentials = grpc.ssl_server_credentials(
-                    [(read_pem(config.tls_key, "--tls-key"),
-                      read_pem(config.tls_cert, "--tls-cert"))],
-                    root_certificates=(read_pem(config.tls_client_ca, "--tls-client-ca")
-                                       if config.tls_client_ca else None),
-                    require_client_auth=bool(config.tls_client_ca))
-                self.port = self.server.add_secure_port(config.address, credentials)
-            else:
-                self.port = self.server.add_insecure_port(config.address)
-        except RuntimeError:  # recent grpc raises where older ones returned port 0
-            self.port = 0
-        if self.port == 0:
-            raise SystemExit(f"cannot listen on {config.address}: the address is in use or "
-                             "invalid; pick another --address")
-        if not wire.is_loopback(config.address) and not (config.auth_token or config.tls_cert):
-            log.warning("listening on %s without --auth-token or TLS: anyone who can reach "
-                        "this port can join and feed training data", config.address)
         if self.group.distributed:  # before the trainer ticks on the same control group
             mine = (advertise_address(config.advertise_address, self.group.rank,
                                       self.group.local_rank) if config.advertise_address
@@ -402,38 +361,6 @@ class Learner:
             return None
         log.debug("checkpoint written: %s", path)
         return path
-
-
-def advertised_address(host: str, port: int) -> str:
-    """The address a replica gives in a redirect: "host:port", or ":port" when it listens
-    on every interface (the actor then keeps the host it dialled)."""
-    if host in ("", "0.0.0.0", "[::]", "::", "*"):
-        return f":{port}"
-    return f"{host}:{port}"
-
-
-def read_pem(path: str, flag: str) -> bytes:
-    """The bytes of a PEM file named by ``flag``; a clear exit when it cannot be read."""
-    try:
-        return Path(path).read_bytes()
-    except OSError as error:
-        raise SystemExit(f"cannot read {flag} {path!r}: {error.strerror}") from None
-
-
-def capture_rng() -> dict:
-    """The torch RNG states (CPU, and every CUDA device when there is one): action sampling
-    in the batcher is the learner's only randomness."""
-    state = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def restore_rng(state: dict) -> None:
-    if "torch" in state:
-        torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def install_signal_handlers(learner: Learner) -> None:
