@@ -34,6 +34,7 @@ writes to the logdir (checkpoints, config.json, metrics).
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
 from collections.abc import Iterable
@@ -92,11 +93,18 @@ class ReplicaGroup:
             else dist.group.WORLD
         return cls(rank, world_size, local_rank, backend, control)
 
-    def close(self) -> None:
+    def close(self, timeout_s: float = 10.0) -> None:
+        """Leave the group: wait (at most ``timeout_s``) until every replica is here, so that
+        no peer is still inside a collective when the group is torn down (gloo aborts the
+        process otherwise), then destroy it. A peer that is gone is not waited for."""
         if self.distributed:
             import torch.distributed as dist
 
             if dist.is_initialized():
+                # a replica that died or hangs: nothing left to wait for
+                with contextlib.suppress(Exception):
+                    dist.monitored_barrier(group=self._control,
+                                           timeout=datetime.timedelta(seconds=timeout_s))
                 dist.destroy_process_group()
 
     # -- collectives (no-ops for a single learner) -----------------------------------------

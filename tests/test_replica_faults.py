@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import time
 
 import pytest
 from learner_process import RESUMED, actors_command, last_metric, learner_command, wait_for
@@ -99,7 +100,9 @@ def test_sigterm_does_not_wait_for_a_collective_stuck_on_a_hung_replica(
         process=learner)
     os.kill(pids[1], signal.SIGSTOP)  # hangs: its connections stay open, nothing answers
     try:
-        wait_for(lambda: "steps" in learner.text, "training")  # rank 0 is now in a collective
+        # rank 0's trainer reaches its next tick and blocks in the collective with the hung
+        # peer: a few --replica-wait periods
+        time.sleep(1.0)
         learner.popen.send_signal(signal.SIGTERM)
         # rank 0 stops long before the 120 s collective timeout; the launcher then kills
         # the hung replica after its grace period
