@@ -3,6 +3,7 @@ message size limits (docs/architecture.md, "Wire contract"). Torch-free."""
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 
 import grpc
@@ -46,3 +47,20 @@ def open_channel(address: str, credentials: grpc.ChannelCredentials | None,
     if credentials is None:
         return grpc.insecure_channel(address, options=options)
     return grpc.secure_channel(address, credentials, options=options)
+
+
+BACKOFF_BASE_S = 0.1  # first reconnect delay; doubles per failure
+
+
+def redirect_target(redirect: str, dialled: str) -> str:
+    """Where a redirect sends us: its "host:port", or the dialled host with its ":port"."""
+    if redirect.startswith(":"):
+        return f"{dialled.rpartition(':')[0]}{redirect}"
+    return redirect
+
+
+def backoff_delay(failures: int, cap: float, rng: random.Random) -> float:
+    """Seconds before reconnect attempt ``failures + 1``: exponential (0.1 s, 0.2 s, ...),
+    capped at ``cap``, scaled by a random factor in [0.5, 1] so actors do not retry in step."""
+    ceiling = min(cap, BACKOFF_BASE_S * (2.0 ** min(failures, 30)))
+    return ceiling * rng.uniform(0.5, 1.0)

@@ -35,7 +35,7 @@ from typing import Any
 import grpc
 import numpy as np
 
-from actors.channel import channel_credentials, open_channel
+from actors.channel import backoff_delay, channel_credentials, open_channel, redirect_target
 from actors.counters import Counters
 from actors.env_loop import EnvLoop, PermanentError, env_seeds, registered_here
 from seed_rl import wire
@@ -63,7 +63,6 @@ PERMANENT_CODES = frozenset({
 
 HANDSHAKE_TIMEOUT_S = 30.0
 STOP_GRACE_S = 2.0  # after a stop request, how long the current call may take to finish
-BACKOFF_BASE_S = 0.1
 DEFAULT_MAX_MESSAGE_BYTES = 1 << 30  # until a handshake tells the learner's limit
 ROUND_TRIP_WINDOW = 256  # steps per published round-trip percentile
 
@@ -74,20 +73,6 @@ class _Stopped(Exception):
 def actor_id_for(config: Config, actor_index: int) -> str:
     """``HOST-INDEX`` by default; ``--actor-id-prefix`` replaces the host name part."""
     return f"{config.actor_id_prefix or socket.gethostname()}-{actor_index}"
-
-
-def redirect_target(redirect: str, dialled: str) -> str:
-    """Where a redirect sends us: its "host:port", or the dialled host with its ":port"."""
-    if redirect.startswith(":"):
-        return f"{dialled.rpartition(':')[0]}{redirect}"
-    return redirect
-
-
-def backoff_delay(failures: int, cap: float, rng: random.Random) -> float:
-    """Seconds before reconnect attempt ``failures + 1``: exponential (0.1 s, 0.2 s, ...),
-    capped at ``cap``, scaled by a random factor in [0.5, 1] so actors do not retry in step."""
-    ceiling = min(cap, BACKOFF_BASE_S * (2.0 ** min(failures, 30)))
-    return ceiling * rng.uniform(0.5, 1.0)
 
 
 class _RequestQueue:

@@ -31,9 +31,7 @@ This module never imports ``actors``: the actors are a subprocess (docs/architec
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
-import json
 import logging
 import math
 import os
@@ -162,23 +160,51 @@ def _monitor_actors(state: RunState) -> None:
     learner.request_stop(f"the actors exited (code {rc})")
 
 
-def summary_lines(
-    config: Config, learner: Any, wall_s: float, curve: Path | None, outcome: str
-) -> list[str]:
+@dataclasses.dataclass
+class RunTotals:
+    """What the summary reports of a finished run."""
+
+    env_steps: int
+    train_steps: int
+    episodes: int
+    final_return: float  # mean of the last ``window`` episodes (nan: none finished)
+    best_return: float
+    window: int
+    resumed_from: Path | None
+
+    @classmethod
+    def of_learner(cls, learner: Any) -> RunTotals:
+        metrics = learner.metrics
+        return cls(metrics.env_steps, metrics.train_steps, metrics.episodes,
+                   metrics.return_mean(), metrics.best_return_mean, len(metrics.returns),
+                   learner.resumed_from)
+
+
+def write_curve(config: Config) -> Path | None:
+    """``LOGDIR/learning_curve.png``; None (and the traceback in the log) when it failed."""
+    try:
+        from learner.curves import plot_learning_curve
+
+        return plot_learning_curve(config.logdir, title=config.env,
+                                   target_return=config.target_return)
+    except Exception:
+        log.exception("could not write the learning curve")
+        return None
+
+
+def summary_lines(config: Config, totals: RunTotals, wall_s: float, curve: Path | None,
+                  outcome: str) -> list[str]:
     """The one-screen summary printed at exit."""
-    metrics = learner.metrics
-    final = metrics.return_mean()
-    best = metrics.best_return_mean
     logdir = Path(config.logdir)
     ckpts = sorted((logdir / "checkpoints").glob("ckpt-*.pt"))
     lines = [
         f"seed-rl train: {config.env}: {outcome}",
-        f"  env steps     {metrics.env_steps:,} ({metrics.train_steps:,} train steps, "
-        f"{metrics.episodes:,} episodes)",
+        f"  env steps     {totals.env_steps:,} ({totals.train_steps:,} train steps, "
+        f"{totals.episodes:,} episodes)",
         f"  wall time     {wall_s:.1f} s (this command)",
-        f"  mean return   final {final:.1f}, best {best:.1f} (mean of the last "
-        f"{len(metrics.returns)} episodes)"
-        if math.isfinite(final)
+        f"  mean return   final {totals.final_return:.1f}, best {totals.best_return:.1f} (mean "
+        f"of the last {totals.window} episodes)"
+        if math.isfinite(totals.final_return)
         else "  mean return   - (no episode finished)",
         f"  written to    {logdir}/",
         f"    checkpoint  {ckpts[-1] if ckpts else '(none)'}",
@@ -188,108 +214,10 @@ def summary_lines(
         f"  watch it      seed-rl eval --checkpoint {logdir} --greedy --video "
         f"{logdir / 'episodes.gif'}",
     ]
-    if learner.resumed_from is not None:
-        lines.insert(2, f"  resumed from  {learner.resumed_from}")
+    if totals.resumed_from is not None:
+        lines.insert(2, f"  resumed from  {totals.resumed_from}")
         lines.insert(3, "                (to start afresh: --no-resume, or another --logdir)")
     return lines
-
-
-class _Recorded:
-    """What the summary reads of a learner, from the metrics rank 0 of a replica group
-    wrote (``--replicas N``: the learner runs in child processes)."""
-
-    def __init__(self, logdir: Path, resumed_from: Path | None):
-        records = []
-        path = logdir / "metrics.jsonl"
-        if path.exists():
-            for line in path.read_text().splitlines():
-                try:
-                    records.append(json.loads(line))
-                except json.JSONDecodeError:
-                    continue
-        last = records[-1] if records else {}
-        self.env_steps = int(last.get("env_steps", 0))
-        self.train_steps = int(last.get("train_steps", 0))
-        self.episodes = int(last.get("episodes", 0))
-        means = [r["episode_return_mean"] for r in records
-                 if isinstance(r.get("episode_return_mean"), (int, float))]
-        self._final = float(last.get("episode_return_mean") or math.nan)
-        self.best_return_mean = max(means) if means else -math.inf
-        self.returns = [0] * min(self.episodes, 100)
-        self.metrics = self
-        self.resumed_from = resumed_from
-
-    def return_mean(self) -> float:
-        return self._final
-
-
-def _main_replicas(config: Config, state: RunState, spawn_actors, serving: threading.Event,
-                   started: float) -> int:
-    """``seed-rl train --replicas N``: the launcher's replicas as child processes (rank 0
-    shows the status and writes the logdir), the actors pointed at rank 0's address; the
-    same summary, curve, signals and exit codes as with one learner."""
-    from learner import checkpoint
-    from learner.launch import launch_replicas
-
-    resumed_from = None
-    if config.resume:
-        found = checkpoint.list_checkpoints(config.logdir)
-        resumed_from = found[0] if found else None
-    state.actors = spawn_actors(config.address)
-    host, _, port = config.address.rpartition(":")
-    done = threading.Event()
-
-    def watch() -> None:
-        while not done.is_set() and not serving.is_set():  # rank 0 listens: say so
-            with contextlib.suppress(OSError), socket.create_connection(
-                    (_connect_host(host).strip("[]"), int(port)), timeout=0.5):
-                serving.set()
-            done.wait(0.2)
-        rc = state.actors.popen.wait() if state.actors is not None else 0
-        if rc != 0 and not done.is_set() and not state.signals:  # 0: training is over
-            tail = "\n    ".join(list(state.actors.tail)[-15:]) or "(no output)"
-            state.actors_failure = (f"the actor processes exited with code {rc} while "
-                                    f"training was running; their last output:\n    {tail}")
-            log.error("%s", state.actors_failure)
-            os.kill(os.getpid(), signal.SIGTERM)  # the launcher stops the replicas
-
-    def on_signal(signum: int) -> None:
-        if state.actors_failure:
-            return
-        state.signals.append(signum)
-        if len(state.signals) >= 2 and state.actors is not None:
-            state.actors.kill()  # a second signal: do not wait for the actors
-
-    threading.Thread(target=watch, name="actor-monitor", daemon=True).start()
-    rc = launch_replicas(config, on_signal=on_signal)
-    done.set()
-    actors_rc = state.actors.stop()
-    if actors_rc not in (0, None) and not state.actors_failure and not state.signals:
-        log.warning("the actor processes exited with code %d after training", actors_rc)
-    curve_path = None
-    try:
-        from learner.curves import plot_learning_curve
-
-        curve_path = plot_learning_curve(config.logdir, title=config.env,
-                                         target_return=config.target_return)
-    except Exception:
-        log.exception("could not write the learning curve")
-        rc = rc or 1
-    recorded = _Recorded(Path(config.logdir), resumed_from)
-    if state.actors_failure:
-        rc, outcome = 1, "stopped: the actors failed"
-    elif state.signals:
-        rc = 128 + state.signals[0]
-        outcome = (f"interrupted (received {signal.Signals(state.signals[0]).name}); run "
-                   "the same command to resume")
-    elif rc != 0:
-        outcome = "stopped: a learner replica failed (see its log above)"
-    else:
-        outcome = f"done ({config.replicas} learner replicas)"
-    for line in summary_lines(config, recorded, time.monotonic() - started, curve_path,
-                              outcome):
-        print(line, flush=True)
-    return rc
 
 
 def pick_port(host: str) -> int:
@@ -311,7 +239,7 @@ def _port_free(host: str, port: int) -> bool:
         return False
 
 
-def _connect_host(bind_host: str) -> str:
+def connect_host(bind_host: str) -> str:
     """Where local actors reach a learner bound to ``bind_host``."""
     return (
         "127.0.0.1"
@@ -371,7 +299,7 @@ def main(resolved: cfg.Resolved, args: argparse.Namespace | None = None) -> int:
     def spawn_actors(address: str) -> LocalActors:
         host, _, port = address.rpartition(":")
         return LocalActors(
-            local_actors.actor_command(config, f"{_connect_host(host)}:{port}", actor_log_level),
+            local_actors.actor_command(config, f"{connect_host(host)}:{port}", actor_log_level),
             local_actors.actor_environment(config.auth_token),
             status.print_line,
             serving,
@@ -379,7 +307,9 @@ def main(resolved: cfg.Resolved, args: argparse.Namespace | None = None) -> int:
 
     if config.replicas > 1:
         try:
-            return _main_replicas(config, state, spawn_actors, serving, started)
+            from learner.local_replicas import run_replicas
+
+            return run_replicas(config, state, spawn_actors, serving, started)
         finally:
             for sig, handler in previous_handlers.items():
                 signal.signal(sig, handler)
@@ -415,14 +345,8 @@ def main(resolved: cfg.Resolved, args: argparse.Namespace | None = None) -> int:
             actors_rc = state.actors.stop()
             if actors_rc not in (0, None) and not state.actors_failure and not state.signals:
                 log.warning("the actor processes exited with code %d after training", actors_rc)
-        try:
-            from learner.curves import plot_learning_curve
-
-            curve_path = plot_learning_curve(
-                config.logdir, title=config.env, target_return=config.target_return
-            )
-        except Exception:
-            log.exception("could not write the learning curve")
+        curve_path = write_curve(config)
+        if curve_path is None:
             rc = rc or 1
     finally:
         if state.actors is not None and state.actors.poll() is None:
@@ -439,6 +363,7 @@ def main(resolved: cfg.Resolved, args: argparse.Namespace | None = None) -> int:
         outcome = f"interrupted ({learner.stop_reason}); run the same command to resume"
     else:
         outcome = f"done: {learner.stop_reason}"
-    for line in summary_lines(config, learner, time.monotonic() - started, curve_path, outcome):
+    for line in summary_lines(config, RunTotals.of_learner(learner),
+                              time.monotonic() - started, curve_path, outcome):
         print(line, flush=True)
     return rc

@@ -35,13 +35,13 @@ from learner.batcher import InferenceBatcher
 from learner.checkpoint import capture_rng, restore_rng
 from learner.distributed import ReplicaGroup, advertise_address, replica_port_address
 from learner.metrics import Metrics, start_wandb
-from learner.models import build_model, check_spaces
+from learner.models import build_model
 from learner.server import SERVICE_NAME, advertised_address, build_server
-from learner.service import LearnerServicer, LearnerSpec
+from learner.service import LearnerServicer
 from learner.store import UnrollQueue
 from learner.trainer import Trainer
+from learner.validation import make_spec
 from seed_rl.config import Config, Resolved
-from seed_rl.env_import import EnvImportError, EnvironmentUnavailable, make_env
 
 log = logging.getLogger("learner")
 
@@ -57,25 +57,6 @@ def select_device(name: str) -> torch.device:
         raise SystemExit(f"--device {name}: CUDA is not available on this machine; use "
                          "--device cpu or auto")
     return device
-
-
-def make_spec(config: Config) -> LearnerSpec:
-    """Make the environment once (after --env-import) to learn its spaces: the contract
-    actors must match. SystemExit says what is missing."""
-    try:
-        env = make_env(config.env, config.env_kwargs, config.env_import, "learner")
-    except (EnvImportError, EnvironmentUnavailable) as error:
-        raise SystemExit(f"seed-rl learner: {error}") from None
-    try:
-        spec = LearnerSpec(config.env, dict(config.env_kwargs), env.observation_space,
-                           env.action_space)
-    finally:
-        env.close()
-    try:
-        check_spaces(spec.observation_space, spec.action_space, config)
-    except ValueError as error:  # UnsupportedSpace, or a conv torso that cannot fit
-        raise SystemExit(f"seed-rl learner: --env {config.env}: {error}") from None
-    return spec
 
 
 class Learner:

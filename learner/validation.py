@@ -27,7 +27,10 @@ import grpc
 import gymnasium as gym
 import numpy as np
 
+from learner.models import check_spaces
 from seed_rl import wire
+from seed_rl.config import Config
+from seed_rl.env_import import EnvImportError, EnvironmentUnavailable, make_env
 from seed_rl.proto.seed_rl.v1 import seed_rl_pb2 as pb
 from seed_rl.spaces import Leaf, ObservationLayout, observation_layout
 
@@ -309,3 +312,22 @@ def _expect(array: np.ndarray, name: str, shape: tuple[int, ...],
     if dtype is not None and array.dtype != dtype:
         raise StepRejected(grpc.StatusCode.INVALID_ARGUMENT,
                            f"{name}: dtype {array.dtype}, expected {dtype}")
+
+
+def make_spec(config: Config) -> LearnerSpec:
+    """Make the environment once (after --env-import) to learn its spaces: the contract
+    actors must match. SystemExit says what is missing."""
+    try:
+        env = make_env(config.env, config.env_kwargs, config.env_import, "learner")
+    except (EnvImportError, EnvironmentUnavailable) as error:
+        raise SystemExit(f"seed-rl learner: {error}") from None
+    try:
+        spec = LearnerSpec(config.env, dict(config.env_kwargs), env.observation_space,
+                           env.action_space)
+    finally:
+        env.close()
+    try:
+        check_spaces(spec.observation_space, spec.action_space, config)
+    except ValueError as error:  # UnsupportedSpace, or a conv torso that cannot fit
+        raise SystemExit(f"seed-rl learner: --env {config.env}: {error}") from None
+    return spec

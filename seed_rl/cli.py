@@ -11,6 +11,7 @@ flags say what to do rather than how to train (``eval --checkpoint``) and live h
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib
 import logging
 import sys
@@ -41,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="role", metavar="COMMAND")
     for role, (_module, summary) in ROLES.items():
         role_parser = sub.add_parser(role, help=summary, description=summary)
-        config.add_arguments(role_parser, role)
+        add_arguments(role_parser, role)
         role_parser.add_argument("--log-level", default="INFO",
                                  help="logging level: DEBUG, INFO, WARNING")
         if role == "eval":
@@ -50,6 +51,23 @@ def build_parser() -> argparse.ArgumentParser:
             role_parser.add_argument("--actor-index", type=int, default=None,
                                      help=argparse.SUPPRESS)  # one child (the supervisor's)
     return parser
+
+
+def add_arguments(parser: argparse.ArgumentParser, role: str) -> None:
+    """Add one flag per field that ``role`` reads, plus ``--config FILE``. Flags default
+    to None so that :func:`seed_rl.config.resolve` can tell which were given."""
+    parser.add_argument("--config", metavar="FILE", default=None,
+                        help="TOML config file (a preset); flags override it")
+    for f in config.fields_for(role):
+        kind = config.field_type(f.name)
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        help_text = f"{f.metadata['help']} [default: {default}; env {config.env_var_name(f.name)}]"
+        if kind is bool:
+            parser.add_argument(config.flag_name(f.name), dest=f.name, default=None,
+                                action=argparse.BooleanOptionalAction, help=help_text)
+        else:
+            parser.add_argument(config.flag_name(f.name), dest=f.name, default=None,
+                                metavar=f.name.upper(), help=help_text)
 
 
 def add_eval_arguments(parser: argparse.ArgumentParser) -> None:

@@ -207,6 +207,11 @@ FIELDS: dict[str, dataclasses.Field] = {f.name: f for f in dataclasses.fields(Co
 _HINTS = typing.get_type_hints(Config)
 
 
+def field_type(name: str) -> type:
+    """The Python type of field ``name`` (bool, int, float, str, list, dict)."""
+    return _HINTS[name]
+
+
 def roles_of(name: str) -> tuple[str, ...]:
     return FIELDS[name].metadata["roles"]
 
@@ -287,23 +292,6 @@ def load_toml(path: str | os.PathLike) -> dict[str, Any]:
                               "train --help` for the knobs")
         values[name] = parse_value(name, value, f"config file {path}")
     return values
-
-
-def add_arguments(parser: argparse.ArgumentParser, role: str) -> None:
-    """Add one flag per field that ``role`` reads, plus ``--config FILE``. Flags default
-    to None so that :func:`resolve` can tell which were given."""
-    parser.add_argument("--config", metavar="FILE", default=None,
-                        help="TOML config file (a preset); flags override it")
-    for f in fields_for(role):
-        kind = _HINTS[f.name]
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-        help_text = f"{f.metadata['help']} [default: {default}; env {env_var_name(f.name)}]"
-        if kind is bool:
-            parser.add_argument(flag_name(f.name), dest=f.name, default=None,
-                                action=argparse.BooleanOptionalAction, help=help_text)
-        else:
-            parser.add_argument(flag_name(f.name), dest=f.name, default=None,
-                                metavar=f.name.upper(), help=help_text)
 
 
 @dataclass(frozen=True)

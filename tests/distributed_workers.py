@@ -18,7 +18,7 @@ from learner.models import build_model
 from learner.store import UnrollQueue, Unrolls
 from seed_rl.config import Config
 
-OBS, ACTIONS = 4, 2
+OBS, ACTIONS = 4, 2  # tests/unrolls.py's defaults
 
 
 def make_config(**overrides) -> Config:
@@ -33,23 +33,6 @@ def make_model(config: Config):
     torch.manual_seed(0)
     return build_model(gymnasium.spaces.Box(-1, 1, (OBS,), np.float32),
                        gymnasium.spaces.Discrete(ACTIONS), config)
-
-
-def random_unrolls(seed: int, T: int, B: int, lstm: int = 0) -> Unrolls:
-    rng = np.random.default_rng(seed)
-    core = (rng.standard_normal((B, lstm)).astype(np.float32),
-            rng.standard_normal((B, lstm)).astype(np.float32)) if lstm else ()
-    return Unrolls(
-        observations=rng.standard_normal((T + 1, B, OBS)).astype(np.float32),
-        rewards=rng.standard_normal((T + 1, B)).astype(np.float32),
-        terminated=rng.random((T + 1, B)) < 0.2,
-        truncated=np.zeros((T + 1, B), bool),
-        truncation_values=np.zeros((T + 1, B), np.float32),
-        actions=rng.integers(0, ACTIONS, (T + 1, B)),
-        behaviour_params=rng.standard_normal((T + 1, B, ACTIONS)).astype(np.float32),
-        policy_versions=np.zeros((T + 1, B), np.int64),
-        core_state=core,
-    )
 
 
 def _environ(rank: int, world: int, port: int) -> dict[str, str]:

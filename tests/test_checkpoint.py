@@ -8,15 +8,14 @@ import copy
 import logging
 import threading
 
-import numpy as np
 import pytest
 import torch
 from learner_harness import make_config
+from unrolls import random_unrolls
 
 from learner import checkpoint
 from learner.main import Learner
 from learner.models import build_model
-from learner.store import Unrolls
 from learner.trainer import Batch, build_optimizer, train_step
 
 
@@ -94,20 +93,6 @@ def test_checkpoints_load_without_unpickling(tmp_path):
     assert set(state) >= {"model", "optimizer", "counters", "config", "rng"}
 
 
-def random_unrolls(rng, T: int, B: int, obs_size: int, actions: int) -> Unrolls:
-    """B complete CartPole-shaped unrolls of random data, all acted by policy version 0."""
-    return Unrolls(
-        observations=rng.standard_normal((T + 1, B, obs_size)).astype(np.float32),
-        rewards=rng.standard_normal((T + 1, B)).astype(np.float32),
-        terminated=rng.random((T + 1, B)) < 0.1,
-        truncated=np.zeros((T + 1, B), bool),
-        truncation_values=np.zeros((T + 1, B), np.float32),
-        actions=rng.integers(0, actions, (T + 1, B)),
-        behaviour_params=rng.standard_normal((T + 1, B, actions)).astype(np.float32),
-        policy_versions=np.zeros((T + 1, B), np.int64),
-    )
-
-
 def test_checkpoints_taken_while_training_hold_one_and_the_same_update(tmp_path):
     """The main thread snapshots while the trainer thread updates: every snapshot must
     equal the state after exactly ``train_steps`` updates, replayed here from scratch."""
@@ -118,8 +103,7 @@ def test_checkpoints_taken_while_training_hold_one_and_the_same_update(tmp_path)
         "optimizer", "batch_size", "unroll_length", "queue_size", "max_policy_lag",
         "hidden_sizes")})
     initial = copy.deepcopy(learner.trainer.model.state_dict())
-    rng = np.random.default_rng(0)
-    batches = [random_unrolls(rng, T, B, 4, 2) for _ in range(updates)]
+    batches = [random_unrolls(seed, T, B) for seed in range(updates)]
     for unrolls in batches:
         assert learner.queue.put(unrolls, timeout=1)
     stop = threading.Event()

@@ -13,7 +13,8 @@ import socket
 import pytest
 import torch
 import torch.multiprocessing as mp
-from distributed_workers import make_config, make_model, random_unrolls, replica
+from distributed_workers import make_config, make_model, replica
+from unrolls import random_unrolls
 
 from learner.distributed import ReplicaGroup, advertise_address, replica_port_address
 from learner.store import Unrolls
@@ -73,7 +74,7 @@ def test_two_replicas_with_half_batches_equal_one_learner_with_the_whole(tmp_pat
     overrides = {"lstm": lstm}
     config = make_config(**overrides)
     T, B, updates = config.unroll_length, config.batch_size, 3
-    batches = [random_unrolls(seed, T, B, config.lstm_size if lstm else 0)
+    batches = [random_unrolls(seed, T, B, lstm=config.lstm_size if lstm else 0)
                for seed in range(updates)]
     # One learner, all B unrolls per update.
     model = make_model(config)

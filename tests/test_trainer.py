@@ -4,13 +4,12 @@ the documented logits form of the functional API (``vtrace.from_logits`` + the l
 from __future__ import annotations
 
 import gymnasium as gym
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
+from unrolls import random_unrolls
 
 from learner.models import build_model
-from learner.store import Unrolls
 from learner.trainer import Batch, compute_loss, vtrace_inputs
 from seed_rl.config import Config
 from seed_rl.functional import loss, vtrace
@@ -35,24 +34,11 @@ class CountLogSoftmax(TorchFunctionMode):
         return func(*args, **(kwargs or {}))
 
 
-def make_batch(rng: np.random.Generator) -> Batch:
-    return Batch.from_unrolls(Unrolls(
-        observations=rng.standard_normal((T + 1, B, 4)).astype(np.float32),
-        rewards=rng.standard_normal((T + 1, B)).astype(np.float32),
-        terminated=rng.random((T + 1, B)) < 0.2,
-        truncated=np.zeros((T + 1, B), bool),
-        truncation_values=np.zeros((T + 1, B), np.float32),
-        actions=rng.integers(0, 2, (T + 1, B)),
-        behaviour_params=rng.standard_normal((T + 1, B, 2)).astype(np.float32),
-        policy_versions=np.zeros((T + 1, B), np.int64),
-    ), torch.device("cpu"))
-
-
 def test_one_log_softmax_of_the_target_logits_per_update_and_the_documented_loss() -> None:
     env = gym.make("CartPole-v1")
     config = Config(baseline_cost=0.3, entropy_cost=0.02)
     model = build_model(env.observation_space, env.action_space, config)
-    batch = make_batch(np.random.default_rng(0))
+    batch = Batch.from_unrolls(random_unrolls(0, T, B), torch.device("cpu"))
     with CountLogSoftmax() as counter:
         total, parts = compute_loss(model, batch, config)
     assert (counter.on_target, counter.on_behaviour) == (1, 1)

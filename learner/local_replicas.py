@@ -1,0 +1,101 @@
+"""``seed-rl train --replicas N``: the learner replicas run as child processes (the
+torchrun-style launcher of :mod:`learner.launch`) instead of in this process; the actors
+dial rank 0. The summary is read from what rank 0 wrote (``metrics.jsonl``)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+import signal
+import socket
+import threading
+import time
+from pathlib import Path
+
+from learner.local_run import RunState, RunTotals, connect_host, summary_lines, write_curve
+from seed_rl.config import Config
+
+log = logging.getLogger("train")
+
+
+def totals_from_metrics(logdir: Path, resumed_from: Path | None) -> RunTotals:
+    """The summary's totals from the last ``metrics.jsonl`` record (torn lines skipped)."""
+    records = []
+    path = logdir / "metrics.jsonl"
+    if path.exists():
+        for line in path.read_text().splitlines():
+            with contextlib.suppress(json.JSONDecodeError):
+                records.append(json.loads(line))
+    last = records[-1] if records else {}
+    means = [r["episode_return_mean"] for r in records
+             if isinstance(r.get("episode_return_mean"), (int, float))]
+    episodes = int(last.get("episodes", 0))
+    return RunTotals(int(last.get("env_steps", 0)), int(last.get("train_steps", 0)), episodes,
+                     float(last.get("episode_return_mean") or math.nan),
+                     max(means) if means else -math.inf, min(episodes, 100), resumed_from)
+
+
+def run_replicas(config: Config, state: RunState, spawn_actors, serving: threading.Event,
+                   started: float) -> int:
+    """``seed-rl train --replicas N``: the launcher's replicas as child processes (rank 0
+    shows the status and writes the logdir), the actors pointed at rank 0's address; the
+    same summary, curve, signals and exit codes as with one learner."""
+    from learner import checkpoint
+    from learner.launch import launch_replicas
+
+    resumed_from = None
+    if config.resume:
+        found = checkpoint.list_checkpoints(config.logdir)
+        resumed_from = found[0] if found else None
+    state.actors = spawn_actors(config.address)
+    host, _, port = config.address.rpartition(":")
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.is_set() and not serving.is_set():  # rank 0 listens: say so
+            with contextlib.suppress(OSError), socket.create_connection(
+                    (connect_host(host).strip("[]"), int(port)), timeout=0.5):
+                serving.set()
+            done.wait(0.2)
+        rc = state.actors.popen.wait() if state.actors is not None else 0
+        if rc != 0 and not done.is_set() and not state.signals:  # 0: training is over
+            tail = "\n    ".join(list(state.actors.tail)[-15:]) or "(no output)"
+            state.actors_failure = (f"the actor processes exited with code {rc} while "
+                                    f"training was running; their last output:\n    {tail}")
+            log.error("%s", state.actors_failure)
+            os.kill(os.getpid(), signal.SIGTERM)  # the launcher stops the replicas
+
+    def on_signal(signum: int) -> None:
+        if state.actors_failure:
+            return
+        state.signals.append(signum)
+        if len(state.signals) >= 2 and state.actors is not None:
+            state.actors.kill()  # a second signal: do not wait for the actors
+
+    threading.Thread(target=watch, name="actor-monitor", daemon=True).start()
+    rc = launch_replicas(config, on_signal=on_signal)
+    done.set()
+    actors_rc = state.actors.stop()
+    if actors_rc not in (0, None) and not state.actors_failure and not state.signals:
+        log.warning("the actor processes exited with code %d after training", actors_rc)
+    curve_path = write_curve(config)
+    if curve_path is None:
+        rc = rc or 1
+    if state.actors_failure:
+        rc, outcome = 1, "stopped: the actors failed"
+    elif state.signals:
+        rc = 128 + state.signals[0]
+        outcome = (f"interrupted (received {signal.Signals(state.signals[0]).name}); run "
+                   "the same command to resume")
+    elif rc != 0:
+        outcome = "stopped: a learner replica failed (see its log above)"
+    else:
+        outcome = f"done ({config.replicas} learner replicas)"
+    totals = totals_from_metrics(Path(config.logdir), resumed_from)
+    for line in summary_lines(config, totals, time.monotonic() - started, curve_path,
+                              outcome):
+        print(line, flush=True)
+    return rc
