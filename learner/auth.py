@@ -1,8 +1,8 @@
 """The auth token: with ``--auth-token`` set, every RPC must carry ``authorization: Bearer
 <token>``.
 
-learner/main.py installs :class:`TokenInterceptor` on the grpc server whenever a token is
-set. It runs before any request parser or handler, for every method (the health service
+learner/server.py installs :class:`TokenInterceptor` on the grpc.aio server whenever a
+token is set. It runs before any request parser or handler, for every method (the health service
 and unknown methods included), so the handlers in learner/service.py never see a call
 without the token and do not check it again. The token is compared in constant time and
 never logged or echoed.
@@ -11,7 +11,7 @@ never logged or echoed.
 from __future__ import annotations
 
 import hmac
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 
 import grpc
 
@@ -30,14 +30,14 @@ def token_matches(metadata: Iterable[tuple[str, str | bytes]], token: str) -> bo
     return hmac.compare_digest(given.encode(), f"Bearer {token}".encode())
 
 
-class TokenInterceptor(grpc.ServerInterceptor):
+class TokenInterceptor(grpc.aio.ServerInterceptor):
     """Refuses, with UNAUTHENTICATED, every RPC that does not carry the token."""
 
     def __init__(self, token: str):
         self._token = token
 
-        def deny(_request: object, context: grpc.ServicerContext) -> None:
-            context.abort(grpc.StatusCode.UNAUTHENTICATED, UNAUTHENTICATED_MESSAGE)
+        async def deny(_request: object, context: grpc.aio.ServicerContext) -> None:
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, UNAUTHENTICATED_MESSAGE)
 
         # The refusal must have the method's streaming shape, or grpc answers INTERNAL.
         self._deny = {
@@ -47,12 +47,13 @@ class TokenInterceptor(grpc.ServerInterceptor):
             (True, True): grpc.stream_stream_rpc_method_handler(deny),
         }
 
-    def intercept_service(
+    async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
+        continuation: Callable[[grpc.HandlerCallDetails],
+                               Awaitable[grpc.RpcMethodHandler | None]],
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler | None:
-        handler = continuation(handler_call_details)
+        handler = await continuation(handler_call_details)
         if token_matches(handler_call_details.invocation_metadata or (), self._token):
             return handler
         kind = ((handler.request_streaming, handler.response_streaming) if handler is not None

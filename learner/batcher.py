@@ -14,6 +14,8 @@ pass, computed with the environment's recurrent state before the reset.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import queue
 import threading
@@ -47,6 +49,8 @@ class InferenceRequest:
     policy_version: int = -1
     error: BaseException | None = None
     done: threading.Event = field(default_factory=threading.Event)
+    # A caller on an event loop (learner/service.py) awaits this instead of ``done``.
+    waiter: asyncio.Future | None = None
 
     @property
     def num_envs(self) -> int:
@@ -105,7 +109,7 @@ class InferenceBatcher:
     def submit(self, request: InferenceRequest) -> InferenceRequest:
         if self._stopped.is_set():
             request.error = BatcherStopped("the learner is shutting down")
-            request.done.set()
+            answer([request])
         else:
             self._requests.put(request)
         return request
@@ -118,7 +122,7 @@ class InferenceBatcher:
                 return
             if request is not None:
                 request.error = error
-                request.done.set()
+                answer([request])
 
     def _gather(self) -> tuple[list[InferenceRequest], float]:
         first = self._requests.get()
@@ -158,8 +162,7 @@ class InferenceBatcher:
                         request.error = error
                     raise
                 finally:
-                    for request in batch:
-                        request.done.set()
+                    answer(batch)
                 if self.on_batch is not None:
                     self.on_batch(sum(r.num_envs for r in batch), waited,
                                   time.perf_counter() - started)
@@ -221,3 +224,22 @@ class InferenceBatcher:
         sampled = distribution.sample(params)
         mask = torch.tensor(greedy, device=params.device).view(-1, *[1] * (sampled.dim() - 1))
         return torch.where(mask, distribution.sample(params, greedy=True), sampled)
+
+
+def answer(requests: list[InferenceRequest]) -> None:
+    """Wake the callers of ``requests``: threads through ``done``, coroutines through their
+    waiter, with one hand-over per event loop for the whole batch."""
+    waiters: dict[asyncio.AbstractEventLoop, list[asyncio.Future]] = {}
+    for request in requests:
+        request.done.set()
+        if request.waiter is not None:
+            waiters.setdefault(request.waiter.get_loop(), []).append(request.waiter)
+    for loop, futures in waiters.items():
+        with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits any more
+            loop.call_soon_threadsafe(_resolve, futures)
+
+
+def _resolve(futures: list[asyncio.Future]) -> None:
+    for future in futures:
+        if not future.done():  # a cancelled stream no longer waits
+            future.set_result(None)

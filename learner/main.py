@@ -26,9 +26,7 @@ import threading
 import time
 from pathlib import Path
 
-import grpc
 import torch
-from grpc_health.v1 import health, health_pb2
 
 from learner import checkpoint
 from learner.batcher import InferenceBatcher
@@ -36,7 +34,7 @@ from learner.checkpoint import capture_rng, restore_rng
 from learner.distributed import ReplicaGroup, advertise_address, replica_port_address
 from learner.metrics import Metrics, start_wandb
 from learner.models import build_model
-from learner.server import SERVICE_NAME, advertised_address, build_server
+from learner.server import LearnerServer, advertised_address
 from learner.service import LearnerServicer
 from learner.store import UnrollQueue
 from learner.trainer import Trainer
@@ -131,7 +129,6 @@ class Learner:
             policy_version=lambda: self.trainer.policy_version)
         self.servicer.group = self.group
         self.servicer.replica_envs = lambda: self.trainer.replica_envs
-        self.health = health.HealthServicer()
         self.stop_requested = threading.Event()
         self.stop_reason = ""
         self.failure: BaseException | None = None
@@ -139,7 +136,7 @@ class Learner:
         self._watchdog = threading.Thread(target=self._watch_sessions, name="watchdog",
                                           daemon=True)
         self.evaluator = None  # learner.evaluate.PeriodicEvaluator with --eval-every
-        self.server: grpc.Server | None = None
+        self.server: LearnerServer | None = None
         self.port: int = 0
         self._shut_down = False
         self.group_broken = False
@@ -151,7 +148,8 @@ class Learner:
         """Start serving; returns the bound port. ``train=False`` serves inference and
         fills the unroll queue without training (tests read the queue)."""
         config = self.config
-        self.server, self.port = build_server(config, self.servicer, self.health)
+        self.server = LearnerServer(config, self.servicer)
+        self.port = self.server.start()
         host = config.address.rsplit(":", 1)[0]
         if self.group.distributed:  # before the trainer ticks on the same control group
             mine = (advertise_address(config.advertise_address, self.group.rank,
@@ -169,9 +167,7 @@ class Learner:
 
             self.evaluator = PeriodicEvaluator(self)
             self.evaluator.start()
-        self.server.start()
-        self.health.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
-        self.health.set("", health_pb2.HealthCheckResponse.SERVING)
+        self.server.set_serving(True)
         log.info("learner serving %s on %s:%d (device %s, model %d parameters, %s), logdir %s",
                  config.env, host, self.port, self.device,
                  sum(p.numel() for p in self.trainer.model.parameters()),
@@ -239,8 +235,8 @@ class Learner:
         if self._shut_down:
             return
         self._shut_down = True
-        self.health.set(SERVICE_NAME, health_pb2.HealthCheckResponse.NOT_SERVING)
-        self.health.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
+        if self.server is not None:
+            self.server.set_serving(False)
         if self.group.distributed and self._trainer.is_alive():
             self._trainer.join(timeout=self.config.replica_wait + STOP_TICK_GRACE_S)
         self.group_broken = self.group.distributed and (
@@ -263,7 +259,7 @@ class Learner:
         if self.evaluator is not None:
             self.evaluator.stop()
         if self.server is not None:
-            self.server.stop(grace=1.0).wait(5)
+            self.server.stop(grace=1.0)
         self.emit_metrics()
         self.save_checkpoint(timeout=UPDATE_IN_FLIGHT_S if self.group_broken else None)
         self.metrics.close()
@@ -293,7 +289,7 @@ class Learner:
     def _watch_sessions(self) -> None:
         while not self.stop_requested.wait(timeout=1.0):
             try:
-                self.servicer.expire_idle()
+                self.server.call_soon(self.servicer.expire_idle)
             except Exception:
                 log.exception("session watchdog error")
 

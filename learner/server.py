@@ -1,20 +1,31 @@
-"""The learner's gRPC server: options, the auth interceptor, TLS, the health service, binding.
+"""The learner's gRPC server: one asyncio event loop serving every actor stream.
 
-One :func:`build_server` call gives the learner process a server that is not started yet,
-holding the Learner service (:mod:`learner.service`) and the standard gRPC health service.
+:class:`LearnerServer` runs a ``grpc.aio`` server on its own thread (``serving-loop``):
+the Learner service (:mod:`learner.service`), whose handlers are coroutines, and the
+standard gRPC health service. A stream costs a coroutine, not a thread, so one learner
+holds thousands of actor streams; past ``--max-streams`` a handshake is answered
+RESOURCE_EXHAUSTED at once (learner/service.py), and gRPC itself refuses RPCs beyond that
+limit plus a margin for handshakes and health checks, so nothing waits unanswered.
+
 Keepalives are tuned for actors on other machines (a dead peer is noticed in ~15 s); the
 token interceptor (:mod:`learner.auth`) runs before any handler; with ``--tls-cert`` the
-port is TLS, with ``--tls-client-ca`` mutual TLS.
+port is TLS, with ``--tls-client-ca`` mutual TLS. Other threads reach the loop only through
+:meth:`LearnerServer.call_soon` (the session watchdog) and :meth:`set_serving`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from concurrent import futures
+import resource
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
 from pathlib import Path
+from typing import Any
 
 import grpc
-from grpc_health.v1 import health, health_pb2_grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from learner.auth import TokenInterceptor
 from learner.service import LearnerServicer, add_to_server
@@ -24,51 +35,143 @@ from seed_rl.config import Config
 log = logging.getLogger("learner")
 
 SERVICE_NAME = "seed_rl.v1.Learner"
+# RPCs gRPC admits beyond --max-streams: handshakes in flight, health checks, streams
+# being replaced by their actor's reconnect.
+RPC_MARGIN = 256
 
 
-def build_server(config: Config, servicer: LearnerServicer,
-                 health_servicer: health.HealthServicer) -> tuple[grpc.Server, int]:
-    """(the server, the port it is bound to) on ``config.address``; SystemExit says why
-    when the address cannot be used or a PEM file cannot be read."""
-    options = [
-        ("grpc.max_receive_message_length", config.max_message_bytes),
-        ("grpc.max_send_message_length", config.max_message_bytes),
-        ("grpc.keepalive_time_ms", 10_000),
-        ("grpc.keepalive_timeout_ms", 5_000),
-        ("grpc.http2.min_recv_ping_interval_without_data_ms", 5_000),
-        ("grpc.http2.max_ping_strikes", 0),
-        ("grpc.keepalive_permit_without_calls", 1),
-        ("grpc.so_reuseport", 0),
-    ]
-    # The token is checked on every RPC (health included) before any handler runs.
-    interceptors = [TokenInterceptor(config.auth_token)] if config.auth_token else None
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=256, thread_name_prefix="grpc"),
-                         options=options, maximum_concurrent_rpcs=1024,
-                         interceptors=interceptors)
-    add_to_server(servicer, server)  # unparseable requests: INVALID_ARGUMENT
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+class LearnerServer:
+    """The gRPC server of one learner process on its own event loop thread."""
+
+    def __init__(self, config: Config, servicer: LearnerServicer):
+        self.config = config
+        self.servicer = servicer
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, name="serving-loop",
+                                        daemon=True)
+        self._server: grpc.aio.Server | None = None
+        self._health: health.aio.HealthServicer | None = None
+        self.port = 0
+
+    def start(self) -> int:
+        """Bind ``config.address`` and start serving (health NOT_SERVING until
+        :meth:`set_serving`); returns the port. SystemExit says why when the address cannot
+        be used or a PEM file cannot be read."""
+        check_config(self.config)
+        credentials = server_credentials(self.config)
+        raise_open_file_limit(self.config.max_streams + RPC_MARGIN)
+        self._thread.start()
+        self.port = self._run(self._start(credentials))
+        if self.port == 0:
+            self.stop(grace=0)
+            raise SystemExit(f"cannot listen on {self.config.address}: the address is in "
+                             "use or invalid; pick another --address")
+        return self.port
+
+    async def _start(self, credentials: grpc.ServerCredentials | None) -> int:
+        """The bound port (0: the address cannot be used), the server started."""
+        config = self.config
+        options = [
+            ("grpc.max_receive_message_length", config.max_message_bytes),
+            ("grpc.max_send_message_length", config.max_message_bytes),
+            ("grpc.keepalive_time_ms", 10_000),
+            ("grpc.keepalive_timeout_ms", 5_000),
+            ("grpc.http2.min_recv_ping_interval_without_data_ms", 5_000),
+            ("grpc.http2.max_ping_strikes", 0),
+            ("grpc.keepalive_permit_without_calls", 1),
+            ("grpc.so_reuseport", 0),
+        ]
+        # The token is checked on every RPC (health included) before any handler runs.
+        interceptors = [TokenInterceptor(config.auth_token)] if config.auth_token else None
+        server = grpc.aio.server(options=options, interceptors=interceptors,
+                                 maximum_concurrent_rpcs=config.max_streams + RPC_MARGIN)
+        add_to_server(self.servicer, server)  # unparseable requests: INVALID_ARGUMENT
+        self._health = health.aio.HealthServicer()
+        for name in (SERVICE_NAME, ""):
+            await self._health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+        try:
+            port = (server.add_secure_port(config.address, credentials) if credentials
+                    else server.add_insecure_port(config.address))
+        except RuntimeError:  # recent grpc raises where older ones returned port 0
+            port = 0
+        if port:
+            await server.start()
+            self._server = server
+        return port
+
+    def set_serving(self, serving: bool) -> None:
+        """What the health service reports for the learner service and overall."""
+        if self._health is None:
+            return
+        status = (health_pb2.HealthCheckResponse.SERVING if serving
+                  else health_pb2.HealthCheckResponse.NOT_SERVING)
+
+        async def set_all() -> None:
+            for name in (SERVICE_NAME, ""):
+                await self._health.set(name, status)
+
+        self._run(set_all())
+
+    def call_soon(self, function: Callable[[], Any]) -> None:
+        """Run ``function`` on the serving loop (where the sessions live), not waiting; an
+        exception it raises is logged with its traceback."""
+
+        def guarded() -> None:
+            try:
+                function()
+            except Exception:
+                log.exception("%s failed on the serving loop", function.__qualname__)
+
+        if self.loop.is_running():
+            self.loop.call_soon_threadsafe(guarded)
+
+    def stop(self, grace: float) -> None:
+        """Stop accepting RPCs, give open ones ``grace`` seconds, then stop the loop."""
+        if self._server is not None:
+            try:
+                self._run(self._server.stop(grace), timeout=grace + 5)
+            except TimeoutError:
+                log.warning("the gRPC server did not stop within %.0f s", grace + 5)
+            self._server = None
+        if self.loop.is_running():
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self._thread.join(timeout=5)
+
+    def _run(self, coroutine, timeout: float | None = 30) -> Any:
+        future: Future = asyncio.run_coroutine_threadsafe(coroutine, self.loop)
+        return future.result(timeout)
+
+
+def check_config(config: Config) -> None:
     if config.tls_client_ca and not config.tls_cert:
         raise SystemExit("--tls-client-ca (mutual TLS) needs the learner's own "
                          "--tls-cert and --tls-key")
-    try:
-        if config.tls_cert:
-            credentials = grpc.ssl_server_credentials(
-                [(read_pem(config.tls_key, "--tls-key"), read_pem(config.tls_cert, "--tls-cert"))],
-                root_certificates=(read_pem(config.tls_client_ca, "--tls-client-ca")
-                                   if config.tls_client_ca else None),
-                require_client_auth=bool(config.tls_client_ca))
-            port = server.add_secure_port(config.address, credentials)
-        else:
-            port = server.add_insecure_port(config.address)
-    except RuntimeError:  # recent grpc raises where older ones returned port 0
-        port = 0
-    if port == 0:
-        raise SystemExit(f"cannot listen on {config.address}: the address is in use or "
-                         "invalid; pick another --address")
     if not wire.is_loopback(config.address) and not (config.auth_token or config.tls_cert):
         log.warning("listening on %s without --auth-token or TLS: anyone who can reach "
                     "this port can join and feed training data", config.address)
-    return server, port
+
+
+def server_credentials(config: Config) -> grpc.ServerCredentials | None:
+    """TLS credentials with ``--tls-cert`` (mutual with ``--tls-client-ca``), else None."""
+    if not config.tls_cert:
+        return None
+    return grpc.ssl_server_credentials(
+        [(read_pem(config.tls_key, "--tls-key"), read_pem(config.tls_cert, "--tls-cert"))],
+        root_certificates=(read_pem(config.tls_client_ca, "--tls-client-ca")
+                           if config.tls_client_ca else None),
+        require_client_auth=bool(config.tls_client_ca))
+
+
+def raise_open_file_limit(wanted: int) -> None:
+    """Each actor stream is a socket: lift the soft limit on open files to the hard one,
+    and say so when even that is below ``wanted``."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    if hard != resource.RLIM_INFINITY and hard < wanted:
+        log.warning("this process may open %d files, fewer than --max-streams plus margin "
+                    "(%d): streams beyond it fail to connect; raise `ulimit -n`", hard, wanted)
 
 
 def advertised_address(host: str, port: int) -> str:

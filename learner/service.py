@@ -3,27 +3,30 @@
 A handshake opens a session (K environments, their slots, their unfinished unrolls); the
 Step stream on it sends x_t for all K environments and gets their actions back, through
 the inference batcher; complete unrolls go to the trainer's queue (docs/architecture.md,
-"Data path" and "Wire contract"). Every request is checked by learner/validation.py
+"Data path" and "Wire contract"). The handlers are coroutines on the server's one event
+loop (learner/server.py): a stream waiting for its actions costs no thread, and everything
+that touches the sessions runs on that loop, one piece at a time. Every request is checked by learner/validation.py
 before anything else sees it; bad input ends only that actor's RPC, with a status code and
 a message a person can act on. The other actors keep training.
 
 Codes answered here, besides the validation's (docs/reliability.md has the full table):
 FAILED_PRECONDITION for a Step stream without a handshake; ALREADY_EXISTS for a second live
 incarnation of one actor id; RESOURCE_EXHAUSTED for more environments than
---max-total-envs across all actors (grpc itself answers it for a message over
---max-message-bytes); UNAVAILABLE while shutting down. The auth token is not checked here:
+--max-total-envs across all actors or more sessions than --max-streams (grpc itself
+answers it for a message over --max-message-bytes); UNAVAILABLE while shutting down. The auth token is not checked here:
 learner/auth.py's interceptor refuses every RPC without it before any handler runs.
 """
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 import grpc
@@ -87,7 +90,8 @@ class Session:
     core_state: tuple[torch.Tensor, ...]
     created: float = field(default_factory=time.monotonic)
     last_seen: float = field(default_factory=time.monotonic)
-    context: grpc.ServicerContext | None = None  # set while the stream is open
+    stream: asyncio.Task | None = None  # the Step handler, while the stream is open
+    ended_by_learner: str = ""  # why the learner cancelled the stream (idle, replaced)
     closed: bool = False
     busy: bool = False  # the learner holds its request (inference, backpressure): not idle
     steps: int = 0  # messages handled; the first carries x_0 alone, no transition
@@ -125,7 +129,6 @@ class LearnerServicer(pb_grpc.LearnerServicer):
         self.group = None
         self.replica_addresses: list[str] = []
         self.replica_envs = lambda: [0]
-        self._placement_lock = threading.Lock()
         self.dropped_partial_unrolls = 0
         self._validator = StepValidator(spec.observation_space, config.max_message_bytes)
         self._action_layout = action_layout(spec.action_space)
@@ -136,7 +139,7 @@ class LearnerServicer(pb_grpc.LearnerServicer):
     def connected_actors(self) -> int:
         """Sessions whose Step stream is open."""
         with self._lock:
-            return sum(1 for s in self._sessions.values() if s.context is not None)
+            return sum(1 for s in self._sessions.values() if s.stream is not None)
 
     @property
     def session_envs(self) -> int:
@@ -155,13 +158,21 @@ class LearnerServicer(pb_grpc.LearnerServicer):
         actor_id, run_id, k = request.actor_id, request.run_id, request.num_envs
         with self._lock:
             existing = self._by_actor.get(actor_id)
-            if existing is not None and existing.run_id != run_id and existing.context:
+            if existing is not None and existing.run_id != run_id and existing.stream:
                 raise HandshakeRejected(
                     grpc.StatusCode.ALREADY_EXISTS,
                     f"actor id {actor_id!r} is already connected (run {existing.run_id[:8]}, "
                     f"from {existing.peer}); give each actor a unique id (--actor-id-prefix), "
                     "or wait for the old one to time out")
-            in_use = sum(s.num_envs for s in self._sessions.values() if s is not existing)
+            others = [s for s in self._sessions.values() if s is not existing]
+            if len(others) >= self.config.max_streams:
+                raise HandshakeRejected(
+                    grpc.StatusCode.RESOURCE_EXHAUSTED,
+                    f"the learner is full: it serves {len(others)} actor streams, the most "
+                    f"--max-streams {self.config.max_streams} allows; retry later (actors "
+                    "do), spread the actors over learner replicas (--replicas), or raise "
+                    "the learner's --max-streams")
+            in_use = sum(s.num_envs for s in others)
             if in_use + k > self.config.max_total_envs:
                 raise HandshakeRejected(
                     grpc.StatusCode.RESOURCE_EXHAUSTED,
@@ -170,8 +181,7 @@ class LearnerServicer(pb_grpc.LearnerServicer):
                     "raise the learner's --max-total-envs")
             slot_ids = [next(self._slot_ids) for _ in range(k)]
         if existing is not None:  # same incarnation reconnecting, or a stale handshake
-            if existing.context is not None:
-                existing.context.cancel()
+            end_stream(existing, "replaced by a new connection of the same actor")
             self._close_session(existing, "replaced by a new connection of the same actor")
         core_state = self.initial_core_state(k)
         session = Session(
@@ -187,14 +197,14 @@ class LearnerServicer(pb_grpc.LearnerServicer):
         log.info("actor %s (run %s) joined from %s with %d envs", actor_id, run_id[:8], peer, k)
         return session
 
-    def _attach_stream(self, session_id: str, context: grpc.ServicerContext) -> Session | None:
+    def _attach_stream(self, session_id: str, stream: asyncio.Task) -> Session | None:
         """The session ``session_id`` with its stream now open; None when there is no such
         session or its stream is already open (one stream per handshake)."""
         with self._lock:
             session = self._sessions.get(session_id)
-            if session is None or session.context is not None:
+            if session is None or session.stream is not None:
                 return None
-            session.context = context
+            session.stream = stream
             self.streaming_envs += session.num_envs
             return session
 
@@ -203,7 +213,7 @@ class LearnerServicer(pb_grpc.LearnerServicer):
             if session.closed:
                 return
             session.closed = True
-            if session.context is not None:
+            if session.stream is not None:
                 self.streaming_envs -= session.num_envs
             self._sessions.pop(session.session_id, None)
             if self._by_actor.get(session.actor_id) is session:
@@ -215,28 +225,29 @@ class LearnerServicer(pb_grpc.LearnerServicer):
                  session.actor_id, session.run_id[:8], reason, partial)
 
     def expire_idle(self) -> None:
-        """Free the slots of actors that went silent (frozen, network cut)."""
+        """Free the slots of actors that went silent (frozen, network cut). Runs on the
+        server's loop (the watchdog hands it there)."""
         now = time.monotonic()
         for session in self.sessions():
-            if session.context is not None:
+            if session.stream is not None:
                 if session.busy:
                     continue  # the actor waits for us (inference or backpressure)
                 if now - session.last_seen > self.config.stream_idle_timeout:
                     log.warning("actor %s sent nothing for %.0f s: disconnecting it",
                                 session.actor_id, now - session.last_seen)
-                    session.context.cancel()
+                    end_stream(session, "idle timeout")
                     self._close_session(session, "idle timeout")
             elif now - session.created > UNOPENED_SESSION_TTL_S:
                 self._close_session(session, "handshake without a stream")
 
     # -- RPCs ----------------------------------------------------------------------------
-    def Handshake(self, request: pb.HandshakeRequest | MalformedMessage,
-                  context: grpc.ServicerContext) -> pb.HandshakeResponse:
+    async def Handshake(self, request: pb.HandshakeRequest | MalformedMessage,
+                        context: grpc.aio.ServicerContext) -> pb.HandshakeResponse:
         """Open a session; a handshake without ``env_id`` only asks which env to make."""
         if isinstance(request, MalformedMessage):
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.describe())
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.describe())
         if self.stopping.is_set() or self.unavailable.is_set():
-            context.abort(grpc.StatusCode.UNAVAILABLE, "the learner is shutting down")
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "the learner is shutting down")
         answer = pb.HandshakeResponse(
             env_id=self.spec.env_id, env_kwargs_json=json.dumps(self.spec.env_kwargs),
             max_message_bytes=self.config.max_message_bytes,
@@ -249,14 +260,14 @@ class LearnerServicer(pb_grpc.LearnerServicer):
             check_actor_matches(request, self.spec,
                                 max_envs_per_actor=self.config.max_envs_per_actor,
                                 max_message_bytes=self.config.max_message_bytes)
-            with self._placement_lock:  # concurrent handshakes see each other's sessions
-                redirect = self.redirect_for(request)
-                if redirect:  # another replica should serve it: no session here
-                    answer.redirect_address = redirect
-                    return answer
-                session = self._open_session(request, context.peer())
+            # No await from here to the session: concurrent handshakes see each other's.
+            redirect = self.redirect_for(request)
+            if redirect:  # another replica should serve it: no session here
+                answer.redirect_address = redirect
+                return answer
+            session = self._open_session(request, context.peer())
         except Rejected as rejected:
-            context.abort(rejected.code, str(rejected))
+            await context.abort(rejected.code, str(rejected))
         answer.session_id = session.session_id
         answer.slot_ids.extend(session.slot_ids)
         return answer
@@ -278,27 +289,28 @@ class LearnerServicer(pb_grpc.LearnerServicer):
             return self.replica_addresses[best]
         return ""
 
-    def Step(self, request_iterator: Iterator[pb.StepRequest | MalformedMessage],
-             context: grpc.ServicerContext) -> Iterator[pb.StepResponse]:
+    async def Step(self, request_iterator: AsyncIterator[pb.StepRequest | MalformedMessage],
+                   context: grpc.aio.ServicerContext) -> AsyncIterator[pb.StepResponse]:
         """Serve one session's stream: actions for each message, until it ends."""
-        metadata = dict(context.invocation_metadata())
-        session = self._attach_stream(metadata.get(wire.SESSION_METADATA_KEY, ""), context)
+        metadata = dict(context.invocation_metadata() or ())
+        session = self._attach_stream(metadata.get(wire.SESSION_METADATA_KEY, ""),
+                                      asyncio.current_task())
         if session is None:
-            context.abort(grpc.StatusCode.FAILED_PRECONDITION,
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION,
                           "no open session for this stream: call Handshake first and send its "
                           f"session_id as metadata {wire.SESSION_METADATA_KEY!r} (once per "
                           "handshake)")
         reason = "stream ended"
         try:
-            for request in request_iterator:
+            async for request in request_iterator:
                 session.last_seen = time.monotonic()
                 if isinstance(request, MalformedMessage):
                     reason = "rejected: malformed message"
                     log.warning("actor %s: %s", session.actor_id, request.describe())
-                    context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.describe())
+                    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.describe())
                 if self.unavailable.is_set():
                     reason = "the replica group is broken"
-                    context.abort(grpc.StatusCode.UNAVAILABLE, "a learner replica failed; "
+                    await context.abort(grpc.StatusCode.UNAVAILABLE, "a learner replica failed; "
                                   "reconnect when the learner is back")
                 if self.stopping.is_set():
                     reason = "training is over"
@@ -307,11 +319,11 @@ class LearnerServicer(pb_grpc.LearnerServicer):
                     return
                 session.busy = True
                 try:
-                    response = self._step(session, request)
+                    response = await self._step(session, request)
                 except StepRejected as rejected:
                     reason = f"rejected: {rejected}"
                     log.warning("actor %s: %s", session.actor_id, rejected)
-                    context.abort(rejected.code, str(rejected))
+                    await context.abort(rejected.code, str(rejected))
                 finally:
                     session.busy = False
                     session.last_seen = time.monotonic()
@@ -319,11 +331,18 @@ class LearnerServicer(pb_grpc.LearnerServicer):
                 if session.closed:
                     reason = "closed"
                     return
+        except asyncio.CancelledError:
+            if session.ended_by_learner:  # tell the actor; a cancelled task alone says nothing
+                reason = session.ended_by_learner
+                await context.abort(grpc.StatusCode.CANCELLED,
+                                    f"the learner ended this stream: {reason}; reconnect")
+            reason = "cancelled"
+            raise
         finally:
             self._close_session(session, reason)
 
     # -- one step ------------------------------------------------------------------------
-    def _step(self, session: Session, request: pb.StepRequest) -> pb.StepResponse:
+    async def _step(self, session: Session, request: pb.StepRequest) -> pb.StepResponse:
         """Check one message, get its actions from the batcher, store the step."""
         started = time.perf_counter()
         k = session.num_envs
@@ -331,9 +350,10 @@ class LearnerServicer(pb_grpc.LearnerServicer):
         inference = self.batcher.submit(InferenceRequest(
             observations=step.observations, episode_start=step.episode_start,
             core_state=session.core_state, final_env_indices=step.final_envs,
-            final_observations=step.final_observations))
+            final_observations=step.final_observations,
+            waiter=asyncio.get_running_loop().create_future()))
         handled = time.perf_counter() - started
-        inference.wait()
+        await inference.waiter
         resumed = time.perf_counter()
         if inference.error is not None:
             raise StepRejected(grpc.StatusCode.UNAVAILABLE,
@@ -356,14 +376,23 @@ class LearnerServicer(pb_grpc.LearnerServicer):
             policy_version=inference.policy_version)
         self.metrics.add_time("step_handling", handled + time.perf_counter() - resumed)
         if unrolls is not None:
-            self._enqueue(unrolls)  # may wait for the trainer: backpressure, not handling
+            await self._enqueue(unrolls)  # may wait for the trainer: backpressure
         return response
 
-    def _enqueue(self, unrolls: Unrolls) -> None:
-        """Hand complete unrolls to the trainer, waiting (backpressure) while it is behind."""
+    async def _enqueue(self, unrolls: Unrolls) -> None:
+        """Hand complete unrolls to the trainer. While it is behind (the queue is full) this
+        stream waits, off the loop, so the other streams are still served."""
         while not (self.stopping.is_set() or self.unavailable.is_set()):
             try:
-                if self.queue.put(unrolls, timeout=0.5):
+                if (self.queue.put(unrolls, timeout=0)
+                        or await asyncio.to_thread(self.queue.put, unrolls, 0.5)):
                     return
             except QueueClosed:
                 return
+
+
+def end_stream(session: Session, reason: str) -> None:
+    """End the session's open Step stream (its actor sees CANCELLED and reconnects)."""
+    if session.stream is not None and not session.stream.done():
+        session.ended_by_learner = reason
+        session.stream.cancel()

@@ -96,6 +96,9 @@ class Config:
     max_total_envs: int = knob(16384, "most environments across all actors at once (each "
                                "keeps T+1 steps in learner memory); beyond it handshakes "
                                "get RESOURCE_EXHAUSTED and actors retry", LEARNER)
+    max_streams: int = knob(4096, "most actor streams (sessions) at once, each a coroutine "
+                            "and a socket in the learner; beyond it handshakes get "
+                            "RESOURCE_EXHAUSTED and actors retry", LEARNER)
     stream_idle_timeout: float = knob(30.0, "an actor silent this long (seconds) is "
                                       "disconnected and its slots freed", LEARNER)
 
@@ -356,7 +359,8 @@ def validate(config: Config) -> None:
     """Reject values that cannot work, saying which knob and what would."""
     positive = ["num_actors", "envs_per_actor", "unroll_length", "batch_size", "max_batch",
                 "queue_size", "max_envs_per_actor", "lstm_size", "max_message_bytes",
-                "max_total_envs", "learning_rate", "reward_scale", "rmsprop_eps", "adam_eps",
+                "max_total_envs", "max_streams", "learning_rate", "reward_scale", "rmsprop_eps",
+                "adam_eps",
                 "clip_rho_threshold", "clip_pg_rho_threshold", "stream_idle_timeout",
                 "log_every", "checkpoint_every", "eval_episodes", "replicas",
                 "replica_wait"]

@@ -275,17 +275,14 @@ def run_healthcheck(*args: str, env: dict[str, str] | None = None) -> subprocess
 
 
 def test_healthcheck_against_a_real_learner(tmp_path):
-    from grpc_health.v1 import health_pb2
     from learner_harness import make_config, running_learner
-
-    from learner.main import SERVICE_NAME
 
     with running_learner(make_config(tmp_path), train=False) as learner:
         port = learner.port
         serving = run_healthcheck(env={"SEED_RL_ADDRESS": f"0.0.0.0:{port}"})
         assert serving.returncode == 0, serving.stderr
         assert f"127.0.0.1:{port}: seed_rl.v1.Learner is SERVING" in serving.stdout
-        learner.health.set(SERVICE_NAME, health_pb2.HealthCheckResponse.NOT_SERVING)
+        learner.server.set_serving(False)
         draining = run_healthcheck(f"127.0.0.1:{port}")
         assert draining.returncode == 1
         assert "NOT_SERVING" in draining.stderr

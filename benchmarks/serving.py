@@ -1,0 +1,287 @@
+"""The serving tier under load: M actor sessions x K environments against a real learner
+and against a bare gRPC echo server, side by side in one run.
+
+The load generator speaks the wire contract (proto/seed_rl/v1/seed_rl.proto) but steps no
+environment: each session handshakes as a CartPole actor with K environments, then keeps
+one Step request in flight, sending the next the moment the answer arrives (what an actor
+does when stepping costs nothing). All sessions live in this one process on grpc.aio, each
+on its own channel and TCP connection, as separate actor processes would be. Requests are
+serialized once and answers are not parsed, so the generator stays cheap: its own CPU use
+is in the table.
+
+For every load point it runs, one after the other:
+- ``learner idle``: ``seed-rl learner --env CartPole-v1`` with an unroll length no session
+  reaches during the run, so the trainer never gets a batch and only serving is measured;
+- ``learner training``: the same learner with the CartPole preset's unrolls (T=16, B=16),
+  so the trainer runs and takes its share of the two cores;
+- ``echo``: a grpc.aio server in its own process that answers a handshake with a session
+  id and every Step request with its own bytes: the ceiling Python gRPC sets on this
+  machine.
+
+Columns: messages answered per second in the measurement window, reply latency p50/p99
+(send to answer), streams that got at least one answer, refusals by status code, streams
+that neither got an answer nor an error by the end (hanging: must be 0), the server's and
+the generator's CPU (cores busy on average over the window).
+
+    python benchmarks/serving.py                          # the default load points
+    python benchmarks/serving.py --points 64x1 1000x1 --seconds 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import json
+import os
+import resource
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+import gymnasium as gym
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from seed_rl import wire  # noqa: E402
+from seed_rl.proto.seed_rl.v1 import seed_rl_pb2 as pb  # noqa: E402
+
+HANDSHAKE = "/seed_rl.v1.Learner/Handshake"
+STEP = "/seed_rl.v1.Learner/Step"
+IDLE_UNROLL_LENGTH = 4000  # longer than any session's message count in one run
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+# -- the echo server ----------------------------------------------------------------------
+def serve_echo(port: int) -> None:
+    """A grpc.aio server that answers Handshake with a session id and echoes Step."""
+
+    async def handshake(_request: bytes, _context: grpc.aio.ServicerContext) -> bytes:
+        return pb.HandshakeResponse(session_id=uuid.uuid4().hex, slot_ids=[0]).SerializeToString()
+
+    async def step(requests, _context):
+        async for request in requests:
+            yield request
+
+    async def main() -> None:
+        server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
+            "seed_rl.v1.Learner", {
+                "Handshake": grpc.unary_unary_rpc_method_handler(handshake),
+                "Step": grpc.stream_stream_rpc_method_handler(step)}),))
+        server.add_insecure_port(f"127.0.0.1:{port}")
+        await server.start()
+        await server.wait_for_termination()
+
+    asyncio.run(main())
+
+
+# -- the load generator ---------------------------------------------------------------------
+@dataclass
+class Load:
+    """What all sessions of one load point saw."""
+
+    answered_streams: int = 0
+    refused: collections.Counter = field(default_factory=collections.Counter)
+    messages_in_window: int = 0
+    latencies_s: list[float] = field(default_factory=list)
+
+
+def step_request(k: int) -> bytes:
+    """One Step request of K CartPole environments: x_t, reward 0, no episode ends."""
+    request = pb.StepRequest()
+    wire.encode_tensor(np.zeros((k, 4), np.float32), out=request.observations)
+    wire.encode_tensor(np.zeros(k, np.float32), out=request.rewards)
+    wire.encode_tensor(np.zeros(k, bool), out=request.terminated)
+    wire.encode_tensor(np.zeros(k, bool), out=request.truncated)
+    wire.encode_tensor(np.zeros((0, 4), np.float32), out=request.final_observations)
+    return request.SerializeToString()
+
+
+def handshake_request(k: int, index: int) -> pb.HandshakeRequest:
+    env = gym.make("CartPole-v1")
+    return pb.HandshakeRequest(
+        protocol_version=wire.PROTOCOL_VERSION, actor_id=f"load-{index}",
+        run_id=uuid.uuid4().hex, num_envs=k, env_id="CartPole-v1", env_kwargs_json="{}",
+        observation_space=wire.encode_space(env.observation_space),
+        action_space=wire.encode_space(env.action_space))
+
+
+async def one_session(target: str, k: int, index: int, window: tuple[float, float],
+                      end: float, load: Load) -> None:
+    """Handshake, then keep one Step request in flight until ``end``."""
+    options = [("grpc.use_local_subchannel_pool", 1)]  # its own connection, like an actor
+    async with grpc.aio.insecure_channel(target, options=options) as channel:
+        try:
+            answer = await channel.unary_unary(
+                HANDSHAKE, request_serializer=pb.HandshakeRequest.SerializeToString,
+                response_deserializer=pb.HandshakeResponse.FromString)(
+                    handshake_request(k, index), timeout=max(1.0, end - time.monotonic()))
+            call = channel.stream_stream(STEP)(
+                metadata=((wire.SESSION_METADATA_KEY, answer.session_id),))
+            request = step_request(k)
+            answered = False
+            while time.monotonic() < end:
+                sent = time.monotonic()
+                await call.write(request)
+                reply = await call.read()
+                if reply is grpc.aio.EOF:
+                    load.refused["stream ended"] += 1
+                    return
+                now = time.monotonic()
+                if not answered:
+                    answered = True
+                    load.answered_streams += 1
+                if window[0] <= now < window[1]:
+                    load.messages_in_window += 1
+                    load.latencies_s.append(now - sent)
+            call.cancel()
+        except grpc.aio.AioRpcError as error:
+            load.refused[error.code().name] += 1
+
+
+async def run_load(target: str, streams: int, k: int, warmup: float, seconds: float) -> Load:
+    load = Load()
+    start = time.monotonic()
+    window = (start + warmup, start + warmup + seconds)
+    # Every session either answers, fails with a status code, or is counted as hanging.
+    await asyncio.wait_for(asyncio.gather(*(
+        one_session(target, k, i, window, window[1], load) for i in range(streams))),
+        timeout=warmup + seconds + 60)
+    return load
+
+
+# -- servers -----------------------------------------------------------------------------
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_port(port: int, process: subprocess.Popen, deadline: float) -> None:
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"the server exited with {process.returncode} before listening")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.2)
+    raise SystemExit(f"nothing listens on port {port}")
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime + stime
+
+
+def start_server(kind: str, port: int, workdir: Path, streams: int, k: int,
+                 learner_flags: list[str]) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    if kind == "echo":
+        command = [sys.executable, __file__, "--serve-echo", str(port)]
+    else:
+        command = [sys.executable, "-m", "seed_rl", "learner", "--env", "CartPole-v1",
+                   "--device", "cpu", "--address", f"127.0.0.1:{port}",
+                   "--logdir", str(workdir / f"{kind}-{streams}x{k}"),
+                   "--status-every", "0", "--checkpoint-every", "3600",
+                   "--max-total-envs", str(max(16384, streams * k)), *learner_flags]
+        if kind == "learner idle":
+            command += ["--unroll-length", str(IDLE_UNROLL_LENGTH)]
+    return subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+
+
+def measure(kind: str, streams: int, k: int, warmup: float, seconds: float, workdir: Path,
+            learner_flags: list[str]) -> dict:
+    port = free_port()
+    server = start_server(kind, port, workdir, streams, k, learner_flags)
+    try:
+        wait_for_port(port, server, time.monotonic() + 120)
+        time.sleep(1.0)
+        server_cpu, own = cpu_seconds(server.pid), resource.getrusage(resource.RUSAGE_SELF)
+        started = time.monotonic()
+        load = asyncio.run(run_load(f"127.0.0.1:{port}", streams, k, warmup, seconds))
+        elapsed = time.monotonic() - started
+        server_cpu = cpu_seconds(server.pid) - server_cpu
+        after = resource.getrusage(resource.RUSAGE_SELF)
+        own_cpu = after.ru_utime + after.ru_stime - own.ru_utime - own.ru_stime
+    finally:
+        server.terminate()
+        try:
+            server.wait(30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+    latencies = sorted(load.latencies_s)
+
+    def percentile(q: float) -> float:
+        if not latencies:
+            return float("nan")
+        return latencies[min(len(latencies) - 1, int(q * len(latencies)))]
+
+    return {
+        "server": kind, "streams": streams, "k": k,
+        "messages_per_s": load.messages_in_window / seconds,
+        "p50_ms": 1000 * percentile(0.5), "p99_ms": 1000 * percentile(0.99),
+        "answered": load.answered_streams, "refused": dict(load.refused),
+        "hanging": streams - load.answered_streams - sum(load.refused.values()),
+        "server_cores": server_cpu / elapsed, "generator_cores": own_cpu / elapsed,
+        "mean_ms": 1000 * statistics.fmean(latencies) if latencies else float("nan"),
+    }
+
+
+def print_table(rows: list[dict]) -> None:
+    print("| streams x K | server | msgs/s | reply p50 / p99 | streams answered | refused "
+          "| hanging | server cores | generator cores |")
+    print("|---|---|---:|---:|---:|---|---:|---:|---:|")
+    for row in rows:
+        refused = ", ".join(f"{n} {code}" for code, n in row["refused"].items()) or "-"
+        print(f"| {row['streams']} x {row['k']} | {row['server']} | "
+              f"{row['messages_per_s']:,.0f} | {row['p50_ms']:.0f} ms / {row['p99_ms']:.0f} ms "
+              f"| {row['answered']} of {row['streams']} | {refused} | {row['hanging']} | "
+              f"{row['server_cores']:.2f} | {row['generator_cores']:.2f} |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--points", nargs="+",
+                        default=["64x1", "64x32", "256x1", "1000x1", "1000x32", "5000x1"],
+                        help="load points, streams x K")
+    parser.add_argument("--servers", nargs="+", default=["learner idle", "learner training",
+                                                          "echo"])
+    parser.add_argument("--warmup", type=float, default=5.0, help="seconds before measuring")
+    parser.add_argument("--seconds", type=float, default=10.0, help="measurement window")
+    parser.add_argument("--learner-flags", default="", help="extra seed-rl learner flags")
+    parser.add_argument("--json", type=Path, help="also write the rows here")
+    parser.add_argument("--serve-echo", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve_echo:
+        serve_echo(args.serve_echo)
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # one socket per session
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="seed-rl-serving-") as workdir:
+        for point in args.points:
+            streams, k = (int(x) for x in point.split("x"))
+            for kind in args.servers:
+                row = measure(kind, streams, k, args.warmup, args.seconds, Path(workdir),
+                              args.learner_flags.split())
+                print(json.dumps(row), file=sys.stderr, flush=True)
+                rows.append(row)
+    print_table(rows)
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=1))
+
+
+if __name__ == "__main__":
+    main()
