@@ -31,6 +31,17 @@ VERSIONS = tuple(dict.fromkeys(("1.31", "1.34", schemas.major_minor(schemas.late
 
 LEARNER_SERVICE = "seed-rl-learner"
 
+#: how `kubectl apply` names each kind it reports
+RESOURCE = {
+    "ConfigMap": "configmap",
+    "Service": "service",
+    "Deployment": "deployment.apps",
+    "StatefulSet": "statefulset.apps",
+    "PodDisruptionBudget": "poddisruptionbudget.policy",
+    "NetworkPolicy": "networkpolicy.networking.k8s.io",
+    "Pod": "pod",
+}
+
 
 # -- rendering -----------------------------------------------------------------------------
 

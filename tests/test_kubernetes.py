@@ -32,6 +32,7 @@ from k8s_manifests import (
     LEARNER_SERVICE,
     REPLICA_VARIABLES,
     REPO,
+    RESOURCE,
     VERSIONS,
     Pod,
     SecretRef,
@@ -613,16 +614,6 @@ def test_rehearsal_with_the_tls_component(tmp_path, free_port, clean_environment
 # -- the walkthrough -------------------------------------------------------------------------
 
 
-#: how `kubectl apply` names each kind it reports
-RESOURCE = {
-    "ConfigMap": "configmap",
-    "Service": "service",
-    "Deployment": "deployment.apps",
-    "StatefulSet": "statefulset.apps",
-    "PodDisruptionBudget": "poddisruptionbudget.policy",
-    "NetworkPolicy": "networkpolicy.networking.k8s.io",
-    "Pod": "pod",
-}
 
 
 def test_the_walkthrough_commands_and_paths_exist():
@@ -637,7 +628,7 @@ def test_the_walkthrough_commands_and_paths_exist():
         assert (REPO / path).exists(), f"docs/kubernetes.md names {path}, which does not exist"
     for applied in re.findall(r"kubectl (?:apply|delete|kustomize) -k (deploy/\S+)", shell):
         assert (REPO / applied / "kustomization.yaml").is_file(), applied
-    assert "replicas: 1" in text
+    assert "StatefulSet `seed-rl-learner` (1 replica)" in text  # the base: one learner pod
 
 
 def test_the_walkthrough_overlays_render_as_the_page_says(tmp_path):
@@ -648,7 +639,9 @@ def test_the_walkthrough_overlays_render_as_the_page_says(tmp_path):
     assert set(blocks) == {
         "my-cluster/kustomization.yaml",
         "my-cluster/run-reader/kustomization.yaml",
+        "my-cluster/gpu-replicas/kustomization.yaml",  # tests/test_kubernetes_replicas.py
     }
+    del blocks["my-cluster/gpu-replicas/kustomization.yaml"]
     for name, body in blocks.items():
         path = tmp_path / "repo" / name
         path.parent.mkdir(parents=True, exist_ok=True)
