@@ -77,6 +77,10 @@ class ReplicaGroup:
             raise SystemExit(f"WORLD_SIZE={world_size} but {', '.join(missing)} unset: start "
                              "replicas with torchrun or seed-rl learner --replicas N")
         rank = int(env["RANK"])
+        if not 0 <= rank < world_size:  # e.g. `kubectl scale` beyond the group's size
+            raise SystemExit(f"RANK={rank} is not below WORLD_SIZE={world_size}: this replica "
+                             "has no place in the group (on Kubernetes: more learner pods "
+                             "than WORLD_SIZE; docs/kubernetes.md, \"Learner replicas\")")
         local_rank = int(env.get("LOCAL_RANK", rank))
         import torch.distributed as dist
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+import os
 import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -14,6 +15,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from procs import Process
+
+from seed_rl.config import ENV_PREFIX
 
 
 @pytest.fixture
@@ -36,6 +39,14 @@ def processes() -> Iterator[Callable[..., Process]]:
     yield start
     for process in started:
         process.kill()
+
+
+@pytest.fixture
+def clean_environment(monkeypatch):
+    """No SEED_RL_* variable of the test runner reaches the processes a test starts."""
+    for key in list(os.environ):
+        if key.startswith(ENV_PREFIX):
+            monkeypatch.delenv(key)
 
 
 # -- TLS: certificates made at test time (the cryptography package; no openssl CLI) --------

@@ -55,6 +55,13 @@ def test_single_learner_without_environment():
     assert not torch.distributed.is_initialized()
 
 
+def test_a_rank_outside_the_group_is_refused_before_any_rendezvous():
+    env = {"WORLD_SIZE": "2", "RANK": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "1"}
+    with pytest.raises(SystemExit, match="RANK=2 is not below WORLD_SIZE=2"):
+        ReplicaGroup.from_env(torch.device("cpu"), environ=env)
+    assert not torch.distributed.is_initialized()
+
+
 def test_each_replica_binds_the_base_port_plus_its_local_rank():
     assert replica_port_address("0.0.0.0:50051", 2) == "0.0.0.0:50053"
     assert replica_port_address("127.0.0.1:0", 1) == "127.0.0.1:0"

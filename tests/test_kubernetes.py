@@ -6,34 +6,64 @@ object validates against the Kubernetes OpenAPI schemas of several versions (the
 kubernetes-validate package ships them, strict: unknown fields fail); the learner and the
 actors get the same SEED_RL_* variables, ports, health check, commands and volume layout as
 in docker/compose.yaml (documented exceptions below); no Secret is ever rendered; the
-NetworkPolicy admits only actor pods to the learner's port. A rehearsal runs the rendered
+NetworkPolicies admit only actor pods to the learner's port. A rehearsal runs the rendered
 pods' commands, environments and probe on loopback (real processes): train, SIGTERM, final
 checkpoint, resume, `kubectl cp` of the run directory, `seed-rl eval` on it.
+
+The helpers (rendering, the environment kubelet gives a container, what a NetworkPolicy
+admits, a container as a local process) are in tests/k8s_manifests.py.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import re
 import shutil
 import signal
 import subprocess
 import sys
-from functools import cache
 from pathlib import Path
 
 import kubernetes_validate
 import pytest
 import yaml
+from k8s_manifests import (
+    K8S,
+    LEARNER_SERVICE,
+    REPLICA_VARIABLES,
+    REPO,
+    RESOURCE,
+    VERSIONS,
+    Pod,
+    SecretRef,
+    actor_deployment,
+    admits,
+    container,
+    container_env,
+    example_pods,
+    kustomize,
+    learner_pod_env,
+    learner_set,
+    loopback,
+    one,
+    overlay_with,
+    pod_labels,
+    pod_specs,
+    port_of,
+    rendered,
+    resolve,
+    seed_rl_env,
+    selects,
+    stateful_pod,
+    validate_all,
+    with_component,
+    world_size,
+)
 from kubernetes_validate import utils as schemas
 from learner_process import RESUMED, SERVING, last_metric, wait_for
-from procs import Process
 
 from seed_rl import cli, config
 
-REPO = Path(__file__).resolve().parents[1]
-K8S = REPO / "deploy" / "kubernetes"
 COMPOSE_FILE = REPO / "docker" / "compose.yaml"
 DOCKERFILE = REPO / "docker" / "Dockerfile"
 DOC = REPO / "docs" / "kubernetes.md"
@@ -43,11 +73,6 @@ COMPONENTS = sorted(p.name for p in (K8S / "components").iterdir() if p.is_dir()
 #: every kustomization a person applies: the overlays and the run reader
 RENDERS = [f"overlays/{name}" for name in OVERLAYS] + ["run-reader"]
 
-#: Kubernetes versions every object must validate against (what kubernetes-validate ships:
-#: at least two, the newest included)
-VERSIONS = tuple(dict.fromkeys(("1.31", "1.34", schemas.major_minor(schemas.latest_version()))))
-
-LEARNER_SERVICE = "seed-rl-learner"
 #: variables whose value differs from docker/compose.yaml's on purpose, and why
 #: (docs/kubernetes.md, "Compared with docker/compose.yaml")
 VALUE_EXCEPTIONS = {
@@ -59,113 +84,6 @@ OVERLAY_VALUE_EXCEPTIONS = {"gpu": {"SEED_RL_DEVICE": "cuda: the learner has a G
 #: of the role but are read by the image's healthcheck
 NOT_KNOBS = {"RUN_NAME"}
 HEALTHCHECK_VARIABLES = {"SEED_RL_TLS_CA", "SEED_RL_HEALTHCHECK_TLS_NAME"}
-
-
-# -- rendering -----------------------------------------------------------------------------
-
-
-def kubectl() -> str:
-    exe = shutil.which("kubectl")
-    assert exe is not None, (
-        "kubectl is not installed, and the Kubernetes manifests must render on every run: "
-        "install it (https://kubernetes.io/docs/tasks/tools/, or your distribution's "
-        "kubectl package); `kubectl kustomize` needs no cluster"
-    )
-    return exe
-
-
-def kustomize(directory: Path) -> list[dict]:
-    result = subprocess.run(
-        [kubectl(), "kustomize", str(directory)], capture_output=True, text=True, timeout=120
-    )
-    assert result.returncode == 0, f"kubectl kustomize {directory} failed:\n{result.stderr}"
-    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
-
-
-@cache
-def rendered(name: str) -> tuple[dict, ...]:
-    return tuple(kustomize(K8S / name))
-
-
-def overlay_with(tmp_path: Path, body: str, base: str = "overlays/cpu") -> list[dict]:
-    """Render a kustomization in ``tmp_path`` on top of ``base`` (what a user's own overlay
-    does); ``body`` is more YAML for it, with ``K8S`` standing for deploy/kubernetes."""
-    relative = os.path.relpath(K8S, tmp_path)
-    (tmp_path / "kustomization.yaml").write_text(
-        "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n"
-        f"namespace: seed-rl\nresources:\n  - {relative}/{base}\n" + body.replace("K8S", relative)
-    )
-    return kustomize(tmp_path)
-
-
-def with_component(tmp_path: Path, component: str) -> list[dict]:
-    return overlay_with(tmp_path, f"components:\n  - K8S/components/{component}\n")
-
-
-def one(objects, kind: str, name: str | None = None) -> dict:
-    found = [o for o in objects if o["kind"] == kind and name in (None, o["metadata"]["name"])]
-    assert len(found) == 1, f"expected one {kind} {name or ''}, found {len(found)}"
-    return found[0]
-
-
-def learner_set(objects) -> dict:
-    return one(objects, "StatefulSet", "seed-rl-learner")
-
-
-def actor_deployment(objects) -> dict:
-    return one(objects, "Deployment", "seed-rl-actors")
-
-
-def container(workload: dict, name: str) -> dict:
-    (found,) = [c for c in workload["spec"]["template"]["spec"]["containers"] if c["name"] == name]
-    return found
-
-
-def pod_specs(objects) -> list[tuple[str, dict]]:
-    out = []
-    for o in objects:
-        if o["kind"] in {"StatefulSet", "Deployment"}:
-            out.append((o["metadata"]["name"], o["spec"]["template"]["spec"]))
-        elif o["kind"] == "Pod":
-            out.append((o["metadata"]["name"], o["spec"]))
-    return out
-
-
-@dataclasses.dataclass(frozen=True)
-class SecretRef:
-    name: str
-    key: str
-
-
-def container_env(c: dict, objects) -> dict[str, str | SecretRef]:
-    """The environment kubelet gives container ``c``: envFrom ConfigMaps first, then env,
-    with $(VAR) references expanded as kubelet does; a secretKeyRef stays a SecretRef."""
-    configmaps = {
-        o["metadata"]["name"]: o.get("data", {}) for o in objects if o["kind"] == "ConfigMap"
-    }
-    env: dict[str, str | SecretRef] = {}
-    for source in c.get("envFrom", []):
-        assert set(source) == {"configMapRef"}, source
-        name = source["configMapRef"]["name"]
-        assert name in configmaps, f"envFrom names ConfigMap {name}, which is not rendered"
-        env.update(configmaps[name])
-    for var in c.get("env", []):
-        if "value" in var:
-            env[var["name"]] = re.sub(
-                r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)",
-                lambda m: env[m[1]] if isinstance(env.get(m[1]), str) else m[0],
-                var["value"],
-            )
-        elif "secretKeyRef" in var["valueFrom"]:
-            ref = var["valueFrom"]["secretKeyRef"]
-            env[var["name"]] = SecretRef(ref["name"], ref["key"])
-        else:
-            pytest.fail(f"{c['name']}: {var['name']} comes from {var['valueFrom']}")
-    return env
-
-
-def seed_rl_env(env: dict) -> dict:
-    return {k: v for k, v in env.items() if k.startswith(config.ENV_PREFIX)}
 
 
 # -- docker/compose.yaml with its defaults (no variables set) --------------------------------
@@ -220,7 +138,8 @@ def test_kubectl_kustomize_renders(name):
         assert kinds.count("ConfigMap") == 3 and kinds.count("Service") == 2, kinds
         for kind in ("StatefulSet", "Deployment", "PodDisruptionBudget"):
             assert kinds.count(kind) == 1, kinds
-        assert kinds.count("NetworkPolicy") == 2, kinds
+        # components/learner-replicas adds the learner pods' policy for one another
+        assert kinds.count("NetworkPolicy") == 2 + (world_size(objects) > 1), kinds
     for o in objects:
         assert o["metadata"].get("namespace") == "seed-rl", o["metadata"]
     for _, spec in pod_specs(objects):
@@ -232,20 +151,6 @@ def test_kubectl_kustomize_renders(name):
 def test_kubernetes_validate_ships_the_versions():
     available = {schemas.major_minor(v) for v in schemas.all_versions()}
     assert len(VERSIONS) >= 2 and set(VERSIONS) <= available, (VERSIONS, sorted(available))
-
-
-def validate_all(objects, where: str) -> None:
-    problems = []
-    for o in objects:
-        for version in VERSIONS:
-            try:
-                kubernetes_validate.validate(o, version, strict=True)
-            except kubernetes_validate.ValidationError as error:
-                problems.append(
-                    f"{where}: {o['kind']} {o['metadata']['name']} is not valid in Kubernetes "
-                    f"{version}: {error.message} at {'/'.join(map(str, error.path))}"
-                )
-    assert not problems, "\n".join(problems)
 
 
 @pytest.mark.parametrize("name", RENDERS)
@@ -278,23 +183,26 @@ def test_the_same_variables_as_compose(overlay):
     objects = rendered(f"overlays/{overlay}")
     services = compose()["services"]
     exceptions = {**VALUE_EXCEPTIONS, **OVERLAY_VALUE_EXCEPTIONS.get(overlay, {})}
-    for workload, name, service in (
-        (learner_set(objects), "learner", "learner"),
-        (actor_deployment(objects), "actors", "actor"),
+    # a group of learner replicas has more (tests/test_kubernetes_replicas.py checks them)
+    group = REPLICA_VARIABLES if world_size(objects) > 1 else set()
+    actor_env = container_env(container(actor_deployment(objects), "actors"), objects)
+    for ours, name, service in (
+        (learner_pod_env(objects), "learner", "learner"),
+        (actor_env, "actors", "actor"),
     ):
-        ours = container_env(container(workload, name), objects)
+        extra = group if name == "learner" else set()
         theirs = compose_env(services[service])
-        assert set(seed_rl_env(ours)) == set(theirs), (
-            f"{name}: only in the manifests {sorted(set(seed_rl_env(ours)) - set(theirs))}, "
-            f"only in compose {sorted(set(theirs) - set(seed_rl_env(ours)))}"
+        knobs = set(seed_rl_env(ours)) - extra
+        assert knobs == set(theirs), (
+            f"{name}: only in the manifests {sorted(knobs - set(theirs))}, "
+            f"only in compose {sorted(set(theirs) - knobs)}"
         )
-        assert set(ours) - set(seed_rl_env(ours)) <= NOT_KNOBS, sorted(ours)
+        assert set(ours) - set(seed_rl_env(ours)) <= NOT_KNOBS | extra, sorted(ours)
         differ = {k for k in theirs if ours[k] != theirs[k]}
         assert differ <= set(exceptions), {
             k: (ours[k], theirs[k]) for k in differ - set(exceptions)
         }
-    learner_env = container_env(container(learner_set(objects), "learner"), objects)
-    actor_env = container_env(container(actor_deployment(objects), "actors"), objects)
+    learner_env = learner_pod_env(objects)
     assert (
         learner_env["SEED_RL_AUTH_TOKEN"]
         == actor_env["SEED_RL_AUTH_TOKEN"]
@@ -313,7 +221,7 @@ def test_ports_commands_health_check_and_volumes_agree_with_compose(overlay):
     statefulset = learner_set(objects)
     learner = container(statefulset, "learner")
     actors = container(actor_deployment(objects), "actors")
-    learner_env = container_env(learner, objects)
+    learner_env = learner_pod_env(objects)
     actor_env = container_env(actors, objects)
 
     # commands (arguments of the images' entrypoint `seed-rl`) and images
@@ -419,8 +327,10 @@ def test_pods_run_as_the_image_user_with_least_privilege(name):
 def test_the_learner_statefulset_keeps_its_run(overlay):
     objects = rendered(f"overlays/{overlay}")
     spec = learner_set(objects)["spec"]
-    # one learner: the data-parallel replicas are not built yet (docs/kubernetes.md)
-    assert spec["replicas"] == 1
+    # one learner pod, or one pod per replica of a group (components/learner-replicas): never
+    # pods that would be independent learners, each with its own run
+    assert spec["replicas"] == world_size(objects)
+    assert (spec["replicas"] == 1) == (overlay != "replicas")
     assert spec["persistentVolumeClaimRetentionPolicy"] == {
         "whenDeleted": "Retain",
         "whenScaled": "Retain",
@@ -477,14 +387,6 @@ def test_configmap_knobs_change_the_cluster(tmp_path):
     assert learner.preset == "" and learner.optimizer == "rmsprop"
 
 
-def resolve(role: str, env: dict) -> config.Config:
-    plain = {k: ("a-token" if isinstance(v, SecretRef) else v) for k, v in env.items()}
-    try:
-        return config.resolve(None, role, environ=plain).config
-    except config.ConfigError as error:
-        pytest.fail(f"the {role} environment is not a valid config: {error}")
-
-
 @pytest.mark.parametrize("name", [f"overlays/{o}" for o in OVERLAYS] + ["tls"])
 def test_every_variable_is_a_knob_the_role_reads(tmp_path, name):
     objects = with_component(tmp_path, name) if name == "tls" else rendered(name)
@@ -496,7 +398,7 @@ def test_every_variable_is_a_knob_the_role_reads(tmp_path, name):
         parser = cli.build_parser()
         parser.parse_args(c["args"])  # exits on a command the CLI does not have
         assert parser.parse_args(c["args"]).role == role
-        env = container_env(c, objects)
+        env = container_env(c, objects, stateful_pod(workload) if role == "learner" else None)
         knobs = {config.env_var_name(f.name) for f in config.fields_for(role)}
         knobs.add(config.ENV_PREFIX + "CONFIG")
         extra = HEALTHCHECK_VARIABLES if role == "learner" else set()
@@ -526,9 +428,10 @@ def test_no_secret_is_rendered_and_secrets_come_from_secret_objects(tmp_path):
                 for key, value in o.get("data", {}).items():
                     assert not re.search(r"TOKEN|KEY|PASSWORD|SECRET", key), (name, key)
                     assert "BEGIN" not in value, (name, key)
-        for workload, spec in pod_specs(objects):
+        for pod, spec in example_pods(objects):
+            workload = pod["metadata"]["name"]
             for c in spec["containers"]:
-                env = container_env(c, objects)
+                env = container_env(c, objects, pod)
                 if "SEED_RL_AUTH_TOKEN" in env:
                     assert env["SEED_RL_AUTH_TOKEN"] == SecretRef("seed-rl-auth", "token")
                 for var in c.get("env", []):
@@ -539,16 +442,19 @@ def test_no_secret_is_rendered_and_secrets_come_from_secret_objects(tmp_path):
                     assert volume["secret"]["secretName"] == "seed-rl-tls", (name, volume)
 
 
-def pod_labels(workload: dict) -> dict:
-    return workload["spec"]["template"]["metadata"]["labels"]
-
-
-def selects(selector: dict, labels: dict) -> bool:
-    assert set(selector) <= {"matchLabels"}, selector  # no matchExpressions to reason about
-    return selector.get("matchLabels", {}).items() <= labels.items()
+#: ports the NetworkPolicy checks try: the learner's gRPC port, the rendezvous port of learner
+#: replicas, both ends of Linux's ephemeral range (gloo's and NCCL's connections), TensorBoard's
+TRIED_PORTS = (50051, 29500, 32768, 60999, 6006)
 
 
 def test_the_network_policy_admits_only_actor_pods_to_the_learner(tmp_path):
+    """The learner's gRPC port admits actor pods and no one else; its other ports admit no
+    one, except learner pods where components/learner-replicas makes them one group (which
+    tests/test_kubernetes_replicas.py checks further); nothing reaches the actors."""
+    strangers = [
+        {"app.kubernetes.io/name": "seed-rl", "app.kubernetes.io/component": "run-reader"},
+        {"app": "anything-else"},
+    ]
     for name, objects in all_renders(tmp_path).items():
         if name == "run-reader":
             (policy,) = [o for o in objects if o["kind"] == "NetworkPolicy"]
@@ -559,24 +465,20 @@ def test_the_network_policy_admits_only_actor_pods_to_the_learner(tmp_path):
             continue
         learner = pod_labels(learner_set(objects))
         actors = pod_labels(actor_deployment(objects))
-        port = container(learner_set(objects), "learner")["ports"][0]["containerPort"]
-        policies = [o for o in objects if o["kind"] == "NetworkPolicy"]
-        on_learner = [p for p in policies if selects(p["spec"]["podSelector"], learner)]
-        assert len(on_learner) == 1, f"{name}: {len(on_learner)} policies select the learner"
-        (policy,) = on_learner
-        assert "Ingress" in policy["spec"]["policyTypes"]
-        rules = policy["spec"]["ingress"]
-        assert rules, f"{name}: the policy must admit the actors"
-        for rule in rules:
-            assert rule["ports"] == [{"protocol": "TCP", "port": port}], (name, rule)
-            for peer in rule["from"]:
-                assert set(peer) == {"podSelector"}, f"{name}: only pods of this namespace"
-                assert selects(peer["podSelector"], actors), (name, peer)
-                assert not selects(peer["podSelector"], learner), (name, peer)
+        grpc = port_of(container(learner_set(objects), "learner"), "grpc")
+        group = world_size(objects) > 1
+        for port in {grpc, *TRIED_PORTS}:
+            where = f"{name}, port {port}"
+            assert admits(objects, actors, learner, port) == (port == grpc), where
+            assert admits(objects, learner, learner, port) == (group and port != grpc), where
+            for stranger in strangers:
+                assert not admits(objects, stranger, learner, port), (where, stranger)
+            for source in (learner, actors, *strangers):
+                assert not admits(objects, source, actors, port), (where, source)
         # the actors serve nothing
+        policies = [o for o in objects if o["kind"] == "NetworkPolicy"]
         on_actors = [p for p in policies if selects(p["spec"]["podSelector"], actors)]
         assert [p["spec"].get("ingress", []) for p in on_actors] == [[]], name
-        assert not selects(policy["spec"]["podSelector"], actors)
 
 
 def test_images_pin_by_digest(tmp_path):
@@ -598,73 +500,16 @@ def test_images_pin_by_digest(tmp_path):
 # -- a rehearsal on loopback: the rendered pods' commands, environments and probe -------------
 
 
-class Pod:
-    """A container of a rendered workload, run as a local process: its args after the image's
-    entrypoint (`seed-rl`), its environment (Secrets from ``secrets``), its volumes under
-    ``root`` (emptyDirs and the run volume as directories, Secret volumes as files). The one
-    liberty: the learner's port and Service name become 127.0.0.1 and a free port."""
-
-    def __init__(self, objects, workload: dict, name: str, root: Path, secrets: dict, port: int):
-        self.container = container(workload, name)
-        self.root = root
-        volumes = {v["name"]: v for v in workload["spec"]["template"]["spec"].get("volumes", [])}
-        self.mounts = {}
-        for mount in self.container.get("volumeMounts", []):
-            path = root / mount["mountPath"].lstrip("/")
-            path.mkdir(parents=True, exist_ok=True)
-            self.mounts[mount["mountPath"]] = path
-            secret = volumes.get(mount["name"], {}).get("secret")
-            if secret:
-                data = secrets[secret["secretName"]]
-                items = secret.get("items") or [{"key": k, "path": k} for k in data]
-                for item in items:
-                    (path / item["path"]).write_text(data[item["key"]])
-        self.env = {}
-        for key, value in container_env(self.container, objects).items():
-            if isinstance(value, SecretRef):
-                value = secrets[value.name][value.key]
-            for mount_path, local in self.mounts.items():
-                if value == mount_path or value.startswith(mount_path + "/"):
-                    value = str(local) + value[len(mount_path) :]
-                    break
-            self.env[key] = value.replace("0.0.0.0:50051", f"127.0.0.1:{port}").replace(
-                f"{LEARNER_SERVICE}:50051", f"127.0.0.1:{port}"
-            )
-        self.env["HOME"] = str(self.mounts.get("/home/seedrl", root))
-        self.env["TMPDIR"] = str(self.mounts.get("/tmp", root))
-
-    def start(self) -> Process:
-        return Process([sys.executable, "-m", "seed_rl.cli", *self.container["args"]], self.env)
-
-    def probe(self, kind: str = "readinessProbe", **env: str) -> subprocess.CompletedProcess:
-        command = self.container[kind]["exec"]["command"]
-        assert command == ["python", "/opt/seed-rl/healthcheck.py"]
-        return subprocess.run(
-            [sys.executable, str(REPO / "docker" / "healthcheck.py")],
-            env={**os.environ, **self.env, **env},
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-
-
-@pytest.fixture
-def clean_environment(monkeypatch):
-    """No SEED_RL_* variable of the test runner reaches the pods' processes."""
-    for key in list(os.environ):
-        if key.startswith(config.ENV_PREFIX):
-            monkeypatch.delenv(key)
-
-
 @pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_rehearsal_train_stop_resume_collect_and_eval(tmp_path, free_port, clean_environment):
     objects = rendered("overlays/cpu")
     secrets = {"seed-rl-auth": {"token": "rehearsal-token"}}
     root = tmp_path / "learner-pod"
-    learner = Pod(objects, learner_set(objects), "learner", root, secrets, free_port)
+    network = loopback(free_port)
+    learner = Pod(objects, learner_set(objects), "learner", root, secrets, network)
     actors = Pod(
-        objects, actor_deployment(objects), "actors", tmp_path / "actor-pod", secrets, free_port
+        objects, actor_deployment(objects), "actors", tmp_path / "actor-pod", secrets, network
     )
     run = root / "runs" / "default"
     assert learner.env["SEED_RL_LOGDIR"] == str(run)
@@ -744,9 +589,10 @@ def test_rehearsal_with_the_tls_component(tmp_path, free_port, clean_environment
         "seed-rl-tls": certificate_for([LEARNER_SERVICE, "127.0.0.1"], tmp_path),
     }
     root = tmp_path / "learner-pod"
-    learner = Pod(objects, learner_set(objects), "learner", root, secrets, free_port)
+    network = loopback(free_port)
+    learner = Pod(objects, learner_set(objects), "learner", root, secrets, network)
     actors = Pod(
-        objects, actor_deployment(objects), "actors", tmp_path / "actor-pod", secrets, free_port
+        objects, actor_deployment(objects), "actors", tmp_path / "actor-pod", secrets, network
     )
     assert sorted(p.name for p in (tmp_path / "actor-pod" / "etc/seed-rl/tls").iterdir()) == [
         "ca.crt"
@@ -768,16 +614,6 @@ def test_rehearsal_with_the_tls_component(tmp_path, free_port, clean_environment
 # -- the walkthrough -------------------------------------------------------------------------
 
 
-#: how `kubectl apply` names each kind it reports
-RESOURCE = {
-    "ConfigMap": "configmap",
-    "Service": "service",
-    "Deployment": "deployment.apps",
-    "StatefulSet": "statefulset.apps",
-    "PodDisruptionBudget": "poddisruptionbudget.policy",
-    "NetworkPolicy": "networkpolicy.networking.k8s.io",
-    "Pod": "pod",
-}
 
 
 def test_the_walkthrough_commands_and_paths_exist():
@@ -792,7 +628,7 @@ def test_the_walkthrough_commands_and_paths_exist():
         assert (REPO / path).exists(), f"docs/kubernetes.md names {path}, which does not exist"
     for applied in re.findall(r"kubectl (?:apply|delete|kustomize) -k (deploy/\S+)", shell):
         assert (REPO / applied / "kustomization.yaml").is_file(), applied
-    assert "replicas: 1" in text
+    assert "StatefulSet `seed-rl-learner` (1 replica)" in text  # the base: one learner pod
 
 
 def test_the_walkthrough_overlays_render_as_the_page_says(tmp_path):
@@ -803,7 +639,9 @@ def test_the_walkthrough_overlays_render_as_the_page_says(tmp_path):
     assert set(blocks) == {
         "my-cluster/kustomization.yaml",
         "my-cluster/run-reader/kustomization.yaml",
+        "my-cluster/gpu-replicas/kustomization.yaml",  # tests/test_kubernetes_replicas.py
     }
+    del blocks["my-cluster/gpu-replicas/kustomization.yaml"]
     for name, body in blocks.items():
         path = tmp_path / "repo" / name
         path.parent.mkdir(parents=True, exist_ok=True)
