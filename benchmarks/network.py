@@ -86,7 +86,8 @@ def measure(ns: NetworkNamespace, method: str, impairment: Impairment,
             args: argparse.Namespace, workdir: Path) -> Row:
     """One condition: a fresh learner and actors inside ``ns`` behind ``impairment``."""
     logdir = Path(tempfile.mkdtemp(prefix="run-", dir=workdir))
-    env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(REPO),
+                                                       os.environ.get("PYTHONPATH")]))}
     with ImpairedPath(ns, method, impairment, LEARNER_PORT, PROXY_PORT) as path:
         through_proxy = method == "proxy" and impairment.proxied
         echo_ms = echo_round_trip_ms(ns, impairment.added_rtt_ms, through_proxy)[1]
@@ -106,30 +107,30 @@ def measure(ns: NetworkNamespace, method: str, impairment: Impairment,
                  *shlex.split(args.actor_flags)], env)
             time.sleep(args.warmup)
             begin = time.time()
-            status_lines_before = len(actors.lines)
+            first_line = len(actors.lines)
             time.sleep(args.seconds)
             end = time.time()
+            window_lines = actors.lines[first_line:]
         finally:
             if actors is not None:
                 actors.stop(30.0)
             learner.stop(60.0)
+    assert actors is not None
     records = read_metrics(logdir / "metrics.jsonl")
     window = [r for r in records if begin <= r["wall_time"] <= end]
     if len(window) < 2:
         sys.stderr.write(f"{impairment.label}: too few metrics records in the window\n"
-                         f"learner:\n{learner.text[-3000:]}\nactors:\n"
-                         f"{actors.text[-3000:] if actors else ''}\n")
+                         f"learner:\n{learner.text[-3000:]}\nactors:\n{actors.text[-3000:]}\n")
         sps = math.nan
     else:
         sps = (window[-1]["env_steps"] - window[0]["env_steps"]) / (
             window[-1]["wall_time"] - window[0]["wall_time"])
-    trips = [tuple(map(float, m.groups())) for line in actors.lines[status_lines_before:]
-             if (m := TRIP.search(line))] if actors else []
+    trips = [tuple(map(float, m.groups())) for line in window_lines if (m := TRIP.search(line))]
     return Row(impairment, echo_ms, sps,
                statistics.median(t[0] for t in trips) if trips else math.nan,
                statistics.median(t[1] for t in trips) if trips else math.nan,
                path.proxy_cpu_s, path.proxy_wall_s, path.dropped_packets,
-               sum("reconnecting" in line for line in actors.lines) if actors else 0)
+               sum("reconnecting" in line for line in actors.lines))
 
 
 def conditions(method: str, rtts: list[float], loss: float,
@@ -220,4 +221,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:  # the namespace and its processes are gone by now
+        sys.stderr.write("interrupted: the namespace and every process in it were removed\n")
+        sys.exit(130)
