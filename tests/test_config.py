@@ -136,3 +136,17 @@ def test_the_learner_records_its_preset_in_config_json(tmp_path) -> None:
             learner.metrics.close()
         assert saved["preset"] == expected
         assert saved["optimizer"] == ("adam" if expected else "rmsprop")
+
+
+@pytest.mark.parametrize(("argv", "environ"), [
+    (["--env-groups", "0"], {}),
+    (["--env-groups", "two"], {}),
+    (["--env-groups", "-1"], {}),
+    (["--env-groups", "3", "--envs-per-actor", "2"], {}),  # a group without environments
+    ([], {"SEED_RL_ENV_GROUPS": "1.5"}),
+])
+def test_bad_env_groups_are_refused_naming_the_flag(argv, environ) -> None:
+    with pytest.raises(cfg.ConfigError) as error:
+        resolve("actors", *argv, environ=environ)
+    assert "--env-groups" in str(error.value)
+
