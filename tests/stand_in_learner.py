@@ -45,6 +45,7 @@ class Handshake:
     request: pb.HandshakeRequest
     metadata: dict[str, str]
     session_id: str  # "" when the actor only asked for the environment
+    peer: str = ""  # the client's address: one TCP connection, one peer
 
 
 @dataclass
@@ -187,7 +188,7 @@ class StandInLearner(pb_grpc.LearnerServicer):
         if request.env_id and error is None:
             session_id = f"session-{next(self._ids)}"
         with self._lock:
-            self.handshakes.append(Handshake(request, metadata, session_id))
+            self.handshakes.append(Handshake(request, metadata, session_id, context.peer()))
             if session_id:
                 self._sessions[session_id] = request
             self._lock.notify_all()

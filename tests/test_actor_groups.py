@@ -14,6 +14,7 @@ import re
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 
 import custom_env_plugin
@@ -205,6 +206,43 @@ def test_group_0_finds_the_env_and_runs_env_import_once_per_process(
     assert {h.request.env_id for h in sessions} == {"CustomPlugin-v0"}
     for hello in sessions:
         check_reveal_trajectory(learner.steps_of(hello.session_id), 2, 3, truncate=False)
+
+
+def test_the_groups_share_one_connection_and_reconnect_each_its_own_session(
+        learners, actors, caplog) -> None:
+    caplog.set_level(logging.INFO, logger="actors")
+    learner = learners(env_id=REVEAL)
+    actor = actors(make_config(learner.address))
+    old = wait_streaming(learner, 2, steps=5)
+    assert old[0].peer == old[1].peer  # one channel, one connection, two streams
+    learner.stop()
+    last_old = {h.request.actor_id: learner.steps_of(h.session_id)[-1] for h in old}
+    deadline = time.monotonic() + WAIT
+    while not sum("cannot reach the learner" in r.getMessage() for r in caplog.records) >= 2:
+        assert time.monotonic() < deadline and actor.thread.is_alive(), "no reconnect attempts"
+        time.sleep(0.05)
+    learner.start()  # same port: every group reconnects by itself, as a new session
+    learner.wait_until(lambda s: len(s.sessions()) == 4, WAIT, "two new sessions")
+    new = [h for h in groups_of(learner) if h.session_id not in {o.session_id for o in old}]
+    assert [h.request.actor_id for h in new] == ["grp-0.g0", "grp-0.g1"]
+    assert {h.request.run_id for h in new} == {old[0].request.run_id}  # same incarnation
+    learner.wait_until(lambda s: all(len(s.steps_of(h.session_id)) >= 3 for h in new), WAIT,
+                       "steps of both new sessions")
+    for hello in new:
+        steps = learner.steps_of(hello.session_id)
+        # the envs kept their state: the new session starts at the observation whose
+        # action never came, or the one after it, with reward 0 and no flags
+        before = last_old[hello.request.actor_id].observations
+        for k, row in enumerate(steps[0].observations):
+            t, episode = before[k]
+            after = [0.0, episode + 1] if t + 1 == LENGTH else [t + 1, episode]
+            assert row.tolist() in (before[k].tolist(), after)
+        np.testing.assert_array_equal(steps[0].rewards, 0.0)
+        for previous, current in zip(steps, steps[1:], strict=False):
+            t = previous.observations[:, 0]
+            np.testing.assert_array_equal(current.rewards, 10 * t + previous.actions)
+    actor.stop.set()
+    assert actor.join() == 0
 
 
 # -- how a process ends -------------------------------------------------------------------
