@@ -168,8 +168,8 @@ class ActorProcess:
         if self._failure is not None:
             failed_id, code = self._failure
             if self.num_groups > 1:
-                log.error("actor %s: group %s exited with code %d; stopped all %d groups",
-                          self.actor_id, failed_id, code, self.num_groups)
+                log.error("actor %s: group %s exited with code %d; stopped the other groups too",
+                          self.actor_id, failed_id, code)
             return code
         if self._first_outcome == "training_over" and not self.stop_reason:
             log.info("actor %s: the learner says training is over; exiting", self.actor_id)
