@@ -1,9 +1,11 @@
 """The actor's gRPC channel to the learner: TLS / mutual TLS credentials, keepalive and
-message size limits (docs/architecture.md, "Wire contract"). Torch-free."""
+message size limits (docs/architecture.md, "Wire contract"), one channel shared by the
+groups of an actor process (:class:`SharedChannels`), reconnect backoff. Torch-free."""
 
 from __future__ import annotations
 
 import random
+import threading
 from pathlib import Path
 
 import grpc
@@ -47,6 +49,41 @@ def open_channel(address: str, credentials: grpc.ChannelCredentials | None,
     if credentials is None:
         return grpc.insecure_channel(address, options=options)
     return grpc.secure_channel(address, credentials, options=options)
+
+
+class SharedChannels:
+    """The channels of one actor process, shared by its groups of environments
+    (actors/groups.py): one per (address, message limit), opened by the first group that
+    asks, closed when the last one lets go. Each group's streams are calls on it, so G
+    groups share one connection. A lost learner fails every group's call, every group
+    lets go, and the next attempt opens a fresh channel, as a single group does."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._open: dict[tuple[str, int], tuple[grpc.Channel, int]] = {}  # -> (channel, users)
+
+    def acquire(self, address: str, credentials: grpc.ChannelCredentials | None,
+                max_message_bytes: int) -> grpc.Channel:
+        """The shared channel to ``address`` (see :func:`open_channel`); give it back with
+        :meth:`release`, once per acquire."""
+        key = (address, int(max_message_bytes))
+        with self._lock:
+            channel, users = self._open.get(key) or (
+                open_channel(address, credentials, max_message_bytes), 0)
+            self._open[key] = (channel, users + 1)
+            return channel
+
+    def release(self, channel: grpc.Channel) -> None:
+        """One user fewer; the last one closes the channel (cancelling nothing of others)."""
+        with self._lock:
+            for key, (open_, users) in self._open.items():
+                if open_ is channel:
+                    if users > 1:
+                        self._open[key] = (open_, users - 1)
+                        return
+                    del self._open[key]
+                    break
+        channel.close()
 
 
 BACKOFF_BASE_S = 0.1  # first reconnect delay; doubles per failure

@@ -1,4 +1,5 @@
-"""The gRPC client of one actor: connects to the learner and drives an :class:`EnvLoop`.
+"""The gRPC client of one actor (or of one group of an actor process's environments,
+actors/groups.py): connects to the learner and drives an :class:`EnvLoop`.
 
 It owns everything about the connection (docs/architecture.md, "Wire contract"): the
 channel (keepalive, message size limits), TLS / mutual TLS credentials, the auth token as
@@ -13,7 +14,8 @@ Reconnects: an unreachable or restarted learner is retried with capped, jittered
 exponential backoff and a new handshake; the environments keep their state. Errors that a
 retry cannot fix (spaces mismatch, bad token, malformed messages, an ``--env-import`` that
 fails) end the actor with ``EXIT_PERMANENT``. A stop request or a response with
-``training_over`` end it with 0.
+``training_over`` end it with 0. Signals, and what ends a whole process, are
+actors/groups.py's business.
 
 Torch-free.
 """
@@ -24,18 +26,17 @@ import json
 import logging
 import queue
 import random
-import signal
 import socket
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import grpc
 import numpy as np
 
-from actors.channel import backoff_delay, channel_credentials, open_channel, redirect_target
+from actors.channel import SharedChannels, backoff_delay, channel_credentials, redirect_target
 from actors.counters import Counters
 from actors.env_loop import EnvLoop, PermanentError, env_seeds, registered_here
 from seed_rl import wire
@@ -99,28 +100,40 @@ class _RequestQueue:
 
 
 class ActorClient:
-    """Steps ``config.envs_per_actor`` environments for the learner at ``config.learner``.
+    """Steps environments for the learner at ``config.learner``, over one session at a time.
 
-    ``run()`` blocks until training is over (0), ``stop`` is set (0), or a permanent error
-    (``EXIT_PERMANENT``). Safe to run in any thread; it installs no signal handlers.
-    ``env_id`` / ``env_kwargs`` are the config's, or what the learner named when the config
-    has no env.
+    ``run()`` blocks until training is over (0, ``outcome`` "training_over"), ``stop`` is
+    set (0, "stopped"), or a permanent error (``EXIT_PERMANENT``). Safe to run in any
+    thread; it installs no signal handlers. ``env_id`` / ``env_kwargs`` are the config's,
+    or what the learner named when the config has no env.
+
+    Alone, it is the whole actor: id ``actor_id_for(config, actor_index)``, K =
+    ``config.envs_per_actor`` envs seeded by ``env_seeds`` of that id. As one group of an
+    actor process (actors/groups.py) it gets the group's ``actor_id``, the ``seeds`` of its
+    envs (K_g = len(seeds)), the process's ``run_id`` and ``channels``; ``env_known`` says
+    the process already ran ``--env-import`` and ``config.env`` is the env to make.
     """
 
     def __init__(self, config: Config, actor_index: int, *,
-                 stop: threading.Event | None = None, counters: Counters | None = None):
+                 stop: threading.Event | None = None, counters: Counters | None = None,
+                 actor_id: str = "", seeds: Sequence[int] | None = None, run_id: str = "",
+                 channels: SharedChannels | None = None, env_known: bool = False):
         self.config = config
         self.actor_index = actor_index
-        self.actor_id = actor_id_for(config, actor_index)
-        self.run_id = uuid.uuid4().hex  # this incarnation
-        self.num_envs = int(config.envs_per_actor)
+        self.actor_id = actor_id or actor_id_for(config, actor_index)
+        self.run_id = run_id or uuid.uuid4().hex  # this incarnation
+        self.seeds = list(seeds if seeds is not None else
+                          env_seeds(config.seed, self.actor_id, int(config.envs_per_actor)))
+        self.num_envs = len(self.seeds)
         self.stop = stop if stop is not None else threading.Event()
         self.counters = counters if counters is not None else Counters()
+        self.channels = channels if channels is not None else SharedChannels()
+        self.env_known = env_known
         self.env_id = config.env
         self.env_kwargs: dict[str, Any] = dict(config.env_kwargs)
         self.envs: EnvLoop | None = None
         self.session_id = ""
-        self.stop_reason = ""  # e.g. the signal that stopped it, for the log
+        self.outcome = ""  # how run() ended: "training_over" or "stopped" (exit 0)
         self._max_message_bytes = DEFAULT_MAX_MESSAGE_BYTES
         self._metadata: tuple[tuple[str, str], ...] = ()
         if config.auth_token:
@@ -136,7 +149,7 @@ class ActorClient:
     # -- lifecycle -----------------------------------------------------------------------
 
     def run(self) -> int:
-        threading.Thread(target=self._watch_stop, name=f"actor-{self.actor_index}-stop",
+        threading.Thread(target=self._watch_stop, name=f"actor-{self.actor_id}-stop",
                          daemon=True).start()
         try:
             return self._run()
@@ -155,9 +168,10 @@ class ActorClient:
                 and not wire.is_loopback(self.config.learner)):
             log.warning("actor %s: --auth-token is sent without TLS (no --tls-ca); anyone on "
                         "the network path can read it", self.actor_id)
-        if self.config.env_import:  # its own list; the learner's is then ignored
+        if self.config.env_import and not self.env_known:  # its own; the learner's is ignored
             run_env_imports(self.config.env_import, process=f"actor {self.actor_id}")
-        if self.env_id and (self.config.env_import or registered_here(self.env_id)):
+        if self.env_id and (self.env_known or self.config.env_import
+                            or registered_here(self.env_id)):
             self._make_envs()
         elif self.env_id:
             log.info("actor %s: %s is not registered here and this actor has no --env-import; "
@@ -165,7 +179,8 @@ class ActorClient:
         failures = 0
         while not self.stop.is_set():
             self._progressed = False
-            channel = open_channel(self.config.learner, credentials, self._max_message_bytes)
+            channel = self.channels.acquire(self.config.learner, credentials,
+                                            self._max_message_bytes)
             try:
                 stub = pb_grpc.LearnerStub(channel)
                 if self.envs is None:
@@ -175,16 +190,14 @@ class ActorClient:
                     target = redirect_target(handshake.redirect_address, self.config.learner)
                     log.info("actor %s: the learner at %s sends this actor to %s",
                              self.actor_id, self.config.learner, target)
-                    channel.close()
-                    channel = open_channel(target, credentials, self._max_message_bytes)
+                    self.channels.release(channel)
+                    channel = self.channels.acquire(target, credentials, self._max_message_bytes)
                     stub = pb_grpc.LearnerStub(channel)
                     handshake = self._handshake(stub, redirected=True)
                 outcome = self._stream(stub, handshake)
-                if outcome == "training_over":
-                    log.info("actor %s: the learner says training is over; exiting", self.actor_id)
+                if outcome in ("training_over", "stopped"):
+                    self.outcome = outcome
                     return EXIT_OK
-                if outcome == "stopped":
-                    break
                 reason = "the learner ended the stream"
             except _Stopped:
                 break
@@ -199,7 +212,7 @@ class ActorClient:
                 reason = f"{code.name}: {details}"
             finally:
                 self.counters.set_connected(False)
-                channel.close()
+                self.channels.release(channel)
             if self._progressed:
                 failures = 0
             delay = backoff_delay(failures, self.config.reconnect_max_backoff, self._rng)
@@ -208,14 +221,13 @@ class ActorClient:
             log.warning("actor %s: %s at %s (%s); reconnecting in %.2f s (attempt %d)",
                         self.actor_id, what, self.config.learner, reason, delay, failures)
             self.stop.wait(delay)
-        log.info("actor %s: stopped%s", self.actor_id,
-                 f" by {self.stop_reason}" if self.stop_reason else "")
+        self.outcome = "stopped"
         return EXIT_OK
 
     def _make_envs(self) -> None:
-        seeds = env_seeds(self.config.seed, self.actor_id, self.num_envs)
-        self.envs = EnvLoop(self.env_id, self.env_kwargs, seeds, counters=self.counters)
-        log.info("actor %s: made %s", self.actor_id, self.envs.describe())
+        self.envs = EnvLoop(self.env_id, self.env_kwargs, self.seeds, counters=self.counters)
+        log.log(logging.DEBUG if self.env_known else logging.INFO, "actor %s: made %s",
+                self.actor_id, self.envs.describe())
 
     def _watch_stop(self) -> None:
         """Once ``stop`` is set, give the current call STOP_GRACE_S to finish, then cancel it."""
@@ -374,30 +386,3 @@ class ActorClient:
         finally:
             timer.cancel()
 
-
-def run_actor(config: Config, actor_index: int, stop: threading.Event | None = None,
-              counters: Counters | None = None) -> int:
-    """Run one actor until training is over or it is stopped; returns its exit code.
-
-    Without ``stop``, and in the main thread, SIGTERM and SIGINT stop it cleanly (the
-    previous handlers are restored on return). Never raises: an unexpected exception is
-    logged and returns ``EXIT_CRASH``.
-    """
-    previous: dict[int, Any] = {}
-    try:
-        actor = ActorClient(config, actor_index, stop=stop, counters=counters)
-        if stop is None and threading.current_thread() is threading.main_thread():
-
-            def on_signal(signum: int, _frame: Any) -> None:
-                actor.stop_reason = actor.stop_reason or signal.Signals(signum).name
-                actor.stop.set()
-
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                previous[sig] = signal.signal(sig, on_signal)
-        return actor.run()
-    except Exception:
-        log.exception("actor %s crashed", actor_id_for(config, actor_index))
-        return EXIT_CRASH
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)

@@ -14,7 +14,8 @@ parent watchdog elsewhere).
 - SIGTERM / SIGINT: every child gets SIGTERM (SIGKILL after a grace period); exit 0.
 - Every ``status_every`` seconds one line: connected actors, env steps/s, episodes and
   the mean return of the episodes finished since the previous line. Children report
-  through one shared-memory array (:mod:`actors.counters`).
+  through one shared-memory array (:mod:`actors.counters`), one row per process whatever
+  its number of env groups (``--env-groups``, :mod:`actors.groups`).
 
 ``--actor-index I`` runs the single actor I in this process instead.
 """
@@ -34,7 +35,8 @@ import time
 from typing import Any
 
 from actors import counters as ctr
-from actors.client import EXIT_CRASH, EXIT_PERMANENT, actor_id_for, run_actor
+from actors.client import EXIT_CRASH, EXIT_PERMANENT, actor_id_for
+from actors.groups import env_groups, run_actor
 from seed_rl.config import Config, Resolved
 from seed_rl.lifetime import die_with_parent
 
@@ -244,12 +246,14 @@ class Supervisor:
 
     def _run(self) -> int:
         config = self.config
+        groups = env_groups(config)
         log.info(
-            "starting %d actor(s) x %d env(s) of %s for the learner at %s",
+            "starting %d actor(s) x %d env(s) of %s for the learner at %s%s",
             config.num_actors,
             config.envs_per_actor,
             config.env or "(the learner's env)",
             config.learner,
+            f", each in {groups} groups (--env-groups {config.env_groups})" if groups > 1 else "",
         )
         for child in self.children:
             self._start(child)

@@ -70,6 +70,10 @@ class Config:
                         ("actors",))
     num_actors: int = knob(2, "actor processes to run", ACTORS)
     envs_per_actor: int = knob(32, "environments stepped by each actor process (K)", ACTORS)
+    env_groups: str = knob("auto", "G: split each actor's K environments into G groups, each "
+                           "its own learner session and stream, so the actor steps one group "
+                           "while the learner answers another (2: double buffering); auto: 2 "
+                           "when --learner is not loopback, 1 on loopback", ACTORS)
     actor_id_prefix: str = knob("", "prefix of actor ids (default: the host name); ids must "
                                 "be unique across machines", ACTORS)
     reconnect_max_backoff: float = knob(2.0, "cap of the reconnect backoff, seconds (a "
@@ -402,6 +406,13 @@ def validate(config: Config) -> None:
     if config.batch_size % config.replicas:
         raise ConfigError(f"--batch-size {config.batch_size} must be a multiple of --replicas "
                           f"{config.replicas}: each replica takes an equal share")
+    groups = str(config.env_groups).strip().lower()
+    if groups != "auto" and not (groups.isdecimal() and int(groups) >= 1):
+        raise ConfigError(f"--env-groups must be auto or a positive integer, got "
+                          f"{config.env_groups!r}")
+    if groups != "auto" and int(groups) > config.envs_per_actor:
+        raise ConfigError(f"--env-groups {groups} exceeds --envs-per-actor "
+                          f"{config.envs_per_actor}: every group needs an environment")
     if config.envs_per_actor > config.max_envs_per_actor:
         raise ConfigError(f"--envs-per-actor {config.envs_per_actor} exceeds "
                           f"--max-envs-per-actor {config.max_envs_per_actor}")

@@ -12,7 +12,9 @@ of a session (n = 0, 1, ...), env k gets
 
 It answers its ``env_import`` list in every handshake response. It can
 set ``training_over`` after N responses of a session, refuse handshakes with a given
-status, require a token, serve TLS, and be stopped and started again on the same port.
+status (all, or those of given actor ids), require a token, serve TLS, and be stopped and
+started again on the same port. A test may change ``training_over_after``,
+``handshake_error`` and ``handshake_errors`` while actors run.
 
 Run it by hand: ``python tests/stand_in_learner.py [PORT]``.
 """
@@ -43,6 +45,7 @@ class Handshake:
     request: pb.HandshakeRequest
     metadata: dict[str, str]
     session_id: str  # "" when the actor only asked for the environment
+    peer: str = ""  # the client's address: one TCP connection, one peer
 
 
 @dataclass
@@ -70,6 +73,7 @@ class StandInLearner(pb_grpc.LearnerServicer):
         env_kwargs: dict[str, Any] | None = None,
         training_over_after: int | None = None,
         handshake_error: tuple[grpc.StatusCode, str] | None = None,
+        handshake_errors: dict[str, tuple[grpc.StatusCode, str]] | None = None,
         auth_token: str = "",
         server_credentials: grpc.ServerCredentials | None = None,
         max_message_bytes: int = 64 * 1024 * 1024,  # announced in handshakes only
@@ -80,6 +84,7 @@ class StandInLearner(pb_grpc.LearnerServicer):
         self.env_kwargs = dict(env_kwargs or {})
         self.training_over_after = training_over_after
         self.handshake_error = handshake_error
+        self.handshake_errors = dict(handshake_errors or {})  # by actor id, before the above
         self.auth_token = auth_token
         self.server_credentials = server_credentials
         self.max_message_bytes = max_message_bytes
@@ -179,15 +184,16 @@ class StandInLearner(pb_grpc.LearnerServicer):
         metadata = dict(context.invocation_metadata())
         self._check_token(context, metadata)
         session_id = ""
-        if request.env_id and self.handshake_error is None:
+        error = self.handshake_errors.get(request.actor_id, self.handshake_error)
+        if request.env_id and error is None:
             session_id = f"session-{next(self._ids)}"
         with self._lock:
-            self.handshakes.append(Handshake(request, metadata, session_id))
+            self.handshakes.append(Handshake(request, metadata, session_id, context.peer()))
             if session_id:
                 self._sessions[session_id] = request
             self._lock.notify_all()
-        if self.handshake_error is not None:
-            context.abort(*self.handshake_error)
+        if error is not None:
+            context.abort(*error)
         return pb.HandshakeResponse(
             env_id=self.env_id,
             env_kwargs_json=json.dumps(self.env_kwargs),

@@ -21,8 +21,9 @@ import pytest
 from procs import REPO, WAIT
 from stand_in_learner import StandInLearner, Step
 
-from actors.client import EXIT_PERMANENT, run_actor
+from actors.client import EXIT_PERMANENT
 from actors.env_loop import EnvLoop, PermanentError, env_seeds
+from actors.groups import run_actor
 from seed_rl import wire
 from seed_rl.config import Config
 from seed_rl.proto.seed_rl.v1 import seed_rl_pb2 as pb

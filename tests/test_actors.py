@@ -24,8 +24,9 @@ import pytest
 from procs import WAIT, children_of, is_running
 from stand_in_learner import StandInLearner, Step
 
-from actors.client import EXIT_PERMANENT, actor_id_for, run_actor
+from actors.client import EXIT_PERMANENT, actor_id_for
 from actors.env_loop import env_seeds
+from actors.groups import run_actor
 from seed_rl import wire
 from seed_rl.config import Config
 

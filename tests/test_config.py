@@ -136,3 +136,35 @@ def test_the_learner_records_its_preset_in_config_json(tmp_path) -> None:
             learner.metrics.close()
         assert saved["preset"] == expected
         assert saved["optimizer"] == ("adam" if expected else "rmsprop")
+
+
+@pytest.mark.parametrize(("argv", "environ"), [
+    (["--env-groups", "0"], {}),
+    (["--env-groups", "two"], {}),
+    (["--env-groups", "-1"], {}),
+    (["--env-groups", "3", "--envs-per-actor", "2"], {}),  # a group without environments
+    ([], {"SEED_RL_ENV_GROUPS": "1.5"}),
+])
+def test_bad_env_groups_are_refused_naming_the_flag(argv, environ) -> None:
+    with pytest.raises(cfg.ConfigError) as error:
+        resolve("actors", *argv, environ=environ)
+    assert "--env-groups" in str(error.value)
+
+
+def test_env_groups_come_from_flags_variables_and_auto(capsys) -> None:
+    from actors.groups import env_groups
+
+    assert resolve("actors").config.env_groups == "auto"
+    assert resolve("actors", environ={"SEED_RL_ENV_GROUPS": "4"}).config.env_groups == "4"
+    assert env_groups(resolve("actors", "--env-groups", "3").config) == 3
+    # auto: double buffering for a learner on another machine, one group on loopback,
+    # never more groups than environments
+    remote = ("--learner", "learner.example.org:50051")
+    assert env_groups(resolve("actors", *remote).config) == 2
+    assert env_groups(resolve("actors", *remote, "--envs-per-actor", "1").config) == 1
+    assert env_groups(resolve("actors", "--learner", "127.0.0.1:50051").config) == 1
+    assert env_groups(resolve("actors", "--learner", "localhost:50051").config) == 1
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["actors", "--env-groups", "9", "--envs-per-actor", "4"])
+    assert exit_info.value.code == 2
+    assert "--env-groups 9 exceeds --envs-per-actor 4" in capsys.readouterr().err
