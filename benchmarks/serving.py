@@ -32,7 +32,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import contextlib
 import json
+import math
+import multiprocessing
 import os
 import resource
 import socket
@@ -57,6 +60,8 @@ from seed_rl.proto.seed_rl.v1 import seed_rl_pb2 as pb  # noqa: E402
 
 HANDSHAKE = "/seed_rl.v1.Learner/Handshake"
 STEP = "/seed_rl.v1.Learner/Step"
+STREAMS_PER_PROCESS = 1250
+RAMP_PER_S = 500.0  # new sessions a second, all generator processes together
 IDLE_UNROLL_LENGTH = 4000  # longer than any session's message count in one run
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -90,10 +95,20 @@ def serve_echo(port: int) -> None:
 class Load:
     """What all sessions of one load point saw."""
 
+    streams: int
     answered_streams: int = 0
     refused: collections.Counter = field(default_factory=collections.Counter)
+    refusal_details: dict[str, str] = field(default_factory=dict)  # one message per code
+    first_answer_s: list[float] = field(default_factory=list)  # session start to 1st answer
     messages_in_window: int = 0
     latencies_s: list[float] = field(default_factory=list)
+    per_stream: list[int] = field(default_factory=list)  # answers in the window, by stream
+    window: tuple[float, float] = (math.inf, math.inf)
+    go: asyncio.Event = field(default_factory=asyncio.Event)  # every session has started
+
+    def check_all_started(self) -> None:
+        if self.answered_streams + sum(self.refused.values()) >= self.streams:
+            self.go.set()
 
 
 def step_request(k: int) -> bytes:
@@ -110,54 +125,120 @@ def step_request(k: int) -> bytes:
 def handshake_request(k: int, index: int) -> pb.HandshakeRequest:
     env = gym.make("CartPole-v1")
     return pb.HandshakeRequest(
-        protocol_version=wire.PROTOCOL_VERSION, actor_id=f"load-{index}",
+        protocol_version=wire.PROTOCOL_VERSION, actor_id=f"load-{uuid.uuid4().hex[:8]}-{index}",
         run_id=uuid.uuid4().hex, num_envs=k, env_id="CartPole-v1", env_kwargs_json="{}",
         observation_space=wire.encode_space(env.observation_space),
         action_space=wire.encode_space(env.action_space))
 
 
-async def one_session(target: str, k: int, index: int, window: tuple[float, float],
-                      end: float, load: Load) -> None:
-    """Handshake, then keep one Step request in flight until ``end``."""
+async def one_session(target: str, k: int, index: int, load: Load, deadline: float,
+                      ramp_per_s: float) -> None:
+    """After ``index / ramp_per_s`` seconds: handshake, send the first step and wait until
+    every session has its first answer or its refusal (or ``deadline``), then keep one
+    Step request in flight until the window ends."""
+    await asyncio.sleep(index / ramp_per_s)
     options = [("grpc.use_local_subchannel_pool", 1)]  # its own connection, like an actor
+    started = time.monotonic()
+    phase = "handshake"
     async with grpc.aio.insecure_channel(target, options=options) as channel:
         try:
             answer = await channel.unary_unary(
                 HANDSHAKE, request_serializer=pb.HandshakeRequest.SerializeToString,
                 response_deserializer=pb.HandshakeResponse.FromString)(
-                    handshake_request(k, index), timeout=max(1.0, end - time.monotonic()))
+                    handshake_request(k, index), timeout=max(1.0, deadline - started))
+            phase = "step"
             call = channel.stream_stream(STEP)(
                 metadata=((wire.SESSION_METADATA_KEY, answer.session_id),))
             request = step_request(k)
-            answered = False
-            while time.monotonic() < end:
+            answered, in_window = False, 0
+            while time.monotonic() < load.window[1]:
                 sent = time.monotonic()
                 await call.write(request)
                 reply = await call.read()
                 if reply is grpc.aio.EOF:
-                    load.refused["stream ended"] += 1
+                    load.refused["stream ended (step)"] += 1
                     return
                 now = time.monotonic()
                 if not answered:
                     answered = True
                     load.answered_streams += 1
-                if window[0] <= now < window[1]:
-                    load.messages_in_window += 1
+                    load.first_answer_s.append(now - started)
+                    load.check_all_started()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(load.go.wait(), max(0.0, deadline - now))
+                elif load.window[0] <= now < load.window[1]:
+                    in_window += 1
                     load.latencies_s.append(now - sent)
+            load.messages_in_window += in_window
+            load.per_stream.append(in_window)
             call.cancel()
         except grpc.aio.AioRpcError as error:
-            load.refused[error.code().name] += 1
+            code = f"{error.code().name} ({phase})"
+            load.refused[code] += 1
+            load.refusal_details.setdefault(code, error.details() or "")
+            load.check_all_started()
 
 
-async def run_load(target: str, streams: int, k: int, warmup: float, seconds: float) -> Load:
-    load = Load()
-    start = time.monotonic()
-    window = (start + warmup, start + warmup + seconds)
-    # Every session either answers, fails with a status code, or is counted as hanging.
-    await asyncio.wait_for(asyncio.gather(*(
-        one_session(target, k, i, window, window[1], load) for i in range(streams))),
+async def run_load(target: str, streams: int, k: int, warmup: float, seconds: float,
+                   ramp_per_s: float = 500.0) -> Load:
+    """``streams`` sessions of K environments, starting ``ramp_per_s`` a second (a fleet
+    arrives over time; a burst of over ~1,000 connections in a second makes gRPC cancel
+    some, even against the bare echo server); each waits after its first answer until all
+    have theirs or were refused (at most ``warmup`` seconds), then all run for a window of
+    ``seconds``. Every session either answers, fails with a status code, or is counted as
+    hanging."""
+    load = Load(streams)
+    deadline = time.monotonic() + warmup
+
+    async def open_window() -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(load.go.wait(), warmup)
+        now = time.monotonic()
+        load.window = (now + 0.5, now + 0.5 + seconds)  # 0.5 s for the release to settle
+        load.go.set()
+
+    await asyncio.wait_for(asyncio.gather(open_window(), *(
+        one_session(target, k, i, load, deadline, ramp_per_s) for i in range(streams))),
         timeout=warmup + seconds + 60)
     return load
+
+
+def load_part(args: tuple[str, int, int, float, float, float]) -> Load:
+    load = asyncio.run(run_load(*args))
+    load.go = None  # an asyncio.Event does not cross processes
+    return load
+
+
+def run_load_in_processes(target: str, streams: int, k: int, warmup: float,
+                          seconds: float) -> Load:
+    """run_load with at most STREAMS_PER_PROCESS sessions per generator process (a gRPC
+    channel holds several file descriptors; actors are separate processes anyway); the
+    parts' windows open together within the warm-up, their counts are summed."""
+    parts = math.ceil(streams / STREAMS_PER_PROCESS)
+    if parts == 1:
+        return asyncio.run(run_load(target, streams, k, warmup, seconds, RAMP_PER_S))
+    shares = [streams // parts + (i < streams % parts) for i in range(parts)]
+    with multiprocessing.get_context("spawn").Pool(parts) as pool:
+        results = pool.map(load_part, [(target, n, k, warmup, seconds, RAMP_PER_S / parts)
+                                       for n in shares])
+    total = Load(streams)
+    for part in results:
+        total.answered_streams += part.answered_streams
+        total.refused.update(part.refused)
+        for code, detail in part.refusal_details.items():
+            total.refusal_details.setdefault(code, detail)
+        total.first_answer_s += part.first_answer_s
+        total.messages_in_window += part.messages_in_window
+        total.latencies_s += part.latencies_s
+        total.per_stream += part.per_stream
+    return total
+
+
+def generator_cpu() -> float:
+    """CPU seconds of this process and its finished children (the generator parts)."""
+    usage = [resource.getrusage(who) for who in (resource.RUSAGE_SELF,
+                                                 resource.RUSAGE_CHILDREN)]
+    return sum(u.ru_utime + u.ru_stime for u in usage)
 
 
 # -- servers -----------------------------------------------------------------------------
@@ -208,46 +289,54 @@ def measure(kind: str, streams: int, k: int, warmup: float, seconds: float, work
     try:
         wait_for_port(port, server, time.monotonic() + 120)
         time.sleep(1.0)
-        server_cpu, own = cpu_seconds(server.pid), resource.getrusage(resource.RUSAGE_SELF)
+        server_cpu, own = cpu_seconds(server.pid), generator_cpu()
         started = time.monotonic()
-        load = asyncio.run(run_load(f"127.0.0.1:{port}", streams, k, warmup, seconds))
+        load = run_load_in_processes(f"127.0.0.1:{port}", streams, k, warmup, seconds)
         elapsed = time.monotonic() - started
         server_cpu = cpu_seconds(server.pid) - server_cpu
-        after = resource.getrusage(resource.RUSAGE_SELF)
-        own_cpu = after.ru_utime + after.ru_stime - own.ru_utime - own.ru_stime
+        own_cpu = generator_cpu() - own
     finally:
         server.terminate()
         try:
             server.wait(30)
         except subprocess.TimeoutExpired:
             server.kill()
-    latencies = sorted(load.latencies_s)
-
-    def percentile(q: float) -> float:
-        if not latencies:
-            return float("nan")
-        return latencies[min(len(latencies) - 1, int(q * len(latencies)))]
-
     return {
         "server": kind, "streams": streams, "k": k,
         "messages_per_s": load.messages_in_window / seconds,
-        "p50_ms": 1000 * percentile(0.5), "p99_ms": 1000 * percentile(0.99),
+        "p50_ms": 1000 * percentile(load.latencies_s, 0.5),
+        "p99_ms": 1000 * percentile(load.latencies_s, 0.99),
+        "first_p50_s": percentile(load.first_answer_s, 0.5),
+        "first_p99_s": percentile(load.first_answer_s, 0.99),
         "answered": load.answered_streams, "refused": dict(load.refused),
-        "hanging": streams - load.answered_streams - sum(load.refused.values()),
+        "refusal_details": load.refusal_details,
+        "hanging": streams - load.answered_streams - sum(
+            n for code, n in load.refused.items() if not code.startswith("stream ended")),
+        "fewest_per_stream": min(load.per_stream, default=0),
+        "median_per_stream": statistics.median(load.per_stream) if load.per_stream else 0,
         "server_cores": server_cpu / elapsed, "generator_cores": own_cpu / elapsed,
-        "mean_ms": 1000 * statistics.fmean(latencies) if latencies else float("nan"),
     }
 
 
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
 def print_table(rows: list[dict]) -> None:
-    print("| streams x K | server | msgs/s | reply p50 / p99 | streams answered | refused "
-          "| hanging | server cores | generator cores |")
-    print("|---|---|---:|---:|---:|---|---:|---:|---:|")
+    print("| streams x K | server | msgs/s | reply p50 / p99 | first answer p50 / p99 | "
+          "streams answered | answers per stream, fewest / median | refused | hanging | "
+          "server cores | generator cores |")
+    print("|---|---|---:|---:|---:|---:|---:|---|---:|---:|---:|")
     for row in rows:
         refused = ", ".join(f"{n} {code}" for code, n in row["refused"].items()) or "-"
         print(f"| {row['streams']} x {row['k']} | {row['server']} | "
               f"{row['messages_per_s']:,.0f} | {row['p50_ms']:.0f} ms / {row['p99_ms']:.0f} ms "
-              f"| {row['answered']} of {row['streams']} | {refused} | {row['hanging']} | "
+              f"| {row['first_p50_s']:.1f} s / {row['first_p99_s']:.1f} s "
+              f"| {row['answered']} of {row['streams']} | {row['fewest_per_stream']} / "
+              f"{row['median_per_stream']:.0f} | {refused} | {row['hanging']} | "
               f"{row['server_cores']:.2f} | {row['generator_cores']:.2f} |")
 
 

@@ -1,11 +1,20 @@
 """Dynamic inference batching: many actors' requests, one forward pass.
 
-Stream handlers submit one :class:`InferenceRequest` per actor message (K environments)
-and wait on it. The batcher thread gathers requests until ``max_batch`` environments are
-waiting, or every connected environment is, or ``max_wait`` has passed since the first one
-arrived (a partial batch still runs, so one slow or frozen actor never stalls the others),
-runs the model once under ``torch.inference_mode()``, samples the actions from the model's
-action distribution (learner/policies.py) and hands each request its slice.
+Stream handlers (coroutines on the serving loop, learner/service.py) submit one
+:class:`InferenceRequest` per actor message (K environments) and await it. The batcher
+gathers requests on that same loop until ``max_batch`` environments are waiting, or every
+connected environment is, or ``max_wait`` has passed since the first one arrived (a partial
+batch still runs, so one slow or frozen actor never stalls the others), then runs the model
+once under ``torch.inference_mode()``, samples the actions from the model's action
+distribution (learner/policies.py) and hands each request its slice. Every request waiting
+when a batch starts is in it (up to ``max_batch``), in arrival order: no stream is passed
+over.
+
+Where the forward pass runs: on a CPU device inline on the loop (a hand-over to another
+thread costs more than a small model's forward pass, and the GIL makes it wait for the
+loop anyway); on CUDA on one inference thread with its own CUDA stream, so the loop keeps
+reading and checking messages while the GPU works and a backward pass on the default
+stream never delays it.
 
 Each request may also carry the final observations of environments that a time limit
 truncated this step; their values (the truncation bootstrap) come out of the same forward
@@ -15,13 +24,14 @@ pass, computed with the environment's recurrent state before the reset.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
-import queue
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -48,16 +58,11 @@ class InferenceRequest:
     next_core_state: tuple[torch.Tensor, ...] = ()
     policy_version: int = -1
     error: BaseException | None = None
-    done: threading.Event = field(default_factory=threading.Event)
-    # A caller on an event loop (learner/service.py) awaits this instead of ``done``.
-    waiter: asyncio.Future | None = None
+    waiter: asyncio.Future | None = None  # done once the fields above are filled
 
     @property
     def num_envs(self) -> int:
         return len(self.observations)
-
-    def wait(self, timeout: float | None = None) -> bool:
-        return self.done.wait(timeout)
 
 
 class BatcherStopped(Exception):
@@ -68,7 +73,9 @@ class InferenceBatcher:
     """Gathers requests into batches for ``model``; ``weights_lock`` guards its weights.
 
     ``version_fn`` returns the policy version of the weights; it is read under the lock so
-    the version stamped on an action is the version that produced it.
+    the version stamped on an action is the version that produced it. ``submit`` is called
+    on the serving loop; ``threaded`` (default: on CUDA) runs forward passes on one
+    inference thread instead of inline on the loop.
     """
 
     def __init__(
@@ -81,6 +88,7 @@ class InferenceBatcher:
         max_wait_s: float,
         on_batch: Callable[[int, float, float], None] | None = None,
         connected_envs: Callable[[], int] | None = None,
+        threaded: bool | None = None,
     ):
         self.model = model
         self.device = device
@@ -92,85 +100,112 @@ class InferenceBatcher:
         self.on_batch = on_batch
         # Environments that can be waiting at all: no point waiting for more than these.
         self.connected_envs = connected_envs
-        self._requests: queue.SimpleQueue[InferenceRequest | None] = queue.SimpleQueue()
-        self._stopped = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="inference-batcher", daemon=True)
+        self.threaded = device.type == "cuda" if threaded is None else threaded
+        self._executor: ThreadPoolExecutor | None = None
+        self._cuda_stream = None
+        self._pending: collections.deque[InferenceRequest] = collections.deque()
+        self._pending_envs = 0
+        self._first_arrived = 0.0
+        self._timer: asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stopped = False
         self.failure: BaseException | None = None
 
     def start(self) -> None:
-        self._thread.start()
+        if self.threaded:
+            self._executor = ThreadPoolExecutor(1, thread_name_prefix="inference")
+            if self.device.type == "cuda":
+                self._cuda_stream = torch.cuda.Stream(self.device)
 
     def stop(self) -> None:
-        self._stopped.set()
-        self._requests.put(None)
-        self._thread.join(timeout=10)
-        self._fail_pending(BatcherStopped("the learner is shutting down"))
+        """Answer every waiting request with BatcherStopped; later ones get it at once.
+        Callable from any thread."""
+        self._stopped = True
+        if self._executor is not None:
+            self._executor.shutdown(wait=True, cancel_futures=False)
+        loop = self._loop
+        if loop is not None and loop.is_running():
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                loop.call_soon_threadsafe(self._fail_pending,
+                                          BatcherStopped("the learner is shutting down"))
 
     def submit(self, request: InferenceRequest) -> InferenceRequest:
-        if self._stopped.is_set():
-            request.error = BatcherStopped("the learner is shutting down")
+        """Queue ``request`` (on the serving loop); its waiter is done once it is answered."""
+        self._loop = loop = asyncio.get_running_loop()
+        if request.waiter is None:
+            request.waiter = loop.create_future()
+        if self._stopped:
+            request.error = self.failure or BatcherStopped("the learner is shutting down")
             answer([request])
-        else:
-            self._requests.put(request)
-        return request
-
-    def _fail_pending(self, error: BaseException) -> None:
-        while True:
-            try:
-                request = self._requests.get_nowait()
-            except queue.Empty:
-                return
-            if request is not None:
-                request.error = error
-                answer([request])
-
-    def _gather(self) -> tuple[list[InferenceRequest], float]:
-        first = self._requests.get()
-        if first is None:
-            return [], 0.0
-        arrived = time.perf_counter()
-        batch, envs = [first], first.num_envs
-        deadline = arrived + self.max_wait_s
+            return request
+        if not self._pending:
+            self._first_arrived = time.perf_counter()
+            self._timer = loop.call_later(self.max_wait_s, self._flush)
+        self._pending.append(request)
+        self._pending_envs += request.num_envs
         target = self.max_batch
         if self.connected_envs is not None:
             target = max(1, min(target, self.connected_envs()))
-        while envs < target:
-            remaining = deadline - time.perf_counter()
-            try:
-                request = (self._requests.get(timeout=remaining) if remaining > 0
-                           else self._requests.get_nowait())
-            except queue.Empty:
-                break
-            if request is None:
-                self._requests.put(None)  # keep the stop signal for the loop
-                break
+        if self._pending_envs >= target:
+            self._flush()
+        return request
+
+    def _flush(self) -> None:
+        """Start a batch of the oldest waiting requests, up to ``max_batch`` environments
+        (one request larger than that is a batch of its own)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if not self._pending:
+            return
+        batch, envs = [], 0
+        while self._pending and (not batch or envs + self._pending[0].num_envs
+                                 <= self.max_batch):
+            request = self._pending.popleft()
             batch.append(request)
             envs += request.num_envs
-        return batch, time.perf_counter() - arrived
+        self._pending_envs -= envs
+        waited = time.perf_counter() - self._first_arrived
+        if self._pending:  # the rest start the next batch, without waiting again
+            self._first_arrived = time.perf_counter()
+            self._timer = self._loop.call_soon(self._flush)
+        if self._executor is not None:
+            self._executor.submit(self._run, batch, waited)
+        else:
+            self._run(batch, waited)
 
-    def _run(self) -> None:
+    def _run(self, batch: list[InferenceRequest], waited: float) -> None:
+        started = time.perf_counter()
         try:
-            while not self._stopped.is_set():
-                batch, waited = self._gather()
-                if not batch:
-                    continue
-                started = time.perf_counter()
-                try:
+            if self._cuda_stream is not None:
+                with torch.cuda.stream(self._cuda_stream):
                     self._infer(batch)
-                except Exception as error:  # answer every caller, then stop serving
-                    for request in batch:
-                        request.error = error
-                    raise
-                finally:
-                    answer(batch)
-                if self.on_batch is not None:
-                    self.on_batch(sum(r.num_envs for r in batch), waited,
-                                  time.perf_counter() - started)
-        except BaseException as error:
+            else:
+                self._infer(batch)
+            if self.on_batch is not None:
+                self.on_batch(sum(r.num_envs for r in batch), waited,
+                              time.perf_counter() - started)
+        except Exception as error:  # answer every caller, then stop serving
+            for request in batch:
+                request.error = error
             self.failure = error
-            log.exception("inference batcher failed; the learner stops")
-            self._stopped.set()
-            self._fail_pending(error)
+            self._stopped = True
+            log.exception("inference failed; the learner stops")
+            with contextlib.suppress(RuntimeError):  # the waiting ones get the error too
+                self._loop.call_soon_threadsafe(self._fail_pending, error)
+        finally:
+            answer(batch)
+
+    def _fail_pending(self, error: BaseException) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        failed = list(self._pending)
+        self._pending.clear()
+        self._pending_envs = 0
+        for request in failed:
+            request.error = error
+        answer(failed)
 
     def _infer(self, batch: list[InferenceRequest]) -> None:
         """One forward pass over all environments of ``batch`` plus their final observations.
@@ -227,19 +262,33 @@ class InferenceBatcher:
 
 
 def answer(requests: list[InferenceRequest]) -> None:
-    """Wake the callers of ``requests``: threads through ``done``, coroutines through their
-    waiter, with one hand-over per event loop for the whole batch."""
+    """Wake the callers of ``requests``: directly when called on their loop, else with one
+    hand-over per loop for the whole batch (from the inference thread)."""
     waiters: dict[asyncio.AbstractEventLoop, list[asyncio.Future]] = {}
     for request in requests:
-        request.done.set()
-        if request.waiter is not None:
-            waiters.setdefault(request.waiter.get_loop(), []).append(request.waiter)
+        waiters.setdefault(request.waiter.get_loop(), []).append(request.waiter)
+    try:
+        here = asyncio.get_running_loop()
+    except RuntimeError:
+        here = None
     for loop, futures in waiters.items():
-        with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits any more
-            loop.call_soon_threadsafe(_resolve, futures)
+        if loop is here:
+            _resolve(futures)
+        else:
+            with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits any more
+                loop.call_soon_threadsafe(_resolve, futures)
+
+
+# Streams woken per turn of the serving loop. Between turns the loop polls for I/O, and the
+# gRPC server accepts at most one new RPC per turn or two: waking a batch of thousands in
+# one turn would make new actors' streams wait seconds to be accepted.
+WAKE_CHUNK = 32
 
 
 def _resolve(futures: list[asyncio.Future]) -> None:
-    for future in futures:
+    """Wake the streams waiting on ``futures``, WAKE_CHUNK per turn of their loop."""
+    for future in futures[:WAKE_CHUNK]:
         if not future.done():  # a cancelled stream no longer waits
             future.set_result(None)
+    if len(futures) > WAKE_CHUNK:
+        futures[0].get_loop().call_soon(_resolve, futures[WAKE_CHUNK:])

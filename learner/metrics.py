@@ -66,8 +66,12 @@ class Metrics:
 
     # -- fed by the serving and training threads -----------------------------------------
     def add_env_steps(self, steps: int, episode_returns: list[float],
-                      episode_lengths: list[int]) -> None:
+                      episode_lengths: list[int], handling_s: float | None = None) -> None:
+        """One actor message: its transitions, finished episodes and, from the service,
+        the seconds its handling took (not counting inference)."""
         with self._lock:
+            if handling_s is not None:
+                self._timers.setdefault("step_handling", []).append(handling_s)
             if self.shared:
                 self._unshared[0] += steps
                 self._unshared[1] += len(episode_returns)

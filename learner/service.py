@@ -56,9 +56,6 @@ from seed_rl.spaces import action_layout
 
 log = logging.getLogger(__name__)
 
-# A handshake whose Step stream never opens holds its environments (--max-total-envs)
-# this long; a real actor opens its stream milliseconds after the handshake.
-UNOPENED_SESSION_TTL_S = 10.0
 
 
 def add_to_server(servicer: LearnerServicer, server: grpc.Server) -> None:
@@ -237,7 +234,10 @@ class LearnerServicer(pb_grpc.LearnerServicer):
                                 session.actor_id, now - session.last_seen)
                     end_stream(session, "idle timeout")
                     self._close_session(session, "idle timeout")
-            elif now - session.created > UNOPENED_SESSION_TTL_S:
+            elif now - session.created > self.config.stream_idle_timeout:
+                # A handshake whose stream never opened holds its environments and a
+                # stream's place; an actor opens its stream right after, unless the
+                # learner is so loaded that it has not seen it yet: the same timeout.
                 self._close_session(session, "handshake without a stream")
 
     # -- RPCs ----------------------------------------------------------------------------
@@ -347,12 +347,11 @@ class LearnerServicer(pb_grpc.LearnerServicer):
         started = time.perf_counter()
         k = session.num_envs
         step = self._validator.check(request, k)
+        handled = time.perf_counter() - started  # a submit may run the batch: inference
         inference = self.batcher.submit(InferenceRequest(
             observations=step.observations, episode_start=step.episode_start,
             core_state=session.core_state, final_env_indices=step.final_envs,
-            final_observations=step.final_observations,
-            waiter=asyncio.get_running_loop().create_future()))
-        handled = time.perf_counter() - started
+            final_observations=step.final_observations))
         await inference.waiter
         resumed = time.perf_counter()
         if inference.error is not None:
@@ -370,11 +369,10 @@ class LearnerServicer(pb_grpc.LearnerServicer):
         # after a reconnect): no transition led to it in this session, so no env steps.
         transitions = k if session.steps > 0 else 0
         session.steps += 1
-        self.metrics.add_env_steps(transitions, step.episode_returns, step.episode_lengths)
-        response = pb.StepResponse(
-            actions=wire.encode_tensor(self._action_layout.to_wire(inference.actions)),
-            policy_version=inference.policy_version)
-        self.metrics.add_time("step_handling", handled + time.perf_counter() - resumed)
+        response = pb.StepResponse(policy_version=inference.policy_version)
+        wire.encode_tensor(self._action_layout.to_wire(inference.actions), out=response.actions)
+        self.metrics.add_env_steps(transitions, step.episode_returns, step.episode_lengths,
+                                   handling_s=handled + time.perf_counter() - resumed)
         if unrolls is not None:
             await self._enqueue(unrolls)  # may wait for the trainer: backpressure
         return response

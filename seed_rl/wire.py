@@ -33,6 +33,10 @@ ALLOWED_DTYPES: frozenset[str] = frozenset(
     {"bool", "uint8", "int8", "uint16", "int16", "uint32", "int32", "uint64", "int64",
      "float16", "float32", "float64"}
 )
+# Each allowed dtype, little-endian, by name, and the name of each: per-message
+# lookups instead of building dtypes (the learner decodes several tensors per message).
+_LITTLE_ENDIAN = {name: np.dtype(name).newbyteorder("<") for name in ALLOWED_DTYPES}
+_NAMES = {dtype: name for name, dtype in _LITTLE_ENDIAN.items()}
 MAX_TENSOR_DIMS = 8
 DEFAULT_MAX_TENSOR_BYTES = 64 * 1024 * 1024
 
@@ -44,14 +48,14 @@ class WireError(ValueError):
 def encode_tensor(array: np.ndarray, out: pb.Tensor | None = None) -> pb.Tensor:
     """Encode ``array`` as a wire Tensor (little-endian bytes, C order)."""
     array = np.asarray(array)
-    name = array.dtype.name
-    if name not in ALLOWED_DTYPES:
-        raise WireError(
-            f"dtype {name} cannot travel on the wire; allowed: {sorted(ALLOWED_DTYPES)}"
-        )
-    little = array.dtype.newbyteorder("<")
-    if array.dtype != little and array.dtype.itemsize > 1:
-        array = array.astype(little)
+    name = _NAMES.get(array.dtype)
+    if name is None:
+        name = array.dtype.name
+        if name not in ALLOWED_DTYPES:
+            raise WireError(
+                f"dtype {name} cannot travel on the wire; allowed: {sorted(ALLOWED_DTYPES)}"
+            )
+        array = array.astype(_LITTLE_ENDIAN[name])  # a big-endian array
     tensor = out if out is not None else pb.Tensor()
     tensor.dtype = name
     del tensor.shape[:]
@@ -80,9 +84,9 @@ def decode_tensor(
     shape = tuple(tensor.shape)
     if len(shape) > MAX_TENSOR_DIMS:
         raise WireError(f"{name}: {len(shape)} dimensions, at most {MAX_TENSOR_DIMS} allowed")
-    if any(d < 0 for d in shape):
+    if shape and min(shape) < 0:
         raise WireError(f"{name}: negative dimension in shape {list(shape)}")
-    dtype = np.dtype(dtype_name).newbyteorder("<")
+    dtype = _LITTLE_ENDIAN[dtype_name]
     expected = math.prod(shape) * dtype.itemsize
     if expected > max_bytes:
         raise WireError(f"{name}: shape {list(shape)} of {dtype_name} is {expected} bytes, "

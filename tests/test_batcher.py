@@ -1,11 +1,14 @@
-"""The inference batcher: partial batches after the wait, many concurrent callers, each
-answer to the right caller."""
+"""The inference batcher on a real event loop: partial batches after the wait, many
+concurrent streams sharing forward passes, each answer to the right caller, inline and on
+the inference thread alike."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 
 import numpy as np
+import pytest
 import torch
 from torch import nn
 
@@ -28,10 +31,14 @@ class EchoModel(nn.Module):
         return ModelOutput(logits, key.float(), core_state)
 
 
-def make_batcher(max_batch: int, max_wait_s: float, sizes: list[int]) -> InferenceBatcher:
-    return InferenceBatcher(EchoModel(), torch.device("cpu"), threading.Lock(), lambda: 7,
-                            max_batch=max_batch, max_wait_s=max_wait_s,
-                            on_batch=lambda envs, waited, busy: sizes.append(envs))
+def make_batcher(max_batch: int, max_wait_s: float, sizes: list[int], threaded: bool,
+                 model: nn.Module | None = None, connected_envs=None) -> InferenceBatcher:
+    batcher = InferenceBatcher(model or EchoModel(), torch.device("cpu"), threading.Lock(),
+                               lambda: 7, max_batch=max_batch, max_wait_s=max_wait_s,
+                               on_batch=lambda envs, waited, busy: sizes.append(envs),
+                               connected_envs=connected_envs, threaded=threaded)
+    batcher.start()
+    return batcher
 
 
 def request(values, finals=()) -> InferenceRequest:
@@ -42,38 +49,45 @@ def request(values, finals=()) -> InferenceRequest:
         final_observations=np.asarray(finals, np.float32).reshape(-1, 1), greedy=True)
 
 
-def test_a_lone_partial_batch_runs_after_the_wait():
+async def ask(batcher: InferenceBatcher, values, finals=(), timeout: float = 10.0):
+    req = batcher.submit(request(values, finals))
+    await asyncio.wait_for(req.waiter, timeout)
+    return req
+
+
+both = pytest.mark.parametrize("threaded", [False, True], ids=["inline", "thread"])
+
+
+@both
+def test_a_lone_partial_batch_runs_after_the_wait(threaded):
     sizes: list[int] = []
-    batcher = make_batcher(max_batch=1000, max_wait_s=0.01, sizes=sizes)
-    batcher.start()
+    batcher = make_batcher(1000, 0.01, sizes, threaded)
     try:
-        req = batcher.submit(request([3, 4]))
-        assert req.wait(5), "a partial batch must run once the wait has passed"
+        req = asyncio.run(ask(batcher, [3, 4], timeout=5))
+        assert req.error is None
         assert req.actions.tolist() == [3, 4] and req.policy_version == 7
         assert sizes == [2]
     finally:
         batcher.stop()
 
 
-def test_many_concurrent_callers_get_their_own_answers_in_shared_batches():
+@both
+def test_many_concurrent_streams_get_their_own_answers_in_shared_batches(threaded):
     sizes: list[int] = []
-    batcher = make_batcher(max_batch=64, max_wait_s=0.05, sizes=sizes)
-    batcher.start()
-    results: dict[int, tuple] = {}
+    batcher = make_batcher(64, 0.05, sizes, threaded)
+    results: dict[tuple[int, int], tuple] = {}
 
-    def caller(i: int) -> None:
+    async def stream(i: int) -> None:
         values = [i * 10 + j for j in range(3)]
         for round_ in range(20):
-            req = batcher.submit(request(values, finals=[i + round_]))
-            assert req.wait(10)
+            req = await ask(batcher, values, finals=[i + round_])
             results[(i, round_)] = (req.actions.tolist(), req.final_values.tolist(),
                                     [v % A for v in values], [float(i + round_)])
 
-    threads = [threading.Thread(target=caller, args=(i,)) for i in range(16)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(30)
+    async def main() -> None:
+        await asyncio.gather(*(stream(i) for i in range(16)))
+
+    asyncio.run(main())
     batcher.stop()
     assert len(results) == 16 * 20
     for actions, final_values, expected_actions, expected_finals in results.values():
@@ -81,43 +95,72 @@ def test_many_concurrent_callers_get_their_own_answers_in_shared_batches():
         assert final_values == expected_finals
     assert sum(sizes) == 16 * 20 * 3
     assert max(sizes) > 3, "concurrent requests should share forward passes"
+    assert max(sizes) <= 64
 
 
-def test_stop_answers_waiting_callers_with_an_error():
-    batcher = make_batcher(max_batch=8, max_wait_s=0.01, sizes=[])
-    batcher.start()
+@both
+def test_every_waiting_request_is_in_the_next_batch_up_to_max_batch(threaded):
+    """Fairness: a batch takes the oldest requests first, and what does not fit starts the
+    next batch (here the last one after the wait: 10 envs connected, 2 left waiting)."""
+    sizes: list[int] = []
+    batcher = make_batcher(4, 0.2, sizes, threaded, connected_envs=lambda: 10)
+
+    async def main() -> list[InferenceRequest]:
+        requests = [batcher.submit(request([i, i])) for i in range(5)]  # 10 envs
+        await asyncio.wait_for(asyncio.gather(*(r.waiter for r in requests)), 30)
+        return requests
+
+    requests = asyncio.run(main())
     batcher.stop()
-    req = batcher.submit(request([1]))
-    assert req.wait(1) and isinstance(req.error, BatcherStopped)
+    assert [r.actions.tolist() for r in requests] == [[i % A, i % A] for i in range(5)]
+    assert sizes == [4, 4, 2]
 
 
-def test_a_model_error_reaches_the_caller_and_is_recorded():
+@both
+def test_stop_answers_waiting_callers_with_an_error(threaded):
+    batcher = make_batcher(8, 600.0, [], threaded)
+
+    async def main() -> tuple[InferenceRequest, InferenceRequest]:
+        waiting = batcher.submit(request([1]))
+        await asyncio.sleep(0.05)
+        await asyncio.to_thread(batcher.stop)  # from another thread, as the learner does
+        await asyncio.wait_for(waiting.waiter, 5)
+        late = batcher.submit(request([2]))
+        await asyncio.wait_for(late.waiter, 5)
+        return waiting, late
+
+    waiting, late = asyncio.run(main())
+    assert isinstance(waiting.error, BatcherStopped)
+    assert isinstance(late.error, BatcherStopped)
+
+
+@both
+def test_a_model_error_reaches_the_caller_and_is_recorded(threaded):
     class Broken(nn.Module):
         def forward(self, *args):
             raise RuntimeError("boom")
 
-    batcher = InferenceBatcher(Broken(), torch.device("cpu"), threading.Lock(), lambda: 0,
-                               max_batch=8, max_wait_s=0.001)
-    batcher.start()
-    req = batcher.submit(request([1]))
-    assert req.wait(5)
+    batcher = make_batcher(8, 0.001, [], threaded, model=Broken())
+    req = asyncio.run(ask(batcher, [1], timeout=5))
     assert isinstance(req.error, RuntimeError) and "boom" in str(req.error)
     batcher.stop()
     assert isinstance(batcher.failure, RuntimeError)
 
 
-def test_no_waiting_once_every_connected_environment_has_asked():
+@both
+def test_no_waiting_once_every_connected_environment_has_asked(threaded):
     """With all connected environments in the batch there is nobody left to wait for: the
     batch runs at once instead of after max_wait (here far longer than the test's bound)."""
     sizes: list[int] = []
-    batcher = InferenceBatcher(EchoModel(), torch.device("cpu"), threading.Lock(), lambda: 0,
-                               max_batch=1000, max_wait_s=600.0,
-                               on_batch=lambda envs, waited, busy: sizes.append(envs),
-                               connected_envs=lambda: 5)
-    batcher.start()
-    try:
+    batcher = make_batcher(1000, 600.0, sizes, threaded, connected_envs=lambda: 5)
+
+    async def main():
         first, second = batcher.submit(request([1, 2])), batcher.submit(request([3, 4, 0]))
-        assert first.wait(30) and second.wait(30)
+        await asyncio.wait_for(asyncio.gather(first.waiter, second.waiter), 30)
+        return first, second
+
+    try:
+        first, second = asyncio.run(main())
         assert first.actions.tolist() == [1, 2] and second.actions.tolist() == [3, 4, 0]
         assert sizes == [5]
     finally:

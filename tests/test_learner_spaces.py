@@ -5,6 +5,7 @@ and trainer; the wire of composite spaces is tested with the actors)."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import threading
 
@@ -167,6 +168,13 @@ def test_images_too_small_for_the_conv_net_are_refused_with_a_suggestion():
     check_spaces(composite, Discrete(2), config_for("dict"))
 
 
+async def infer(batcher: InferenceBatcher, request: InferenceRequest) -> InferenceRequest:
+    """One request through the batcher, on an event loop as the service submits it."""
+    batcher.submit(request)
+    await asyncio.wait_for(request.waiter, 10)
+    return request
+
+
 def serve(model: ActorCritic, space: gym.Space, steps: int, num_envs: int,
           unroll_length: int) -> list:
     """Serve ``steps`` inference requests of ``num_envs`` envs through the real batcher and
@@ -184,11 +192,11 @@ def serve(model: ActorCritic, space: gym.Space, steps: int, num_envs: int,
     try:
         for step in range(steps):
             starts = rng.random(num_envs) < 0.2
-            request = batcher.submit(InferenceRequest(
+            request = asyncio.run(infer(batcher, InferenceRequest(
                 observations=rows_of(space, num_envs, seed=step), episode_start=starts,
                 core_state=core_state, final_env_indices=np.zeros(0, np.int64),
-                final_observations=rows_of(space, 0)))
-            assert request.wait(10) and request.error is None
+                final_observations=rows_of(space, 0))))
+            assert request.error is None
             unrolls = builder.add_step(
                 request.observations, rng.normal(size=num_envs).astype(np.float32), starts,
                 np.zeros(num_envs, bool), np.zeros(num_envs, np.float32), request.actions,

@@ -10,6 +10,7 @@ zeroed the state would fail.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import threading
 
@@ -91,11 +92,15 @@ def serve(batcher: InferenceBatcher, model: ActorCritic, scripts: list[Script]):
     states = [tuple(s.clone() for s in model.initial_state(len(script.observations[0])))
               for script in scripts]
     answers: list[dict[tuple[int, int], float]] = [{} for _ in scripts]
-    for step in range(len(scripts[0].observations)):
+    async def one_step(step: int) -> list[InferenceRequest]:
         requests = [batcher.submit(script.request(step, state))
                     for script, state in zip(scripts, states, strict=True)]
-        for i, request in enumerate(requests):
-            assert request.wait(30) and request.error is None
+        await asyncio.wait_for(asyncio.gather(*(r.waiter for r in requests)), 30)
+        return requests
+
+    for step in range(len(scripts[0].observations)):
+        for i, request in enumerate(asyncio.run(one_step(step))):
+            assert request.error is None
             for env, value in zip(request.final_env_indices, request.final_values,
                                   strict=True):
                 answers[i][(step, int(env))] = float(value)
