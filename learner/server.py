@@ -80,6 +80,11 @@ class LearnerServer:
             ("grpc.http2.max_ping_strikes", 0),
             ("grpc.keepalive_permit_without_calls", 1),
             ("grpc.so_reuseport", 0),
+            # New RPCs wait in gRPC core until the loop takes them (slowly while every
+            # stream is busy): let them wait rather than be cancelled at core's limits.
+            ("grpc.server.max_pending_requests", config.max_streams + RPC_MARGIN),
+            ("grpc.server.max_pending_requests_hard_limit", 2 * (config.max_streams + RPC_MARGIN)),
+            ("grpc.server_max_unrequested_time_in_server", 120),
         ]
         # The token is checked on every RPC (health included) before any handler runs.
         interceptors = [TokenInterceptor(config.auth_token)] if config.auth_token else None
