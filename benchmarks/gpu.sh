@@ -3,7 +3,10 @@
 #   1. the CUDA test subset (every test parametrized over devices, on cuda);
 #   2. the V-trace CUDA rows (benchmarks/vtrace.py --device cuda);
 #   3. the Pong preset (ALE, the IMPALA ResNet) on cuda for PONG_SECONDS, reporting env
-#      steps/s, inference batch sizes, GPU utilisation and the return trend.
+#      steps/s, inference batch sizes, GPU utilisation and the return trend;
+#   4. the serving tier with inference on cuda (its own thread and CUDA stream, so a
+#      backward pass never delays it): benchmarks/serving.py at 64 x 1 and 1000 x 32,
+#      learner training and idle, reply latency against the echo server.
 #
 #   bash benchmarks/gpu.sh            # results and logs in $OUT (or benchmarks/results/gpu)
 #
@@ -67,3 +70,7 @@ print(f"| {mean('sps'):,.0f} | {mean('batch_size_mean'):.0f} | "
       f"{records[-1]['train_steps'] / elapsed:.1f} | "
       f"{statistics.fmean(util) if util else float('nan'):.0f} % | {trend} |")
 PY
+
+echo "== 4. Serving with inference on CUDA"
+python3 benchmarks/serving.py --points 64x1 1000x32 --warmup 20 --seconds 8 \
+    --learner-flags "--device cuda" 2>/dev/null | tee "$OUT/serving.txt"

@@ -15,6 +15,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from procs import Process
+from stand_in_learner import StandInLearner
 
 from seed_rl.config import ENV_PREFIX
 
@@ -129,3 +130,18 @@ def make_pki(directory: Path) -> dict[str, Path]:
 def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Fresh TLS certificates for one test (see :func:`make_pki`)."""
     return make_pki(tmp_path_factory.mktemp("pki"))
+
+
+@pytest.fixture
+def learners() -> Iterator[Callable[..., StandInLearner]]:
+    """Start stand-in learners (tests/stand_in_learner.py); all are stopped afterwards."""
+    started: list[StandInLearner] = []
+
+    def start(**kwargs) -> StandInLearner:
+        learner = StandInLearner(**kwargs).start()
+        started.append(learner)
+        return learner
+
+    yield start
+    for learner in started:
+        learner.stop()

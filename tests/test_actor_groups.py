@@ -64,20 +64,6 @@ class ActorThread:
 
 
 @pytest.fixture
-def learners() -> Iterator[Callable[..., StandInLearner]]:
-    started: list[StandInLearner] = []
-
-    def start(**kwargs) -> StandInLearner:
-        learner = StandInLearner(**kwargs).start()
-        started.append(learner)
-        return learner
-
-    yield start
-    for learner in started:
-        learner.stop()
-
-
-@pytest.fixture
 def actors() -> Iterator[Callable[..., ActorThread]]:
     running: list[ActorThread] = []
 
