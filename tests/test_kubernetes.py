@@ -78,6 +78,8 @@ RENDERS = [f"overlays/{name}" for name in OVERLAYS] + ["run-reader"]
 VALUE_EXCEPTIONS = {
     "SEED_RL_LEARNER": "the actors dial the learner's Service, seed-rl-learner:50051",
     "SEED_RL_AUTH_TOKEN": "from the Secret seed-rl-auth (compose: the shell, default empty)",
+    "SEED_RL_ENV_GROUPS": "auto: actor pods reach the learner pod over the network (compose: 1, "
+                          "its learner shares the machine's cores)",
 }
 OVERLAY_VALUE_EXCEPTIONS = {"gpu": {"SEED_RL_DEVICE": "cuda: the learner has a GPU"}}
 #: variables of the manifests that are not SEED_RL_* knobs, and variables that are not knobs
