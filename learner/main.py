@@ -199,7 +199,9 @@ class Learner:
                     on_metrics(record)
             if now >= next_checkpoint:
                 next_checkpoint = now + config.checkpoint_every
-                self.save_checkpoint()
+                # Waits for an update in flight, but not past a stop request: the final
+                # checkpoint at shutdown then decides (a stuck collective must not hold it).
+                self.save_checkpoint(give_up=self.stop_requested)
             reason = self.stop_criterion(now - started)
             if reason:
                 self.request_stop(reason)
@@ -304,11 +306,12 @@ class Learner:
             connected_actors=self.servicer.connected_actors,
         )
 
-    def checkpoint_state(self, timeout: float | None = None) -> dict | None:
+    def checkpoint_state(self, timeout: float | None = None,
+                         give_up: threading.Event | None = None) -> dict | None:
         """What a checkpoint holds: model, optimizer, train steps and policy version of one
         update (the trainer's snapshot), the env counters, the config and the RNG states.
-        None when ``timeout`` s pass while an update is in flight."""
-        snapshot = self.trainer.snapshot(timeout)
+        None when ``timeout`` s pass, or ``give_up`` is set, while an update is in flight."""
+        snapshot = self.trainer.snapshot(timeout, give_up)
         if snapshot is None:
             return None
         metrics = self.metrics
@@ -323,10 +326,14 @@ class Learner:
             "rng": capture_rng(),
         }
 
-    def save_checkpoint(self, timeout: float | None = None) -> Path | None:
+    def save_checkpoint(self, timeout: float | None = None,
+                        give_up: threading.Event | None = None) -> Path | None:
         if not self.writes:  # rank 0 writes the group's checkpoints
             return None
-        state = self.checkpoint_state(timeout)
+        state = self.checkpoint_state(timeout, give_up)
+        if state is None and give_up is not None:
+            log.info("periodic checkpoint skipped: stopping while an update is in flight")
+            return None
         if state is None:
             log.error("no final checkpoint: an update is stuck in a collective of the broken "
                       "group; the job resumes from the last checkpoint written")

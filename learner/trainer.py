@@ -345,12 +345,18 @@ class Trainer:
                 digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
         return digest.hexdigest()[:16]
 
-    def snapshot(self, timeout: float | None = None) -> dict[str, Any] | None:
+    def snapshot(self, timeout: float | None = None,
+                 give_up: threading.Event | None = None) -> dict[str, Any] | None:
         """CPU copies of the model and optimizer state and the train steps and policy version,
         all of one and the same update (taken between two updates); None when ``timeout``
-        seconds pass while an update is in flight."""
-        if not self._update_lock.acquire(timeout=-1 if timeout is None else timeout):
-            return None
+        seconds pass while an update is in flight, or once ``give_up`` is set (an update
+        stuck in a collective of a broken replica group must not hold a stop)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self._update_lock.acquire(timeout=0.2 if deadline is None else max(
+                0.0, min(0.2, deadline - time.monotonic()))):
+            if (give_up is not None and give_up.is_set()) or (
+                    deadline is not None and time.monotonic() >= deadline):
+                return None
         try:
             return {
                 "model": {k: v.detach().to("cpu", copy=True)
