@@ -37,8 +37,10 @@ def test_learner_and_two_actor_processes_learn_cartpole(tmp_path, free_port, pro
     assert records[-1]["train_steps"] > 100
     assert max(r["connected_actors"] for r in records) == 2
     returns = [r["episode_return_mean"] for r in records if r["episode_return_mean"]]
-    assert returns[0] < 2 * RANDOM_PLAY_RETURN, "training should start from random play"
+    # The first record comes after a second of training (already past random play when
+    # serving is fast): the run must end far above where that record stood.
     assert max(returns) > 4 * RANDOM_PLAY_RETURN, f"no learning: {returns}"
+    assert max(returns) > 2 * returns[0], f"no learning after the first record: {returns}"
     for key in ("loss_total", "loss_pg", "loss_baseline", "loss_entropy", "entropy",
                 "batch_size_mean", "policy_lag_mean", "queue_depth", "dropped_unrolls", "sps",
                 "episode_length_mean", "policy_version", "wall_time", "episodes"):
