@@ -116,7 +116,10 @@ class LearnerServer:
             for name in (SERVICE_NAME, ""):
                 await self._health.set(name, status)
 
-        self._run(set_all())
+        try:
+            self._run(set_all(), timeout=10)
+        except TimeoutError:  # a stuck loop must not stop a shutdown: say so and go on
+            log.error("the serving loop did not take the health status within 10 s")
 
     def call_soon(self, function: Callable[[], Any]) -> None:
         """Run ``function`` on the serving loop (where the sessions live), not waiting; an
