@@ -11,7 +11,6 @@ Torch-free: actors import this module.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import gymnasium as gym
 import numpy as np
@@ -118,19 +117,13 @@ class UnknownSpace(WireError):
     The learner answers FAILED_PRECONDITION (run the same version on both sides)."""
 
 
-@dataclass(frozen=True)
-class SpaceMismatch:
-    """Why two spaces differ, in words a person can act on."""
-
-    what: str
-
-
 _SUPPORTED = ("seed-rl carries Box, Discrete, MultiDiscrete, MultiBinary and Dict / Tuple of "
               "those; wrap the environment to turn it into one of these (e.g. "
               "FlattenObservation)")
 
 
-def _cap(text: str, limit: int = MAX_DESCRIPTION) -> str:
+def shorten(text: str, limit: int = MAX_DESCRIPTION) -> str:
+    """``text``, cut to ``limit`` characters (a hostile peer controls some of it)."""
     return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
@@ -144,7 +137,7 @@ def _values(array: np.ndarray) -> str:
 
 def describe_space(space: gym.Space) -> str:
     """A short, exact-enough text for logs and errors (at most MAX_DESCRIPTION chars)."""
-    return _cap(_describe(space))
+    return shorten(_describe(space))
 
 
 def _describe(space: gym.Space) -> str:
@@ -163,9 +156,9 @@ def _describe(space: gym.Space) -> str:
         return f"MultiBinary(n={space.n})"
     if isinstance(space, gym.spaces.Dict):
         parts = ", ".join(f"{key!r}: {_describe(sub)}" for key, sub in space.spaces.items())
-        return _cap(f"Dict({parts})", 4 * MAX_DESCRIPTION)
+        return shorten(f"Dict({parts})", 4 * MAX_DESCRIPTION)
     if isinstance(space, gym.spaces.Tuple):
-        return _cap(f"Tuple({', '.join(_describe(sub) for sub in space.spaces)})",
+        return shorten(f"Tuple({', '.join(_describe(sub) for sub in space.spaces)})",
                     4 * MAX_DESCRIPTION)
     return type(space).__name__
 
@@ -285,7 +278,7 @@ def _decode(message: pb.Space, name: str, depth: int, leaves: list[int]) -> gym.
         if isinstance(error, WireError):
             raise
         raise WireError(f"{name}: gymnasium refuses this {kind} space: "
-                        f"{type(error).__name__}: {_cap(str(error), 200)}") from None
+                        f"{type(error).__name__}: {shorten(str(error), 200)}") from None
 
 
 def _first_field_number(data: bytes) -> int | None:
@@ -357,58 +350,3 @@ def _decode_multi_binary(space: pb.MultiBinarySpace, name: str) -> gym.Space:
     if math.prod(n) > DEFAULT_MAX_TENSOR_BYTES:
         raise WireError(f"{name}: MultiBinary of shape {list(n)} is too large")
     return gym.spaces.MultiBinary(n[0] if len(n) == 1 else list(n))
-
-
-# -- compare ------------------------------------------------------------------------------
-
-
-def space_mismatch(expected: gym.Space, got: gym.Space) -> SpaceMismatch | None:
-    """None when ``got`` equals ``expected`` exactly (type, shape, dtype, bounds, n, start,
-    Dict keys and their order, recursively); else the first difference, with where."""
-    return _mismatch(expected, got, "")
-
-
-def _mismatch(expected: gym.Space, got: gym.Space, path: str) -> SpaceMismatch | None:
-    at = f"at {path}: " if path else ""
-    sides = f"learner has {describe_space(expected)}, actor has {describe_space(got)}"
-    differ = SpaceMismatch(f"{at}{sides}")
-    if type(expected) is not type(got):
-        return differ
-    if isinstance(expected, gym.spaces.Discrete):
-        return differ if (expected.n, expected.start) != (got.n, got.start) else None
-    if isinstance(expected, gym.spaces.Box):
-        if expected.shape != got.shape or expected.dtype != got.dtype:
-            return differ
-        if not (np.array_equal(expected.low, got.low) and np.array_equal(expected.high, got.high)):
-            return SpaceMismatch(f"bounds differ{' ' + at[:-2] if path else ''}: {sides}")
-        return None
-    if isinstance(expected, gym.spaces.MultiDiscrete):
-        same = (expected.shape == got.shape and expected.dtype == got.dtype
-                and np.array_equal(expected.nvec, got.nvec)
-                and np.array_equal(expected.start, got.start))
-        return None if same else differ
-    if isinstance(expected, gym.spaces.MultiBinary):
-        return None if expected.shape == got.shape else differ
-    if isinstance(expected, gym.spaces.Dict):
-        mine, theirs = list(expected.spaces), list(got.spaces)
-        if mine != theirs:
-            order = (" (the same keys in another order: packed observations follow the "
-                     "order)" if sorted(map(str, mine)) == sorted(map(str, theirs)) else "")
-            return SpaceMismatch(_cap(f"{at}Dict keys differ{order}: learner has {mine}, "
-                                      f"actor has {theirs}"))
-        for key in mine:
-            found = _mismatch(expected[key], got[key], f"{path}[{key!r}]")
-            if found is not None:
-                return found
-        return None
-    if isinstance(expected, gym.spaces.Tuple):
-        if len(expected.spaces) != len(got.spaces):
-            return SpaceMismatch(f"{at}Tuple lengths differ ({len(expected.spaces)} and "
-                                 f"{len(got.spaces)}): {sides}")
-        for index, (mine_sub, theirs_sub) in enumerate(zip(expected.spaces, got.spaces,
-                                                           strict=True)):
-            found = _mismatch(mine_sub, theirs_sub, f"{path}[{index}]")
-            if found is not None:
-                return found
-        return None
-    return SpaceMismatch(f"unsupported space {describe_space(expected)}")

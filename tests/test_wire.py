@@ -6,6 +6,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
+from learner.validation import space_mismatch
 from seed_rl import wire
 from seed_rl.proto.seed_rl.v1 import seed_rl_pb2 as pb
 
@@ -224,8 +225,8 @@ def test_space_round_trip(name: str) -> None:
     space = SPACES[name]
     decoded = round_trip(space)
     assert_same_space(decoded, space)
-    assert wire.space_mismatch(space, decoded) is None
-    assert wire.space_mismatch(decoded, space) is None
+    assert space_mismatch(space, decoded) is None
+    assert space_mismatch(decoded, space) is None
     assert wire.describe_space(decoded) == wire.describe_space(space)
 
 
@@ -422,7 +423,7 @@ def test_decode_space_rejects_malformed_descriptions(message: pb.Space, match: s
     ],
 )
 def test_space_mismatch_names_both_sides(learner, actor, fragments) -> None:
-    mismatch = wire.space_mismatch(learner, actor)
+    mismatch = space_mismatch(learner, actor)
     assert mismatch is not None
     assert "learner has" in mismatch.what and "actor has" in mismatch.what
     for fragment in fragments:
@@ -431,4 +432,4 @@ def test_space_mismatch_names_both_sides(learner, actor, fragments) -> None:
 
 def test_space_mismatch_is_none_for_equal_spaces() -> None:
     for space in SPACES.values():
-        assert wire.space_mismatch(space, space) is None
+        assert space_mismatch(space, space) is None
