@@ -5,13 +5,19 @@ Each entry is a preset name, optionally followed by more ``seed-rl train`` flags
 ``seed-rl train --preset NAME --max-time BUDGET [FLAGS]``, in a fresh logdir, one after the
 other (side by side in one run, on the same machine). It prints a Markdown table:
 
-    entry | seed | reached target | time to target, s | final return | best return |
-    env steps | env steps/s
+    entry | seed | target | reached | time to target, s | env steps to target |
+    final return | best return | env steps | env steps/s
 
 * time to target: the learner's clock at the first metrics record whose mean return (last
   100 episodes) reached the preset's target, plus that run's start-up (wall time minus the
   learner's clock): the time a person waits;
+* env steps to target: the env steps counted by that same record;
 * final return: the mean return of the last 100 episodes when the run ended;
+
+A run stops at its target (the entry's ``--target-return``, else its preset's
+``target_return``) unless ``--past-target`` is given: then every run trains for the whole
+budget (``--target-return nan``) and the target, read when the run ends, only marks where
+the curve first crossed it.
 
 then per entry: seeds reaching the target and the median time to target. Every run's
 ``learning_curve.png`` and ``metrics.jsonl`` are copied to ``--out`` and one combined figure,
@@ -50,6 +56,7 @@ class SuiteRun:
     learner_s: float
     env_steps: int
     time_to_target: float  # nan when the target was not reached
+    steps_to_target: float  # nan when the target was not reached
     final_return: float
     best_return: float
     metrics: Path
@@ -63,19 +70,31 @@ def slug(entry: str) -> str:
     return "_".join(part.strip("-").replace("=", "-") for part in entry.split()) or "entry"
 
 
-def run_entry(entry: str, seed: int, budget: float, workdir: Path) -> SuiteRun:
+def entry_target(name: str, flags: list[str]) -> float:
+    """The entry's own ``--target-return`` flag, else its preset's ``target_return``."""
+    for i, flag in enumerate(flags):
+        if flag == "--target-return" and i + 1 < len(flags):
+            return float(flags[i + 1])
+        if flag.startswith("--target-return="):
+            return float(flag.split("=", 1)[1])
+    return float(load_toml(presets.named(name)).get("target_return", math.nan))
+
+
+def run_entry(entry: str, seed: int, budget: float, workdir: Path,
+              past_target: bool = False) -> SuiteRun:
     """``seed-rl train`` for one entry and seed, at most ``budget`` seconds of training."""
     name, *flags = shlex.split(entry)
-    target = float(load_toml(presets.named(name)).get("target_return", math.nan))
+    run_past = ["--target-return", "nan"] if past_target else []
     logdir = workdir / f"{slug(entry)}-seed{seed}"
     command = [sys.executable, "-m", "seed_rl", "train", "--preset", name, "--seed", str(seed),
                "--max-time", str(budget), "--logdir", str(logdir), "--no-resume",
-               "--status-every", "0", *flags]
+               "--status-every", "0", *flags, *run_past]
     env = {k: v for k, v in os.environ.items() if not k.startswith("SEED_RL_")}
     started = time.perf_counter()
     done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True,
                           timeout=budget + 300)
     wall = time.perf_counter() - started
+    target = entry_target(name, flags)
     if done.returncode != 0:
         sys.stderr.write(f"{entry} seed {seed}: exit code {done.returncode}:\n"
                          + "\n".join((done.stdout + done.stderr).splitlines()[-15:]) + "\n")
@@ -90,6 +109,7 @@ def run_entry(entry: str, seed: int, budget: float, workdir: Path) -> SuiteRun:
                if r.get("episode_return_mean") is not None]
     return SuiteRun(entry, seed, target, wall, learner_s, int(last.get("env_steps") or 0),
                     reached[0]["elapsed"] + startup if reached else math.nan,
+                    float(reached[0]["env_steps"]) if reached else math.nan,
                     returns[-1] if returns else math.nan, max(returns, default=math.nan),
                     logdir / "metrics.jsonl")
 
@@ -124,12 +144,12 @@ def plot_suite(runs: list[SuiteRun], path: Path) -> None:
 
 
 def run_suite(entries: list[str], seeds: list[int], budget: float, out: Path,
-              workdir: Path) -> int:
+              workdir: Path, past_target: bool = False) -> int:
     out.mkdir(parents=True, exist_ok=True)
     runs = []
     for entry in entries:
         for seed in seeds:
-            run = run_entry(entry, seed, budget, workdir)
+            run = run_entry(entry, seed, budget, workdir, past_target)
             runs.append(run)
             print(f"  {entry} seed {seed}: final {run.final_return:.2f}, target reached after "
                   f"{run.time_to_target:.0f} s" if not math.isnan(run.time_to_target) else
@@ -142,14 +162,14 @@ def run_suite(entries: list[str], seeds: list[int], budget: float, out: Path,
     print(f"Suite: `seed-rl train --preset NAME --max-time {budget:g}` per entry and seed; "
           f"machine: {os.cpu_count()} cores")
     print()
-    print("| entry | seed | target | reached | time to target, s | final return | "
-          "best return | env steps | env steps/s |")
-    print("|---|---:|---:|:---:|---:|---:|---:|---:|---:|")
+    print("| entry | seed | target | reached | time to target, s | env steps to target | "
+          "final return | best return | env steps | env steps/s |")
+    print("|---|---:|---:|:---:|---:|---:|---:|---:|---:|---:|")
     for r in runs:
         reached = not math.isnan(r.time_to_target)
         print(f"| {r.entry} | {r.seed} | {r.target:g} | {'yes' if reached else 'no'} | "
-              f"{r.time_to_target:.0f} | {r.final_return:.2f} | {r.best_return:.2f} | "
-              f"{r.env_steps:,} | {r.sps:,.0f} |".replace("| nan |", "| - |"))
+              f"{r.time_to_target:.0f} | {r.steps_to_target:,.0f} | {r.final_return:.2f} | {r.best_return:.2f} | "
+              f"{r.env_steps:,} | {r.sps:,.0f} |".replace(" nan |", " - |"))
     print()
     for entry in entries:
         mine = [r for r in runs if r.entry == entry]
