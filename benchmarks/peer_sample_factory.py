@@ -232,11 +232,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {curve.system}: {curve.total_steps:,} env steps, final return "
                   f"{curve.returns[-1] if curve.returns else math.nan:.2f}",
                   file=sys.stderr, flush=True)
+    finally:  # whatever happened, the runs' own records are kept
         for name in workdir.glob("sample-factory-seed*.*"):
             shutil.copyfile(name, out / name.name)
         for name in workdir.glob("minatar-*/metrics.jsonl"):
             shutil.copyfile(name, out / f"seed-rl-seed{args.seed}-metrics.jsonl")
-    finally:
         shutil.rmtree(workdir, ignore_errors=True)
     print(f"MinAtar {GAMES[args.game]}, seed {args.seed}, {args.budget:g} s per system, "
           f"one after the other on this machine ({os.cpu_count()} cores); target {target:g}")

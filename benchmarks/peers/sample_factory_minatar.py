@@ -92,7 +92,9 @@ def main(argv: list[str]) -> int:
     cfg = parse_full_cfg(parser, argv)
     # Sample Factory 2.1.1's own --train_for_seconds never fires (Runner.total_train_seconds
     # stays 0), so the run interrupts itself as Ctrl-C would: the runner stops its workers,
-    # flushes its summaries and returns INTERRUPTED.
+    # flushes its summaries and returns INTERRUPTED. A background job of a non-interactive
+    # shell starts with SIGINT ignored, and Python then leaves it ignored: restore it.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     timer = threading.Timer(max(0.0, cfg.stop_at - time.time()),
                             lambda: os.kill(os.getpid(), signal.SIGINT))
     timer.daemon = True
