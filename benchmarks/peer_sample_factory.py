@@ -1,12 +1,14 @@
 """seed-rl against Sample Factory 2.1.1 (APPO) on a MinAtar game, side by side in one run.
 
 Both systems get the same machine, the same wall-time budget, the same seed, the same 64
-environments (2 processes x 32) and the same agent: the MinAtar paper's network (3x3 conv,
-16 channels, 128 units, no recurrent core), Adam at 1e-3, unrolls of 20 steps, 640 samples
-(32 x 20) per update, discount 0.99, entropy 0.01, gradient norm 40, value loss 0.5. What
-differs is the system and its algorithm: seed-rl runs ``seed-rl train --preset
-minatar-<game>`` (V-trace actor-critic, central inference); Sample Factory runs its APPO
-(PPO clipping, one epoch per batch, its inference workers) with its defaults otherwise
+environments (2 processes x 32) and the same network: the MinAtar paper's (3x3 conv, 16
+channels, 128 units, no recurrent core), with Adam at 1e-3, unrolls of 20 steps, 640
+samples (32 x 20) per update, discount 0.99, gradient norm 40 and value loss weight 0.5.
+What differs is the system and its algorithm: seed-rl runs ``seed-rl train --preset
+minatar-<game>`` (V-trace actor-critic, central inference, summed losses, entropy cost
+0.05); Sample Factory runs its APPO (PPO clipping, one epoch per batch, normalised
+advantages and returns, its own inference and learner processes, mean losses) with
+exploration coefficient 0.01 (its default is 0.003) and its defaults otherwise
 (``sample_factory_flags`` below lists its flags).
 
 Sample Factory pins gymnasium < 1.0, so it runs in its own virtual environment, created by
