@@ -9,7 +9,7 @@ other (side by side in one run, on the same machine). It prints a Markdown table
     final return | best return | env steps | env steps/s
 
 * time to target: the learner's clock at the first metrics record whose mean return (last
-  100 episodes) reached the preset's target, plus that run's start-up (wall time minus the
+  100 episodes) reached the entry's target, plus that run's start-up (wall time minus the
   learner's clock): the time a person waits;
 * env steps to target: the env steps counted by that same record;
 * final return: the mean return of the last 100 episodes when the run ended;

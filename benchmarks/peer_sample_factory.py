@@ -13,7 +13,7 @@ exploration coefficient 0.01 (its default is 0.003) and its defaults otherwise
 
 Sample Factory pins gymnasium < 1.0, so it runs in its own virtual environment, created by
 this script the first time (``--peer-venv``, default ``~/.cache/seed-rl/peers/
-sample-factory-2.1.1``; about 2 minutes, and the torch pin of ``constraints-ci.txt`` keeps
+sample-factory-2.1.1``; a few minutes, and the torch pin of ``constraints-ci.txt`` keeps
 it on the CPU wheel). It is never a dependency of seed-rl.
 
 Each run is timed from launching its command, and Sample Factory is stopped when it has run
