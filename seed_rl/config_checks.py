@@ -1,0 +1,74 @@
+"""The range and consistency checks of a resolved :class:`~seed_rl.config.Config`.
+
+Every value that cannot work is refused with a :class:`~seed_rl.config.ConfigError` that names
+the knob (as its flag) and what would work. Called by ``resolve`` for every role, and by the
+launchers that build a Config themselves. Torch-free.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # seed_rl.config re-exports validate, so it is imported at call time
+    from seed_rl.config import Config
+
+
+def validate(config: Config) -> None:
+    """Reject values that cannot work, saying which knob and what would."""
+    from seed_rl.config import ConfigError, flag_name
+
+    positive = ["num_actors", "envs_per_actor", "unroll_length", "batch_size", "max_batch",
+                "queue_size", "max_envs_per_actor", "lstm_size", "max_message_bytes",
+                "max_total_envs", "max_streams", "learning_rate", "reward_scale", "rmsprop_eps",
+                "adam_eps",
+                "clip_rho_threshold", "clip_pg_rho_threshold", "stream_idle_timeout",
+                "log_every", "checkpoint_every", "eval_episodes", "replicas",
+                "replica_wait"]
+    for name in positive:
+        if not getattr(config, name) > 0:
+            raise ConfigError(f"{flag_name(name)} must be positive, got {getattr(config, name)}")
+    non_negative = {
+        "reward_clip": "0 turns reward clipping off",
+        "max_grad_norm": "0 turns gradient clipping off",
+        "max_policy_lag": "0 keeps only unrolls of the current policy",
+        "baseline_cost": "", "entropy_cost": "", "total_steps": "0: no limit",
+        "max_time": "0: no limit", "eval_every": "0: off", "status_every": "0: never",
+        "max_wait_ms": "", "rmsprop_momentum": "", "reconnect_max_backoff": "",
+        "max_restarts": "", "restart_window": "",
+    }
+    for name, note in non_negative.items():
+        if not getattr(config, name) >= 0:
+            raise ConfigError(f"{flag_name(name)} must be >= 0{f' ({note})' if note else ''}, "
+                              f"got {getattr(config, name)}")
+    if not 0.0 <= config.discount <= 1.0:
+        raise ConfigError(f"--discount must be in [0, 1], got {config.discount}")
+    if not 0.0 <= config.rmsprop_alpha < 1.0:
+        raise ConfigError(f"--rmsprop-alpha must be in [0, 1), got {config.rmsprop_alpha}")
+    if config.optimizer not in {"rmsprop", "adam"}:
+        raise ConfigError(f"--optimizer must be rmsprop or adam, got {config.optimizer!r}")
+    if config.wandb_mode not in {"", "online", "offline", "disabled"}:
+        raise ConfigError(f"--wandb-mode must be online, offline or disabled, got "
+                          f"{config.wandb_mode!r}")
+    if config.conv_net not in {"nature", "impala", "minatar"}:
+        raise ConfigError(f"--conv-net must be nature, impala or minatar, got "
+                          f"{config.conv_net!r}")
+    if config.lr_decay and config.total_steps <= 0:
+        raise ConfigError("--lr-decay decays the learning rate to 0 at --total-steps: give "
+                          "--total-steps N too, or drop --lr-decay")
+    if any(h <= 0 for h in config.hidden_sizes):
+        raise ConfigError(f"--hidden-sizes must be positive widths, got {config.hidden_sizes}")
+    if bool(config.tls_cert) != bool(config.tls_key):
+        raise ConfigError("--tls-cert and --tls-key go together: give both or neither")
+    if config.batch_size % config.replicas:
+        raise ConfigError(f"--batch-size {config.batch_size} must be a multiple of --replicas "
+                          f"{config.replicas}: each replica takes an equal share")
+    groups = str(config.env_groups).strip().lower()
+    if groups != "auto" and not (groups.isdecimal() and int(groups) >= 1):
+        raise ConfigError(f"--env-groups must be auto or a positive integer, got "
+                          f"{config.env_groups!r}")
+    if groups != "auto" and int(groups) > config.envs_per_actor:
+        raise ConfigError(f"--env-groups {groups} exceeds --envs-per-actor "
+                          f"{config.envs_per_actor}: every group needs an environment")
+    if config.envs_per_actor > config.max_envs_per_actor:
+        raise ConfigError(f"--envs-per-actor {config.envs_per_actor} exceeds "
+                          f"--max-envs-per-actor {config.max_envs_per_actor}")
