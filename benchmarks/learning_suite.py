@@ -42,7 +42,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from learner.curves import read_curve  # noqa: E402
+from learner.watching.curves import read_curve  # noqa: E402
 from seed_rl import presets  # noqa: E402
 from seed_rl.config import load_toml  # noqa: E402
 

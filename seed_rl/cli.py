@@ -21,13 +21,13 @@ from seed_rl import __version__, config
 
 #: subcommand -> (module with ``main(resolved: config.Resolved, args) -> int``, summary)
 ROLES: dict[str, tuple[str, str]] = {
-    "learner": ("learner.main", "serve a learner: central batched inference and V-trace "
+    "learner": ("learner.running.main", "serve a learner: central batched inference and V-trace "
                 "training for remote actors"),
     "actors": ("actors.supervisor", "run and supervise actor processes that step gymnasium "
                "environments for a learner"),
-    "train": ("learner.local_run", "train locally: a learner and actor processes on this "
+    "train": ("learner.running.local_run", "train locally: a learner and actor processes on this "
               "machine (CartPole-v1 by default)"),
-    "eval": ("learner.evaluate", "play episodes with a checkpoint; print returns, write a "
+    "eval": ("learner.running.evaluate", "play episodes with a checkpoint; print returns, write a "
              "video"),
 }
 

@@ -12,10 +12,10 @@ import gymnasium
 import numpy as np
 import torch
 
-from learner.distributed import ReplicaGroup
-from learner.metrics import Metrics
-from learner.models import build_model
-from learner.store import UnrollQueue, Unrolls
+from learner.training.distributed import ReplicaGroup
+from learner.training.models import build_model
+from learner.training.store import UnrollQueue, Unrolls
+from learner.watching.metrics import Metrics
 from seed_rl.config import Config
 
 OBS, ACTIONS = 4, 2  # tests/unrolls.py's defaults
@@ -44,7 +44,7 @@ def replica(rank: int, world: int, port: int, outdir: str, overrides: dict,
             batches: list[Unrolls], envs: int, target_updates: int) -> None:
     """Train on ``batches`` (this rank's share, queued up front) until ``target_updates``
     updates happened; save weights, optimizer state, counters and the tick count."""
-    from learner.trainer import Trainer
+    from learner.training.trainer import Trainer
 
     torch.set_num_threads(1)
     config = make_config(**overrides)

@@ -23,7 +23,7 @@ from procs import WAIT
 from actors.client import ActorClient
 from actors.counters import Counters
 from actors.groups import run_actor, split_envs
-from learner.store import Unrolls
+from learner.training.store import Unrolls
 from seed_rl.config import Config
 
 ENV = "seed_rl.testing:RevealAction-v0"

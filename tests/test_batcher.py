@@ -12,9 +12,9 @@ import pytest
 import torch
 from torch import nn
 
-from learner.batcher import BatcherStopped, InferenceBatcher, InferenceRequest
-from learner.models import ModelOutput
-from learner.policies import Categorical
+from learner.serving.batcher import BatcherStopped, InferenceBatcher, InferenceRequest
+from learner.training.models import ModelOutput
+from learner.training.policies import Categorical
 
 A = 5
 

@@ -13,10 +13,10 @@ import torch
 from learner_harness import make_config
 from unrolls import random_unrolls
 
-from learner import checkpoint
-from learner.main import Learner
-from learner.models import build_model
-from learner.trainer import Batch, build_optimizer, train_step
+from learner.running.main import Learner
+from learner.training import checkpoint
+from learner.training.models import build_model
+from learner.training.trainer import Batch, build_optimizer, train_step
 
 
 def make_learner(tmp_path, **overrides) -> Learner:

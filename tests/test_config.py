@@ -83,8 +83,8 @@ def test_each_optimizer_has_its_own_epsilon() -> None:
     torch = pytest.importorskip("torch")
     import gymnasium as gym
 
-    from learner.models import build_model
-    from learner.trainer import build_optimizer
+    from learner.training.models import build_model
+    from learner.training.trainer import build_optimizer
 
     env = gym.make("CartPole-v1")
     model = build_model(env.observation_space, env.action_space, Config())
@@ -123,7 +123,7 @@ def test_the_cli_exits_2_naming_the_flag(capsys) -> None:
 
 def test_the_learner_records_its_preset_in_config_json(tmp_path) -> None:
     pytest.importorskip("torch")
-    from learner.main import Learner
+    from learner.running.main import Learner
 
     for argv, expected in ((["--env", "CartPole-v1"], "cartpole"),
                            (["--preset", "none"], "")):

@@ -1,4 +1,4 @@
-"""Data-parallel replicas (learner/distributed.py): real gloo processes on 127.0.0.1.
+"""Data-parallel replicas (learner/training/distributed.py): real gloo processes on 127.0.0.1.
 
 * N = 2 replicas with B/2 unrolls each make the update of one learner on all B (MLP, LSTM),
   clipping and Adam included, and start from rank 0's weights;
@@ -16,9 +16,9 @@ import torch.multiprocessing as mp
 from distributed_workers import make_config, make_model, replica
 from unrolls import random_unrolls
 
-from learner.distributed import ReplicaGroup, advertise_address, replica_port_address
-from learner.store import Unrolls
-from learner.trainer import Batch, build_optimizer, train_step
+from learner.training.distributed import ReplicaGroup, advertise_address, replica_port_address
+from learner.training.store import Unrolls
+from learner.training.trainer import Batch, build_optimizer, train_step
 
 pytestmark = pytest.mark.timeout(180)
 

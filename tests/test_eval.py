@@ -1,6 +1,6 @@
 """``seed-rl eval`` and the learner's periodic greedy evaluation (``--eval-every``).
 
-Checkpoints are produced in the tests by a real :class:`learner.main.Learner`; episodes
+Checkpoints are produced in the tests by a real :class:`learner.running.main.Learner`; episodes
 are played in real gymnasium environments; videos are real files read back with imageio.
 """
 
@@ -19,9 +19,10 @@ import torch
 from learner_harness import make_config
 from procs import REPO
 
-from learner import evaluate
-from learner.main import Learner
-from learner.models import build_model
+from learner.running import evaluate
+from learner.running.main import Learner
+from learner.training.models import build_model
+from learner.watching import evaluator
 from seed_rl import cli
 from seed_rl.config import Config
 
@@ -158,9 +159,9 @@ def test_play_episodes_counts_returns_and_lengths(lstm) -> None:
         lstm=lstm,
         lstm_size=8,
     )
-    env = evaluate.make_env(config, render=True)
+    env = evaluator.make_env(config, render=True)
     try:
-        stats = evaluate.play_episodes(
+        stats = evaluator.play_episodes(
             rigged_model(config, 1), env, 4, greedy=True, seed=0, record=True
         )
     finally:
@@ -207,7 +208,7 @@ def test_box_actions_are_clipped_to_the_bounds_before_env_step(greedy) -> None:
     with torch.no_grad():
         model.policy.weight.zero_()
         model.policy.bias.copy_(torch.tensor([10.0, -10.0]))
-    stats = evaluate.play_episodes(model.eval(), env, 2, greedy=greedy, seed=0)
+    stats = evaluator.play_episodes(model.eval(), env, 2, greedy=greedy, seed=0)
     assert stats.lengths == [3, 3]
     taken = np.stack(env.taken)
     assert taken.dtype == np.float32 and ((taken >= -1) & (taken <= 1)).all()

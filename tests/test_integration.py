@@ -9,7 +9,7 @@ import sys
 import pytest
 from procs import WAIT
 
-from learner import checkpoint
+from learner.training import checkpoint
 
 RANDOM_PLAY_RETURN = 22.0  # CartPole-v1 under a uniform random policy
 

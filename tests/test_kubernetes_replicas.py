@@ -45,8 +45,8 @@ from k8s_manifests import (
 )
 from learner_process import RESUMED, SERVING, last_metric, wait_for
 
-from learner import checkpoint
-from learner.distributed import ReplicaGroup, advertise_address, replica_port_address
+from learner.training import checkpoint
+from learner.training.distributed import ReplicaGroup, advertise_address, replica_port_address
 
 DOC = K8S.parents[1] / "docs" / "kubernetes.md"
 #: the doc's example: an overlay of its own that makes the gpu overlay a group of 4

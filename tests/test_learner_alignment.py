@@ -12,7 +12,7 @@ import torch
 from learner_client import ScriptedActor, handshake_request, step_request
 from learner_harness import make_config, running_learner
 
-from learner.trainer import Batch, vtrace_inputs
+from learner.training.trainer import Batch, vtrace_inputs
 
 ENV = "seed_rl.testing:RevealAction-v0"
 K, T, EPISODE = 3, 7, 4

@@ -12,8 +12,8 @@ import torch
 from learner_client import ScriptedActor, handshake_request, step_request
 from learner_harness import make_config, running_learner
 
-from learner.models import ImpalaTorso, MLPTorso, NatureTorso, build_model, check_spaces
-from learner.trainer import Batch, build_optimizer, train_step
+from learner.training.models import ImpalaTorso, MLPTorso, NatureTorso, build_model, check_spaces
+from learner.training.trainer import Batch, build_optimizer, train_step
 from seed_rl.config import Config
 from seed_rl.spaces import UnsupportedSpace
 

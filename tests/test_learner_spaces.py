@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 import torch
 
-from learner import policies
-from learner.batcher import InferenceBatcher, InferenceRequest
-from learner.models import (
+from learner.serving.batcher import InferenceBatcher, InferenceRequest
+from learner.training import policies
+from learner.training.models import (
     ActorCritic,
     FlatFeatures,
     MinAtarTorso,
@@ -27,8 +27,8 @@ from learner.models import (
     check_spaces,
     unpack_rows,
 )
-from learner.store import UnrollBuilder
-from learner.trainer import Batch, build_optimizer, train_step
+from learner.training.store import UnrollBuilder
+from learner.training.trainer import Batch, build_optimizer, train_step
 from seed_rl.config import Config
 from seed_rl.spaces import UnsupportedSpace, observation_layout
 

@@ -1,4 +1,4 @@
-"""learner/policies.py against torch.distributions as the oracle: log-probabilities,
+"""learner/training/policies.py against torch.distributions as the oracle: log-probabilities,
 entropies, greedy actions and sample statistics of every kind of action distribution."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import distributions as D
 
-from learner import policies
+from learner.training import policies
 from seed_rl.spaces import UnsupportedSpace
 
 LEADING = (4, 3)  # [T, B]

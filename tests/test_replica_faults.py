@@ -19,8 +19,8 @@ import pytest
 from learner_process import RESUMED, actors_command, last_metric, learner_command, wait_for
 from procs import WAIT
 
-from learner import checkpoint
-from learner.launch import STOP_GRACE_S
+from learner.running.launch import STOP_GRACE_S
+from learner.training import checkpoint
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(420)]
 

@@ -4,7 +4,7 @@ where the learner listens.
 Certificates are made at test time (the ``pki`` fixture in conftest.py, the cryptography
 package). Refused clients are raw gRPC clients with a bounded deadline; accepted ones are
 real ``python -m actors`` processes that must train. The token is checked once per RPC, by
-learner/auth.py's interceptor on the learner's server, never by the handlers: the
+learner/serving/auth.py's interceptor on the learner's server, never by the handlers: the
 in-process test below shows a call without it never reaches them.
 """
 

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from learner.models import ModelOutput
-from learner.store import QueueClosed, UnrollBuilder, UnrollQueue, Unrolls
-from learner.trainer import Batch, vtrace_inputs
+from learner.training.models import ModelOutput
+from learner.training.store import QueueClosed, UnrollBuilder, UnrollQueue, Unrolls
+from learner.training.trainer import Batch, vtrace_inputs
 from seed_rl.config import Config
 from seed_rl.functional import vtrace
 

@@ -23,9 +23,11 @@ import pytest
 from procs import REPO, children_of, is_running
 from rich.console import Console
 
-from learner import checkpoint, curves, local_actors
-from learner import local_run as train
-from learner.console import LiveStatus, format_duration, progress
+from learner.running import local_actors
+from learner.running import local_run as train
+from learner.training import checkpoint
+from learner.watching import curves
+from learner.watching.console import LiveStatus, format_duration, progress
 from seed_rl import cli, presets
 from seed_rl import config as cfg
 from seed_rl.config import Config
@@ -151,7 +153,7 @@ def test_actor_environment_has_the_token_and_no_other_seed_rl_variables(monkeypa
 @pytest.mark.parametrize("name", sorted(presets.shipped()))
 def test_each_preset_loads_and_builds_its_env_and_model(name) -> None:
 
-    from learner.models import build_model
+    from learner.training.models import build_model
 
     path = presets.shipped()[name]
     values = cfg.load_toml(path)

@@ -9,8 +9,8 @@ import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 from unrolls import random_unrolls
 
-from learner.models import build_model
-from learner.trainer import Batch, compute_loss, vtrace_inputs
+from learner.training.models import build_model
+from learner.training.trainer import Batch, compute_loss, vtrace_inputs
 from seed_rl.config import Config
 from seed_rl.functional import loss, vtrace
 

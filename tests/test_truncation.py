@@ -21,9 +21,9 @@ import torch
 from learner_client import ScriptedActor, handshake_request, step_request
 from learner_harness import make_config, running_learner
 
-from learner.batcher import InferenceBatcher, InferenceRequest
-from learner.models import ActorCritic, build_model
-from learner.trainer import Batch, vtrace_inputs
+from learner.serving.batcher import InferenceBatcher, InferenceRequest
+from learner.training.models import ActorCritic, build_model
+from learner.training.trainer import Batch, vtrace_inputs
 from seed_rl.config import Config
 
 OBS, A, H = 4, 3, 8

@@ -1,4 +1,4 @@
-"""learner/validation.py on its own: real messages built with the wire encoding, checked
+"""learner/serving/validation.py on its own: real messages built with the wire encoding, checked
 without a server. (test_fuzz.py sends the same kinds of input to a real learner process.)"""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from learner_client import handshake_request, step_request
 
-from learner.validation import (
+from learner.serving.validation import (
     HandshakeRejected,
     LearnerSpec,
     MalformedMessage,

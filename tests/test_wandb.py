@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from learner_harness import make_config
 
-from learner.main import Learner
+from learner.running.main import Learner
 
 wandb = pytest.importorskip("wandb", reason="the test extra installs wandb")
 from wandb.proto import wandb_internal_pb2 as wandb_pb  # noqa: E402

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from learner.store import Unrolls
+from learner.training.store import Unrolls
 
 
 def random_unrolls(seed: int, T: int, B: int, *, obs_size: int = 4, actions: int = 2,

@@ -6,7 +6,7 @@ Slot convention (docs/architecture.md). Slot t of an unroll holds
     (so slot t's flags say "x_t starts a new episode"), and, when that transition was
     truncated, the value of the true final observation (``truncation_value``),
   - the inference outputs computed FROM x_t: the action a_t, the behaviour policy's
-    parameters mu(.|x_t) (learner/policies.py), the policy version that produced them,
+    parameters mu(.|x_t) (learner/training/policies.py), the policy version that produced them,
 and each unroll keeps the recurrent state before its slot 0. The trainer pairs
 pi(.|x_t), mu(.|x_t), a_t with the reward and flags of slot t + 1.
 

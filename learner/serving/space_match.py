@@ -1,6 +1,6 @@
 """Whether an actor's spaces are the learner's, and if not, the first difference in words.
 
-Used by the handshake check (learner/validation.py): an actor whose environment differs from
+Used by the handshake check (learner/serving/validation.py): an actor whose environment differs from
 the learner's (type, shape, dtype, bounds, n, start, Dict keys and their order) is refused
 with what differs and where, never trained on.
 """

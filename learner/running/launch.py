@@ -1,5 +1,5 @@
 """``seed-rl learner --replicas N``: N learner replicas on this machine, as torchrun would
-start them (learner/distributed.py).
+start them (learner/training/distributed.py).
 
 Each child gets torchrun's environment (``RANK`` = ``LOCAL_RANK``, ``WORLD_SIZE`` = N,
 ``MASTER_ADDR`` 127.0.0.1, a free ``MASTER_PORT``) and this process's resolved config (a
@@ -28,7 +28,7 @@ from pathlib import Path
 from seed_rl.config import FIELDS, Config, validate
 from seed_rl.lifetime import orphan_safe_command
 
-log = logging.getLogger("learner.launch")
+log = logging.getLogger(__name__)
 
 #: after one replica failed, the others get SIGTERM and this long to stop before SIGKILL
 STOP_GRACE_S = 15.0
@@ -55,7 +55,7 @@ def launch_replicas(config: Config, on_signal=None) -> int:
             env = {**os.environ, "RANK": str(rank), "LOCAL_RANK": str(rank),
                    "WORLD_SIZE": str(replicas), "LOCAL_WORLD_SIZE": str(replicas),
                    "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(master_port)}
-            command = orphan_safe_command([sys.executable, "-m", "learner.launch", str(path)])
+            command = orphan_safe_command([sys.executable, "-m", "learner.running.replica", str(path)])
             children.append(subprocess.Popen(command, env=env))
         log.info("started %d learner replicas (pids %s)", replicas,
                  ", ".join(str(c.pid) for c in children))
@@ -122,16 +122,3 @@ def read_config(path: str) -> Config:
     config = Config(**data)
     validate(config)
     return config
-
-
-def _child(path: str) -> int:
-    from learner.main import run
-    from seed_rl.cli import setup_logging
-
-    config = read_config(path)
-    setup_logging(os.environ.get("SEED_RL_LOG_LEVEL", "INFO"))
-    return run(config)
-
-
-if __name__ == "__main__":
-    sys.exit(_child(sys.argv[1]))

@@ -1,9 +1,9 @@
 """The auth token: with ``--auth-token`` set, every RPC must carry ``authorization: Bearer
 <token>``.
 
-learner/server.py installs :class:`TokenInterceptor` on the grpc.aio server whenever a
+learner/serving/server.py installs :class:`TokenInterceptor` on the grpc.aio server whenever a
 token is set. It runs before any request parser or handler, for every method (the health service
-and unknown methods included), so the handlers in learner/service.py never see a call
+and unknown methods included), so the handlers in learner/serving/service.py never see a call
 without the token and do not check it again. The token is compared in constant time and
 never logged or echoed.
 """

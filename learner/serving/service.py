@@ -4,8 +4,8 @@ A handshake opens a session (K environments, their slots, their unfinished unrol
 Step stream on it sends x_t for all K environments and gets their actions back, through
 the inference batcher; complete unrolls go to the trainer's queue (docs/architecture.md,
 "Data path" and "Wire contract"). The handlers are coroutines on the server's one event
-loop (learner/server.py): a stream waiting for its actions costs no thread, and everything
-that touches the sessions runs on that loop, one piece at a time. Every request is checked by learner/validation.py
+loop (learner/serving/server.py): a stream waiting for its actions costs no thread, and everything
+that touches the sessions runs on that loop, one piece at a time. Every request is checked by learner/serving/validation.py
 before anything else sees it; bad input ends only that actor's RPC, with a status code and
 a message a person can act on. The other actors keep training.
 
@@ -14,7 +14,7 @@ FAILED_PRECONDITION for a Step stream without a handshake; ALREADY_EXISTS for a 
 incarnation of one actor id; RESOURCE_EXHAUSTED for more environments than
 --max-total-envs across all actors or more sessions than --max-streams (grpc itself
 answers it for a message over --max-message-bytes); UNAVAILABLE while shutting down. The auth token is not checked here:
-learner/auth.py's interceptor refuses every RPC without it before any handler runs.
+learner/serving/auth.py's interceptor refuses every RPC without it before any handler runs.
 """
 
 from __future__ import annotations
@@ -33,11 +33,8 @@ import grpc
 import numpy as np
 import torch
 
-from learner.batcher import InferenceBatcher, InferenceRequest
-from learner.metrics import Metrics
-from learner.policies import for_action_layout
-from learner.store import QueueClosed, UnrollBuilder, UnrollQueue, Unrolls
-from learner.validation import (
+from learner.serving.batcher import InferenceBatcher, InferenceRequest
+from learner.serving.validation import (
     HandshakeRejected,
     LearnerSpec,
     MalformedMessage,
@@ -48,6 +45,9 @@ from learner.validation import (
     check_protocol_and_ids,
     lenient_parser,
 )
+from learner.training.policies import for_action_layout
+from learner.training.store import QueueClosed, UnrollBuilder, UnrollQueue, Unrolls
+from learner.watching.metrics import Metrics
 from seed_rl import __version__, wire
 from seed_rl.config import Config
 from seed_rl.proto.seed_rl.v1 import seed_rl_pb2 as pb
@@ -122,7 +122,7 @@ class LearnerServicer(pb_grpc.LearnerServicer):
         self._slot_ids = itertools.count()
         self.streaming_envs = 0  # environments of sessions whose stream is open
         # A replica of a data-parallel learner: its group, every replica's advertised
-        # address and connected environments (learner/main.py sets them).
+        # address and connected environments (learner/running/main.py sets them).
         self.group = None
         self.replica_addresses: list[str] = []
         self.replica_envs = lambda: [0]
@@ -273,7 +273,7 @@ class LearnerServicer(pb_grpc.LearnerServicer):
         return answer
 
     def redirect_for(self, request: pb.HandshakeRequest) -> str:
-        """A replica of a data-parallel learner (learner/distributed.py) sends a fresh actor
+        """A replica of a data-parallel learner (learner/training/distributed.py) sends a fresh actor
         to the least loaded replica, by connected environments (the others' as of the last
         tick), when moving it there evens the load; "" serves it here. An actor that came
         by redirect is always served."""

@@ -1,14 +1,14 @@
 """The learner's gRPC server: one asyncio event loop serving every actor stream.
 
 :class:`LearnerServer` runs a ``grpc.aio`` server on its own thread (``serving-loop``):
-the Learner service (:mod:`learner.service`), whose handlers are coroutines, and the
+the Learner service (:mod:`learner.serving.service`), whose handlers are coroutines, and the
 standard gRPC health service. A stream costs a coroutine, not a thread, so one learner
 holds thousands of actor streams; past ``--max-streams`` a handshake is answered
-RESOURCE_EXHAUSTED at once (learner/service.py), and gRPC itself refuses RPCs beyond that
+RESOURCE_EXHAUSTED at once (learner/serving/service.py), and gRPC itself refuses RPCs beyond that
 limit plus a margin for handshakes and health checks, so nothing waits unanswered.
 
 Keepalives are tuned for actors on other machines (a dead peer is noticed in ~15 s); the
-token interceptor (:mod:`learner.auth`) runs before any handler; with ``--tls-cert`` the
+token interceptor (:mod:`learner.serving.auth`) runs before any handler; with ``--tls-cert`` the
 port is TLS, with ``--tls-client-ca`` mutual TLS. Other threads reach the loop only through
 :meth:`LearnerServer.call_soon` (the session watchdog) and :meth:`set_serving`.
 """
@@ -27,8 +27,8 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from learner.auth import TokenInterceptor
-from learner.service import LearnerServicer, add_to_server
+from learner.serving.auth import TokenInterceptor
+from learner.serving.service import LearnerServicer, add_to_server
 from seed_rl import wire
 from seed_rl.config import Config
 

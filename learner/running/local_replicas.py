@@ -1,13 +1,11 @@
 """``seed-rl train --replicas N``: the learner replicas run as child processes (the
-torchrun-style launcher of :mod:`learner.launch`) instead of in this process; the actors
+torchrun-style launcher of :mod:`learner.running.launch`) instead of in this process; the actors
 dial rank 0. The summary is read from what rank 0 wrote (``metrics.jsonl``)."""
 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
-import math
 import os
 import signal
 import socket
@@ -15,27 +13,11 @@ import threading
 import time
 from pathlib import Path
 
-from learner.local_run import RunState, RunTotals, connect_host, summary_lines, write_curve
+from learner.running.local_actors import connect_host
+from learner.running.local_state import RunState, summary_lines, totals_from_metrics, write_curve
 from seed_rl.config import Config
 
 log = logging.getLogger("train")
-
-
-def totals_from_metrics(logdir: Path, resumed_from: Path | None) -> RunTotals:
-    """The summary's totals from the last ``metrics.jsonl`` record (torn lines skipped)."""
-    records = []
-    path = logdir / "metrics.jsonl"
-    if path.exists():
-        for line in path.read_text().splitlines():
-            with contextlib.suppress(json.JSONDecodeError):
-                records.append(json.loads(line))
-    last = records[-1] if records else {}
-    means = [r["episode_return_mean"] for r in records
-             if isinstance(r.get("episode_return_mean"), (int, float))]
-    episodes = int(last.get("episodes", 0))
-    return RunTotals(int(last.get("env_steps", 0)), int(last.get("train_steps", 0)), episodes,
-                     float(last.get("episode_return_mean") or math.nan),
-                     max(means) if means else -math.inf, min(episodes, 100), resumed_from)
 
 
 def run_replicas(config: Config, state: RunState, spawn_actors, serving: threading.Event,
@@ -43,8 +25,8 @@ def run_replicas(config: Config, state: RunState, spawn_actors, serving: threadi
     """``seed-rl train --replicas N``: the launcher's replicas as child processes (rank 0
     shows the status and writes the logdir), the actors pointed at rank 0's address; the
     same summary, curve, signals and exit codes as with one learner."""
-    from learner import checkpoint
-    from learner.launch import launch_replicas
+    from learner.running.launch import launch_replicas
+    from learner.training import checkpoint
 
     resumed_from = None
     if config.resume:

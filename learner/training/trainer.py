@@ -6,7 +6,7 @@ from the queue, update, publish the weights to the inference copy, bump the vers
 Checkpoints read a :meth:`Trainer.snapshot`, taken between two updates.
 
 Read it next to Espeholt et al. 2018 (IMPALA), section 4. Shapes (T = unroll length,
-B = batch size, P = policy parameters per step, learner/policies.py); every unroll has T+1
+B = batch size, P = policy parameters per step, learner/training/policies.py); every unroll has T+1
 slots (store.py states the slot convention):
 
     observations      [T+1, B, *obs]      x_0 .. x_T
@@ -43,15 +43,15 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor
 
-from learner.distributed import ReplicaGroup
-from learner.metrics import Metrics
-from learner.models import ActorCritic, ModelOutput
-from learner.store import UnrollQueue, Unrolls
+from learner.training.distributed import ReplicaGroup
+from learner.training.models import ActorCritic, ModelOutput
+from learner.training.store import UnrollQueue, Unrolls
+from learner.watching.metrics import Metrics
 from seed_rl.config import Config
 from seed_rl.functional import loss as losses
 from seed_rl.functional import vtrace
 
-log = logging.getLogger("learner.trainer")
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -185,7 +185,7 @@ def train_step(model: ActorCritic, optimizer: torch.optim.Optimizer, batch: Batc
     """One update. A non-finite loss or gradient norm skips it (the caller counts and warns).
 
     With a distributed ``group`` the gradients are summed over the replicas before the norm
-    is clipped (learner/distributed.py); ``batch`` None is a replica without a batch this
+    is clipped (learner/training/distributed.py); ``batch`` None is a replica without a batch this
     tick: it contributes a zero gradient and steps with the others."""
     for param_group in optimizer.param_groups:
         param_group["lr"] = learning_rate
@@ -277,7 +277,7 @@ class Trainer:
                 self.update(unrolls)
 
     def tick(self, stop: bool) -> bool:
-        """One lock-step tick of a replica (learner/distributed.py): wait at most
+        """One lock-step tick of a replica (learner/training/distributed.py): wait at most
         ``replica_wait`` s for a full local batch (no wait without environments: one cannot
         come), exchange the tick records, update together if any replica had a batch.
         Returns True when any replica asked to stop (all see it in the same tick)."""

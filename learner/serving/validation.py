@@ -27,8 +27,8 @@ import grpc
 import gymnasium as gym
 import numpy as np
 
-from learner.models import check_spaces
-from learner.space_match import space_mismatch
+from learner.serving.space_match import space_mismatch
+from learner.training.models import check_spaces
 from seed_rl import wire
 from seed_rl.config import Config
 from seed_rl.env_import import EnvImportError, EnvironmentUnavailable, make_env

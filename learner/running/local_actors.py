@@ -156,3 +156,12 @@ def actor_environment(token: str) -> dict[str, str]:
         env[cfg.env_var_name("auth_token")] = token
     env.setdefault("PYTHONUNBUFFERED", "1")
     return env
+
+
+def connect_host(bind_host: str) -> str:
+    """Where local actors reach a learner bound to ``bind_host``."""
+    return (
+        "127.0.0.1"
+        if bind_host in ("", "0.0.0.0", "localhost")
+        else ("[::1]" if bind_host == "[::]" else bind_host)
+    )

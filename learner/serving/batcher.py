@@ -1,12 +1,12 @@
 """Dynamic inference batching: many actors' requests, one forward pass.
 
-Stream handlers (coroutines on the serving loop, learner/service.py) submit one
+Stream handlers (coroutines on the serving loop, learner/serving/service.py) submit one
 :class:`InferenceRequest` per actor message (K environments) and await it. The batcher
 gathers requests on that same loop until ``max_batch`` environments are waiting, or every
 connected environment is, or ``max_wait`` has passed since the first one arrived (a partial
 batch still runs, so one slow or frozen actor never stalls the others), then runs the model
 once under ``torch.inference_mode()``, samples the actions from the model's action
-distribution (learner/policies.py) and hands each request its slice. Every request waiting
+distribution (learner/training/policies.py) and hands each request its slice. Every request waiting
 when a batch starts is in it (up to ``max_batch``), in arrival order: no stream is passed
 over.
 
@@ -36,7 +36,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from learner.models import ActorCritic
+from learner.training.models import ActorCritic
 
 log = logging.getLogger(__name__)
 

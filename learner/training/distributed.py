@@ -20,7 +20,7 @@ keeps an identical copy of the model. Why an explicit all-reduce of gradients, n
   weights stay identical and every replica is at the same policy version, with no weight
   traffic after the start.
 
-Replicas update in lock-step *ticks* (learner/trainer.py): each waits at most
+Replicas update in lock-step *ticks* (learner/training/trainer.py): each waits at most
 ``replica_wait`` seconds for a full local batch, then all exchange a small record (has a
 batch, stop requested, connected environments, env steps, episodes and returns since the
 last tick) with one ``all_gather_object`` on a gloo *control* group (CPU; the gradients

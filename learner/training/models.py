@@ -8,7 +8,7 @@ Every model maps a time-major batch to policy parameters and values:
 ``observations`` are rows as they travel and sit in the store (``ObservationLayout
 .row_shape`` and ``row_dtype``: a Dict or Tuple observation is a packed uint8 row that the
 model unpacks with views of its bytes, :func:`unpack_rows`). ``policy_params`` are what
-``model.distribution`` (learner/policies.py) reads: logits for Discrete and MultiDiscrete
+``model.distribution`` (learner/training/policies.py) reads: logits for Discrete and MultiDiscrete
 actions, mean and log-std for Box actions. ``episode_start[t]`` marks x_t as the first
 observation of an episode: a recurrent core zeroes its state before it reads x_t (slot
 convention, docs/architecture.md). Inference calls the same model with T = 1, so acting
@@ -42,7 +42,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from learner import policies
+from learner.training import policies
 from seed_rl.config import Config
 from seed_rl.spaces import (
     ActionLayout,
@@ -293,7 +293,7 @@ def build_torso(layout: ObservationLayout, config: Config) -> nn.Module:
 class ActorCritic(nn.Module):
     """Torso -> optional LSTM core -> policy parameters and value heads.
 
-    ``distribution`` (learner/policies.py) says what the policy parameters mean;
+    ``distribution`` (learner/training/policies.py) says what the policy parameters mean;
     ``observation_layout`` and ``action_layout`` how observations and actions travel.
     """
 

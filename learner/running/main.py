@@ -1,17 +1,28 @@
-"""The learner process: wires the service, the batcher, the trainer and the run's state.
+"""The learner process: wires the gRPC server, the batcher, the trainer and the run's state.
 
-``seed-rl learner`` (and ``python -m learner``) runs :func:`main`. Threads:
+``seed-rl learner`` (and ``python -m learner``) runs :func:`main`; with ``--replicas N`` it
+hands over to the launcher (learner/running/launch.py), whose children run :func:`run`.
+Threads of one learner:
 
-  gRPC workers     one per actor stream: decode, check, hand to the batcher, store, answer
-  batcher          gathers requests, one forward pass per batch (inference weights)
-  trainer          B unrolls -> IMPALA update -> new inference weights, policy version + 1
-                   (learner/trainer.py)
-  main             metrics, checkpoints, stop criteria, signals
+  serving loop   one asyncio event loop running the grpc.aio server
+                 (learner/serving/server.py): every actor stream is a coroutine that
+                 decodes and checks a message, awaits its actions from the batcher, writes
+                 the step to the session's unrolls and answers
+  batcher        on the serving loop (learner/serving/batcher.py): one forward pass per
+                 batch of waiting requests, inline on CPU, on its own ``inference`` thread
+                 and CUDA stream on a GPU
+  trainer        B unrolls -> IMPALA update -> new inference weights, policy version + 1
+                 (learner/training/trainer.py)
+  watchdog       every second, hands the loop the check that ends silent sessions
+  evaluator      with --eval-every: greedy episodes (learner/watching/evaluator.py)
+  main           metrics, checkpoints, stop criteria, signals
 
 docs/architecture.md draws the whole data path.
 
-An error in any background thread stops the learner with a non-zero exit code and the
-traceback in the log; it is never swallowed.
+A failure of the trainer, of inference or of the evaluator stops the learner with a
+non-zero exit code and the traceback in the log. An exception in one stream's handler ends
+that stream with a status code; one in a watchdog round or a callback on the serving loop
+is logged with its traceback and serving goes on.
 """
 
 from __future__ import annotations
@@ -28,17 +39,18 @@ from pathlib import Path
 
 import torch
 
-from learner import checkpoint
-from learner.batcher import InferenceBatcher
-from learner.checkpoint import capture_rng, restore_rng
-from learner.distributed import ReplicaGroup, advertise_address, replica_port_address
-from learner.metrics import Metrics, start_wandb
-from learner.models import build_model
-from learner.server import LearnerServer, advertised_address
-from learner.service import LearnerServicer
-from learner.store import UnrollQueue
-from learner.trainer import Trainer
-from learner.validation import make_spec
+from learner.running.launch import launch_replicas
+from learner.serving.batcher import InferenceBatcher
+from learner.serving.server import LearnerServer, advertised_address
+from learner.serving.service import LearnerServicer
+from learner.serving.validation import make_spec
+from learner.training import checkpoint
+from learner.training.checkpoint import capture_rng, restore_rng
+from learner.training.distributed import ReplicaGroup, advertise_address, replica_port_address
+from learner.training.models import build_model
+from learner.training.store import UnrollQueue
+from learner.training.trainer import Trainer
+from learner.watching.metrics import Metrics, start_wandb
 from seed_rl.config import Config, Resolved
 
 log = logging.getLogger("learner")
@@ -61,7 +73,7 @@ class Learner:
     """One learner: serves actors, trains, checkpoints. ``serve_forever`` until stopped.
 
     A replica of a data-parallel group (``group``, default: torchrun's environment, else a
-    single learner; learner/distributed.py) serves on ``--address``'s port + its local rank;
+    single learner; learner/training/distributed.py) serves on ``--address``'s port + its local rank;
     only rank 0 writes to the logdir (config.json, checkpoints, metrics)."""
 
     def __init__(self, config: Config, group: ReplicaGroup | None = None):
@@ -163,7 +175,7 @@ class Learner:
             self._trainer.start()
         self._watchdog.start()
         if config.eval_every > 0 and self.writes:
-            from learner.evaluate import PeriodicEvaluator
+            from learner.watching.evaluator import PeriodicEvaluator
 
             self.evaluator = PeriodicEvaluator(self)
             self.evaluator.start()
@@ -228,7 +240,7 @@ class Learner:
         """Tell actors training is over, stop the threads, write the final checkpoint.
 
         A replica first ends its tick loop (the stop tick every replica takes together,
-        learner/trainer.py). If that does not finish, because a replica died or hangs (the
+        learner/training/trainer.py). If that does not finish, because a replica died or hangs (the
         group is *broken*), its actors are not told that training is over: their streams
         end with UNAVAILABLE and they reconnect by themselves when the job is restarted.
         Rank 0 then writes the final checkpoint only if no update is in flight (the state of
@@ -361,8 +373,6 @@ def main(resolved: Resolved, args=None) -> int:
 
     config = resolved.config
     if config.replicas > 1 and int(os.environ.get("WORLD_SIZE", "1") or 1) <= 1:
-        from learner.launch import launch_replicas
-
         return launch_replicas(config)
     return run(config)
 
@@ -370,7 +380,7 @@ def main(resolved: Resolved, args=None) -> int:
 def run(config: Config) -> int:
     """Serve one learner (or one replica of a group started by torchrun or
     ``--replicas``) until it stops; the exit code. Only rank 0 shows the status."""
-    from learner.console import LiveStatus
+    from learner.watching.console import LiveStatus
 
     learner = Learner(config)
     install_signal_handlers(learner)

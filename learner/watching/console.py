@@ -7,7 +7,7 @@ time and, when a stop criterion is set, the progress towards it and an ETA. Log 
 through the same console, above the panel, so they never tear it. Off a terminal (a pipe,
 a file, CI) every update is one plain line instead, so logs stay readable.
 
-Fed with the records of :meth:`learner.metrics.Metrics.emit` (``metrics.jsonl`` lines).
+Fed with the records of :meth:`learner.watching.metrics.Metrics.emit` (``metrics.jsonl`` lines).
 """
 
 from __future__ import annotations

@@ -8,13 +8,13 @@ return. What it does:
    ``SEED_RL_*`` environment variables and flags). Knobs nobody set get local defaults: the logdir ``runs/<env>`` (so the same command resumes), the learner on
    ``127.0.0.1`` port 0 (a free one), and the number of actor processes and environments
    per actor from the CPU count.
-2. Start the learner in this process (:class:`learner.main.Learner`) and the actors as ONE
+2. Start the learner in this process (:class:`learner.running.main.Learner`) and the actors as ONE
    child process, ``python -m actors`` (the supervisor, which runs and restarts N actor
    processes). Unless one is given, every run makes a fresh auth token (never printed);
    the child gets it through its environment, never on the command line, and is killed by
    the kernel if this process dies, even by SIGKILL (:mod:`seed_rl.lifetime`).
    With ``--replicas N`` the learner is N replica processes instead (the launcher of
-   ``seed-rl learner --replicas N``, learner/launch.py); the actors dial rank 0, which
+   ``seed-rl learner --replicas N``, learner/running/launch.py); the actors dial rank 0, which
    redirects some of them to the others; rank 0 shows the status and writes the logdir.
 3. Show a live status until a stop criterion (the preset's target return, ``--total-steps``,
    ``--max-time``), Ctrl-C / SIGTERM, or a failure of the learner or the actors.
@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
-import math
 import os
 import re
 import secrets
@@ -45,8 +44,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from learner import local_actors
-from learner.local_actors import LocalActors
+from learner.running import local_actors
+from learner.running.local_actors import LocalActors, connect_host
+from learner.running.local_replicas import run_replicas
+from learner.running.local_state import RunState, RunTotals, summary_lines, write_curve
 from seed_rl import config as cfg
 from seed_rl.config import Config
 from seed_rl.env_import import EnvImportError, EnvironmentUnavailable, make_env
@@ -113,16 +114,6 @@ def check_environment(config: Config) -> None:
 # the run
 
 
-@dataclasses.dataclass
-class RunState:
-    """What the signal handlers and the actor monitor share with the main thread."""
-
-    signals: list[int] = dataclasses.field(default_factory=list)
-    actors_failure: str = ""
-    learner: Any = None
-    actors: LocalActors | None = None
-
-
 def _install_signal_handlers(state: RunState) -> dict[int, Any]:
     def handle(signum: int, _frame: Any) -> None:
         state.signals.append(signum)
@@ -160,66 +151,6 @@ def _monitor_actors(state: RunState) -> None:
     learner.request_stop(f"the actors exited (code {rc})")
 
 
-@dataclasses.dataclass
-class RunTotals:
-    """What the summary reports of a finished run."""
-
-    env_steps: int
-    train_steps: int
-    episodes: int
-    final_return: float  # mean of the last ``window`` episodes (nan: none finished)
-    best_return: float
-    window: int
-    resumed_from: Path | None
-
-    @classmethod
-    def of_learner(cls, learner: Any) -> RunTotals:
-        metrics = learner.metrics
-        return cls(metrics.env_steps, metrics.train_steps, metrics.episodes,
-                   metrics.return_mean(), metrics.best_return_mean, len(metrics.returns),
-                   learner.resumed_from)
-
-
-def write_curve(config: Config) -> Path | None:
-    """``LOGDIR/learning_curve.png``; None (and the traceback in the log) when it failed."""
-    try:
-        from learner.curves import plot_learning_curve
-
-        return plot_learning_curve(config.logdir, title=config.env,
-                                   target_return=config.target_return)
-    except Exception:
-        log.exception("could not write the learning curve")
-        return None
-
-
-def summary_lines(config: Config, totals: RunTotals, wall_s: float, curve: Path | None,
-                  outcome: str) -> list[str]:
-    """The one-screen summary printed at exit."""
-    logdir = Path(config.logdir)
-    ckpts = sorted((logdir / "checkpoints").glob("ckpt-*.pt"))
-    lines = [
-        f"seed-rl train: {config.env}: {outcome}",
-        f"  env steps     {totals.env_steps:,} ({totals.train_steps:,} train steps, "
-        f"{totals.episodes:,} episodes)",
-        f"  wall time     {wall_s:.1f} s (this command)",
-        f"  mean return   final {totals.final_return:.1f}, best {totals.best_return:.1f} (mean "
-        f"of the last {totals.window} episodes)"
-        if math.isfinite(totals.final_return)
-        else "  mean return   - (no episode finished)",
-        f"  written to    {logdir}/",
-        f"    checkpoint  {ckpts[-1] if ckpts else '(none)'}",
-        f"    curve       {curve if curve else '(not written)'}",
-        f"    metrics     {logdir / 'metrics.jsonl'} and {logdir / 'tb'}/ (TensorBoard)",
-        f"    config      {logdir / 'config.json'}",
-        f"  watch it      seed-rl eval --checkpoint {logdir} --greedy --video "
-        f"{logdir / 'episodes.gif'}",
-    ]
-    if totals.resumed_from is not None:
-        lines.insert(2, f"  resumed from  {totals.resumed_from}")
-        lines.insert(3, "                (to start afresh: --no-resume, or another --logdir)")
-    return lines
-
-
 def pick_port(host: str) -> int:
     """A TCP port on ``host`` that nothing listens on right now (the learner binds it a
     moment later; if something else takes it meanwhile, the learner falls back to port 0)."""
@@ -237,15 +168,6 @@ def _port_free(host: str, port: int) -> bool:
         return True
     except OSError:
         return False
-
-
-def connect_host(bind_host: str) -> str:
-    """Where local actors reach a learner bound to ``bind_host``."""
-    return (
-        "127.0.0.1"
-        if bind_host in ("", "0.0.0.0", "localhost")
-        else ("[::1]" if bind_host == "[::]" else bind_host)
-    )
 
 
 def main(resolved: cfg.Resolved, args: argparse.Namespace | None = None) -> int:
@@ -288,7 +210,7 @@ def main(resolved: cfg.Resolved, args: argparse.Namespace | None = None) -> int:
         config.logdir,
     )
 
-    from learner.console import LiveStatus
+    from learner.watching.console import LiveStatus
 
     state = RunState()
     previous_handlers = _install_signal_handlers(state)
@@ -307,8 +229,6 @@ def main(resolved: cfg.Resolved, args: argparse.Namespace | None = None) -> int:
 
     if config.replicas > 1:
         try:
-            from learner.local_replicas import run_replicas
-
             return run_replicas(config, state, spawn_actors, serving, started)
         finally:
             for sig, handler in previous_handlers.items():
@@ -320,7 +240,7 @@ def main(resolved: cfg.Resolved, args: argparse.Namespace | None = None) -> int:
     try:
         with status:
             state.actors = spawn_actors(config.address)
-            from learner.main import Learner  # torch: while the actors start
+            from learner.running.main import Learner  # torch: while the actors start
 
             learner = Learner(config)
             state.learner = learner

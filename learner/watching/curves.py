@@ -1,6 +1,6 @@
 """``LOGDIR/learning_curve.png``: the mean return against env steps and against wall time.
 
-Read from ``LOGDIR/metrics.jsonl`` (one :meth:`learner.metrics.Metrics.emit` record per
+Read from ``LOGDIR/metrics.jsonl`` (one :meth:`learner.watching.metrics.Metrics.emit` record per
 line). A resumed run appends to the same file and its ``elapsed`` starts again from 0, so
 the wall-time axis is cumulative training time: each restart continues where the previous
 run's last record left off (the time between runs is not counted).

@@ -1,0 +1,4 @@
+"""The processes: the learner process (main), the replica launcher (launch) and one
+replica (replica), ``seed-rl train`` (local_run, its actor child local_actors, its state
+and summary local_state, with replicas local_replicas) and ``seed-rl eval`` (evaluate).
+The only role that may import every other."""
