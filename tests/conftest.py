@@ -1,11 +1,20 @@
-"""Shared fixtures (small and generic)."""
+"""Shared fixtures (small and generic), and the rules of the test layout.
+
+tests/unit/ runs in this process (real gRPC servers and threads, no child processes);
+tests/integration/ starts real processes; tests/deploy/ checks the containers and the
+Kubernetes manifests. Every test under integration/ and deploy/ is marked ``slow``, and a
+test outside them that starts a process fails, naming the rule: so ``pytest -m "not
+slow"`` is the quick loop (README) and stays quick. Shared helpers live in tests/support/.
+"""
 
 from __future__ import annotations
 
+import _posixsubprocess
 import datetime
 import ipaddress
 import os
 import socket
+import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -14,10 +23,74 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from procs import Process
-from stand_in_learner import StandInLearner
+from support.procs import Process
+from support.stand_in_learner import StandInLearner
 
 from seed_rl.config import ENV_PREFIX
+
+TESTS = Path(__file__).resolve().parent
+#: folders whose every test is ``slow``: they start processes
+SLOW_FOLDERS = ("integration", "deploy")
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects by marker
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        folder = Path(str(item.path)).resolve().relative_to(TESTS).parts[0]
+        if folder in SLOW_FOLDERS:
+            item.add_marker(pytest.mark.slow)
+
+
+FAILED_BEFORE_TEARDOWN = pytest.StashKey[bool]()
+#: the process starts a test attempted (tests/unit/test_layout.py clears what it provoked)
+PROCESS_ATTEMPTS = pytest.StashKey[list[str]]()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> pytest.TestReport:
+    report = yield
+    if report.when in ("setup", "call") and report.failed:
+        item.stash[FAILED_BEFORE_TEARDOWN] = True
+    return report
+
+
+class ProcessStarted(AssertionError):
+    """A test that is not marked ``slow`` started a process."""
+
+
+@pytest.fixture(autouse=True)
+def _no_processes_unless_slow(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Outside ``slow`` tests, starting a process (subprocess, multiprocessing, os.fork,
+    posix_spawn) raises :class:`ProcessStarted` and fails the test, also when the start
+    happened in a thread that swallowed the error."""
+    if request.node.get_closest_marker("slow") or request.node.get_closest_marker("docker"):
+        yield
+        return
+    attempts: list[str] = []
+    request.node.stash[PROCESS_ATTEMPTS] = attempts
+    originals = {(os, "fork"): os.fork, (os, "posix_spawn"): os.posix_spawn,
+                 (os, "posix_spawnp"): os.posix_spawnp,
+                 (_posixsubprocess, "fork_exec"): _posixsubprocess.fork_exec,
+                 (subprocess, "_fork_exec"): subprocess._fork_exec}
+
+    def refuse(what: str) -> Callable[..., object]:
+        def start(*_args: object, **_kwargs: object) -> object:
+            attempts.append(what)
+            raise ProcessStarted(
+                f"{request.node.nodeid} started a process ({what}): a test that starts "
+                "processes belongs in tests/integration/ (marked slow), see tests/conftest.py")
+        return start
+
+    for (module, name) in originals:
+        setattr(module, name, refuse(f"{module.__name__}.{name}"))
+    try:
+        yield
+    finally:
+        for (module, name), original in originals.items():
+            setattr(module, name, original)
+    if attempts and not request.node.stash.get(FAILED_BEFORE_TEARDOWN, False):
+        pytest.fail(f"{request.node.nodeid} started a process ({attempts[0]}): move it to "
+                    "tests/integration/ or mark it slow", pytrace=False)
 
 
 @pytest.fixture

@@ -316,6 +316,8 @@ class Learner:
             dropped_stale_unrolls=self.queue.dropped_stale,
             dropped_partial_unrolls=self.servicer.dropped_partial_unrolls,
             connected_actors=self.servicer.connected_actors,
+            **({"replica_collective_wait_s": self.group.collective_wait_s()}
+               if self.group.distributed else {}),
         )
 
     def checkpoint_state(self, timeout: float | None = None,

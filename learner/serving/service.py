@@ -127,6 +127,7 @@ class LearnerServicer(pb_grpc.LearnerServicer):
         self.replica_addresses: list[str] = []
         self.replica_envs = lambda: [0]
         self.dropped_partial_unrolls = 0
+        self.idle_checks = 0  # rounds of expire_idle done: one a second while serving
         self._validator = StepValidator(spec.observation_space, config.max_message_bytes)
         self._action_layout = action_layout(spec.action_space)
         self._num_policy_params = for_action_layout(self._action_layout).num_params
@@ -224,6 +225,7 @@ class LearnerServicer(pb_grpc.LearnerServicer):
     def expire_idle(self) -> None:
         """Free the slots of actors that went silent (frozen, network cut). Runs on the
         server's loop (the watchdog hands it there)."""
+        self.idle_checks += 1
         now = time.monotonic()
         for session in self.sessions():
             if session.stream is not None:

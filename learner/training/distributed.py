@@ -37,6 +37,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import os
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -55,6 +56,7 @@ class ReplicaGroup:
     local_rank: int = 0
     backend: str = ""  # "" when not distributed
     _control: Any = None  # the gloo group for control records
+    _collective_since: float | None = None  # time.monotonic() when the one in flight began
 
     @property
     def distributed(self) -> bool:
@@ -112,6 +114,13 @@ class ReplicaGroup:
                 dist.destroy_process_group()
 
     # -- collectives (no-ops for a single learner) -----------------------------------------
+    def collective_wait_s(self) -> float:
+        """How long the tick's collective now in flight has waited for the other replicas
+        (s; 0 when none is): seconds at most in a healthy group, growing without end when
+        a peer hangs. The learner logs it as ``replica_collective_wait_s``."""
+        since = self._collective_since
+        return 0.0 if since is None else time.monotonic() - since
+
     def all_gather(self, record: Any) -> list[Any]:
         """Every replica's ``record`` (small, picklable), by rank, on the control group."""
         if not self.distributed:
@@ -119,7 +128,11 @@ class ReplicaGroup:
         import torch.distributed as dist
 
         out: list[Any] = [None] * self.world_size
-        dist.all_gather_object(out, record, group=self._control)
+        self._collective_since = time.monotonic()
+        try:
+            dist.all_gather_object(out, record, group=self._control)
+        finally:
+            self._collective_since = None
         return out
 
     def broadcast_object(self, value: Any) -> Any:
@@ -152,7 +165,11 @@ class ReplicaGroup:
         params = [p for p in parameters if p.requires_grad]
         grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
         flat = torch.cat([g.reshape(-1) for g in grads])
-        dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+        self._collective_since = time.monotonic()
+        try:
+            dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+        finally:
+            self._collective_since = None
         offset = 0
         for p in params:
             n = p.numel()

@@ -1,0 +1,77 @@
+"""Sessions through a real learner service: a restarted actor's partial unrolls are dropped,
+never mixed with its new incarnation's steps; duplicate live ids are refused; env steps
+count transitions, not messages (a session's first message is a reset)."""
+
+from __future__ import annotations
+
+import grpc
+import numpy as np
+import pytest
+from support.learner_client import ScriptedActor, handshake_request, step_request
+from support.learner_harness import make_config, running_learner
+
+ENV = "seed_rl.testing:RevealAction-v0"
+K, T = 2, 4
+
+
+def observations(incarnation: int, step: int) -> np.ndarray:
+    """[K, 2] float32: column 1 tags the incarnation that sent it."""
+    return np.array([[step, incarnation]] * K, np.float32)
+
+
+def test_a_restarted_actor_starts_clean_unrolls(tmp_path):
+    config = make_config(tmp_path, env=ENV, unroll_length=T, batch_size=K)
+    with running_learner(config, train=False) as learner:
+        address = f"127.0.0.1:{learner.port}"
+        old = ScriptedActor(address, handshake_request(ENV, K, actor_id="a-0"))
+        for step in range(T - 1):  # a partial unroll, then the process "dies"
+            old.step(step_request(observations(1, step)))
+        old.close()
+        new = ScriptedActor(address, handshake_request(ENV, K, actor_id="a-0"))
+        for step in range(T + 1):
+            new.step(step_request(observations(2, step)))
+        unrolls = learner.queue.get(K, learner.trainer.policy_version, timeout=5)
+        assert unrolls is not None
+        assert (unrolls.observations[..., 1] == 2).all(), "old steps leaked into an unroll"
+        np.testing.assert_array_equal(unrolls.observations[:, 0, 0], np.arange(T + 1))
+        assert learner.queue.depth == 0
+        assert learner.servicer.dropped_partial_unrolls == K
+        new.close()
+
+
+def test_a_second_live_connection_with_the_same_id_is_refused(tmp_path):
+    config = make_config(tmp_path, env=ENV)
+    with running_learner(config, train=False) as learner:
+        address = f"127.0.0.1:{learner.port}"
+        first = ScriptedActor(address, handshake_request(ENV, K, actor_id="dup"))
+        first.step(step_request(observations(1, 0)))
+        with pytest.raises(grpc.RpcError) as refused:
+            ScriptedActor(address, handshake_request(ENV, K, actor_id="dup"))
+        assert refused.value.code() == grpc.StatusCode.ALREADY_EXISTS
+        assert "'dup' is already connected" in refused.value.details()
+        # The first connection is untouched and keeps being served.
+        assert len(first.actions(first.step(step_request(observations(1, 1))))) == K
+        first.close()
+
+
+def test_env_steps_count_transitions_not_messages_across_reconnects(tmp_path):
+    """The first message of a session carries only x_0 (observations after a reset or a
+    reconnect, no transition): N messages from K environments are (N - 1) x K env steps.
+    Every new session begins with such a message: after a restart (new run id) and after a
+    reconnect of the same process (same run id)."""
+    config = make_config(tmp_path, env=ENV, unroll_length=T, batch_size=K)
+    sessions = [("run-1", 3), ("run-2", 4), ("run-2", 2)]  # (run id, messages sent)
+    with running_learner(config, train=False) as learner:
+        address = f"127.0.0.1:{learner.port}"
+        counted = 0
+        for incarnation, (run_id, messages) in enumerate(sessions):
+            actor = ScriptedActor(address, handshake_request(ENV, K, actor_id="a-0",
+                                                             run_id=run_id))
+            actor.step(step_request(observations(incarnation, 0)))
+            assert learner.metrics.env_steps == counted, f"session {incarnation}'s x_0 counted"
+            for step in range(1, messages):
+                actor.step(step_request(observations(incarnation, step)))
+            counted += (messages - 1) * K
+            assert learner.metrics.env_steps == counted
+            actor.close()
+        assert counted == (2 + 3 + 1) * K
