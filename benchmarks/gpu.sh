@@ -32,7 +32,7 @@ print(f"device: {p.name}, {p.total_memory / 2**30:.0f} GiB, torch {torch.__versi
 PY
 
 echo "== 1. CUDA tests"
-python3 -m pytest -q -k cuda tests/test_vtrace.py tests/test_loss.py tests/test_policies.py \
+python3 -m pytest -q -k cuda tests/unit/test_vtrace.py tests/unit/test_loss.py tests/unit/test_policies.py \
     2>&1 | tee "$OUT/tests.txt" | tail -3
 
 echo "== 2. V-trace on CUDA"

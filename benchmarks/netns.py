@@ -1,6 +1,6 @@
 """Network namespaces with added latency and packet loss, for measuring seed-rl under real
 network conditions instead of a perfect loopback (benchmarks/network.py,
-tests/test_network_conditions.py).
+tests/integration/test_network_conditions.py).
 
 Everything happens inside a network namespace created here (``ip netns add``, root or
 CAP_SYS_ADMIN): the learner, the actors, and the impairment, applied to that namespace's own

@@ -207,7 +207,7 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 @pytest.fixture
 def learners() -> Iterator[Callable[..., StandInLearner]]:
-    """Start stand-in learners (tests/stand_in_learner.py); all are stopped afterwards."""
+    """Start stand-in learners (tests/support/stand_in_learner.py); all are stopped afterwards."""
     started: list[StandInLearner] = []
 
     def start(**kwargs) -> StandInLearner:

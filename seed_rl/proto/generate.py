@@ -1,7 +1,7 @@
 """Regenerate the committed Python modules for the wire contract from ``proto/``.
 
 Run ``python -m seed_rl.proto.generate`` after editing a ``.proto`` file (needs the
-``test`` extra for grpcio-tools). ``tests/test_proto.py`` fails when the committed
+``test`` extra for grpcio-tools). ``tests/unit/test_proto.py`` fails when the committed
 modules differ from what this produces.
 """
 

@@ -11,7 +11,7 @@ pods' commands, environments and probe on loopback (real processes): train, SIGT
 checkpoint, resume, `kubectl cp` of the run directory, `seed-rl eval` on it.
 
 The helpers (rendering, the environment kubelet gives a container, what a NetworkPolicy
-admits, a container as a local process) are in tests/k8s_manifests.py.
+admits, a container as a local process) are in tests/support/k8s_manifests.py.
 """
 
 from __future__ import annotations
@@ -185,7 +185,7 @@ def test_the_same_variables_as_compose(overlay):
     objects = rendered(f"overlays/{overlay}")
     services = compose()["services"]
     exceptions = {**VALUE_EXCEPTIONS, **OVERLAY_VALUE_EXCEPTIONS.get(overlay, {})}
-    # a group of learner replicas has more (tests/test_kubernetes_replicas.py checks them)
+    # a group of learner replicas has more (tests/deploy/test_kubernetes_replicas.py checks them)
     group = REPLICA_VARIABLES if world_size(objects) > 1 else set()
     actor_env = container_env(container(actor_deployment(objects), "actors"), objects)
     for ours, name, service in (
@@ -452,7 +452,7 @@ TRIED_PORTS = (50051, 29500, 32768, 60999, 6006)
 def test_the_network_policy_admits_only_actor_pods_to_the_learner(tmp_path):
     """The learner's gRPC port admits actor pods and no one else; its other ports admit no
     one, except learner pods where components/learner-replicas makes them one group (which
-    tests/test_kubernetes_replicas.py checks further); nothing reaches the actors."""
+    tests/deploy/test_kubernetes_replicas.py checks further); nothing reaches the actors."""
     strangers = [
         {"app.kubernetes.io/name": "seed-rl", "app.kubernetes.io/component": "run-reader"},
         {"app": "anything-else"},
@@ -639,7 +639,7 @@ def test_the_walkthrough_overlays_render_as_the_page_says(tmp_path):
     assert set(blocks) == {
         "my-cluster/kustomization.yaml",
         "my-cluster/run-reader/kustomization.yaml",
-        "my-cluster/gpu-replicas/kustomization.yaml",  # tests/test_kubernetes_replicas.py
+        "my-cluster/gpu-replicas/kustomization.yaml",  # tests/deploy/test_kubernetes_replicas.py
     }
     del blocks["my-cluster/gpu-replicas/kustomization.yaml"]
     for name, body in blocks.items():

@@ -1,10 +1,10 @@
-"""An environment plugin for the ``--env-import`` tests (tests/test_actor_spaces.py).
+"""An environment plugin for the ``--env-import`` tests (tests/unit/test_actor_spaces.py).
 
 Importing this module registers ``CustomPluginImport-v0``; ``register_envs()`` registers
 ``CustomPlugin-v0`` (again, when a test removed it) and records each call in ``CALLS``.
 Both are RevealAction with 3-step episodes. ``TextObservation-v0`` has a Text observation
 space, which seed-rl cannot carry. ``CrashOnSeed-v0`` is RevealAction whose ``step``
-raises in the one env that was reset with ``crash_seed`` (tests/test_actor_groups.py).
+raises in the one env that was reset with ``crash_seed`` (tests/unit/test_actor_groups.py).
 """
 
 from __future__ import annotations

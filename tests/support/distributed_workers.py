@@ -1,4 +1,4 @@
-"""Replica processes for tests/test_distributed.py: each a gloo rank on 127.0.0.1 that
+"""Replica processes for tests/unit/test_distributed.py: each a gloo rank on 127.0.0.1 that
 trains a real Trainer, then saves what it ended with for the parent to compare."""
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from learner.training.store import UnrollQueue, Unrolls
 from learner.watching.metrics import Metrics
 from seed_rl.config import Config
 
-OBS, ACTIONS = 4, 2  # tests/unrolls.py's defaults
+OBS, ACTIONS = 4, 2  # tests/support/unrolls.py's defaults
 
 
 def make_config(**overrides) -> Config:

@@ -1,6 +1,6 @@
 """The real actor (client + env loop) against the real learner servicer, in one process.
 
-tests/test_actors.py checks the actor against a stand-in learner; this checks the two real
+tests/unit/test_actors.py checks the actor against a stand-in learner; this checks the two real
 halves agree on the wire contract: the env comes from the learner's handshake, steps flow,
 and the unrolls the learner queues hold exactly what the actor's environments produced
 under the learner's actions. RevealAction's reward 10 * t + a names both the observation t

@@ -1,9 +1,9 @@
 """Env groups (actors/groups.py): one actor process steps its K environments as G sessions
 of the learner, one thread each.
 
-Against the stand-in learner (real gRPC, tests/stand_in_learner.py), with real gymnasium
+Against the stand-in learner (real gRPC, tests/support/stand_in_learner.py), with real gymnasium
 environments: in-process actors in a thread with a stop event, and real ``python -m
-actors`` processes. The real learner's side of groups is tests/test_actor_contract.py.
+actors`` processes. The real learner's side of groups is tests/unit/test_actor_contract.py.
 Every wait is bounded; nothing asserts a timing.
 """
 

@@ -1,5 +1,5 @@
 """The actor with every space seed-rl carries, and ``--env-import``, against the stand-in
-learner (tests/stand_in_learner.py) and, for the supervisor, as real processes.
+learner (tests/support/stand_in_learner.py) and, for the supervisor, as real processes.
 
 The environments are seed_rl/testing.py's DictObservation, MultiDiscreteAction and
 ContinuousAction: each raises on an action outside its space, so an actor that forgets

@@ -1,4 +1,4 @@
-"""The actor runtime against a real gRPC stand-in learner (tests/stand_in_learner.py).
+"""The actor runtime against a real gRPC stand-in learner (tests/support/stand_in_learner.py).
 
 In-process actors run in a thread with a stop event; the supervisor and the torch-free
 check run as real subprocesses. Every wait is bounded; nothing asserts a timing.
