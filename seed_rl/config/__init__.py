@@ -19,6 +19,7 @@ from seed_rl.config.fields import (
     ENV_PREFIX,
     FIELDS,
     SECRET_FIELDS,
+    TOPICS,
     Config,
     ConfigError,
     env_var_name,
@@ -26,6 +27,7 @@ from seed_rl.config.fields import (
     fields_for,
     flag_name,
     roles_of,
+    topic_of,
 )
 from seed_rl.config.resolution import Resolved, load_toml, parse_value, resolve
 
@@ -33,6 +35,7 @@ __all__ = [
     "ENV_PREFIX",
     "FIELDS",
     "SECRET_FIELDS",
+    "TOPICS",
     "Config",
     "ConfigError",
     "Resolved",
@@ -44,5 +47,6 @@ __all__ = [
     "parse_value",
     "resolve",
     "roles_of",
+    "topic_of",
     "validate",
 ]
