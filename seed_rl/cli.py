@@ -6,6 +6,7 @@ from :class:`seed_rl.config.Config`; each role's module is imported only when th
 runs, so ``seed-rl actors`` never imports torch. :func:`seed_rl.config.resolve` turns the
 flags, ``SEED_RL_*`` variables, ``--config`` file and preset into the role's config; a few
 flags say what to do rather than how to train (``eval --checkpoint``) and live here.
+``--help`` shows the flags in one group per topic of :data:`seed_rl.config.TOPICS`.
 """
 
 from __future__ import annotations
@@ -42,9 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="role", metavar="COMMAND")
     for role, (_module, summary) in ROLES.items():
         role_parser = sub.add_parser(role, help=summary, description=summary)
-        add_arguments(role_parser, role)
-        role_parser.add_argument("--log-level", default="INFO",
-                                 help="logging level: DEBUG, INFO, WARNING")
+        groups = add_arguments(role_parser, role)
+        groups.get(config.fields.LOGGING, role_parser).add_argument(
+            "--log-level", default="INFO", help="logging level: DEBUG, INFO, WARNING")
         if role == "eval":
             add_eval_arguments(role_parser)
         elif role == "actors":
@@ -53,21 +54,31 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def add_arguments(parser: argparse.ArgumentParser, role: str) -> None:
+def add_arguments(parser: argparse.ArgumentParser,
+                  role: str) -> dict[str, argparse._ArgumentGroup]:
     """Add one flag per field that ``role`` reads, plus ``--config FILE``. Flags default
-    to None so that :func:`seed_rl.config.resolve` can tell which were given."""
+    to None so that :func:`seed_rl.config.resolve` can tell which were given.
+
+    The flags go into one argument group per topic (:data:`seed_rl.config.TOPICS`, RL
+    hyper-parameters first), so ``--help`` reads by topic; a role gets only the groups it
+    has fields for. Returns the groups by topic, for flags a role adds of its own."""
     parser.add_argument("--config", metavar="FILE", default=None,
                         help="TOML config file (a preset); flags override it")
-    for f in config.fields_for(role):
+    fields = config.fields_for(role)
+    groups = {topic: parser.add_argument_group(topic) for topic in config.TOPICS
+              if any(config.topic_of(f.name) == topic for f in fields)}
+    for f in fields:
+        group = groups[config.topic_of(f.name)]
         kind = config.field_type(f.name)
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
         help_text = f"{f.metadata['help']} [default: {default}; env {config.env_var_name(f.name)}]"
         if kind is bool:
-            parser.add_argument(config.flag_name(f.name), dest=f.name, default=None,
-                                action=argparse.BooleanOptionalAction, help=help_text)
+            group.add_argument(config.flag_name(f.name), dest=f.name, default=None,
+                               action=argparse.BooleanOptionalAction, help=help_text)
         else:
-            parser.add_argument(config.flag_name(f.name), dest=f.name, default=None,
-                                metavar=f.name.upper(), help=help_text)
+            group.add_argument(config.flag_name(f.name), dest=f.name, default=None,
+                               metavar=f.name.upper(), help=help_text)
+    return groups
 
 
 def add_eval_arguments(parser: argparse.ArgumentParser) -> None:

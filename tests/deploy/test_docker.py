@@ -149,7 +149,7 @@ def test_compose_commands_and_variables_exist_in_the_cli():
         for variable in environment_of(service):
             assert variable in knobs, (
                 f"service {name} sets {variable}, which `seed-rl {role}` does not read "
-                f"(see seed_rl/config.py)"
+                f"(see seed_rl/config/fields.py)"
             )
     # every ${VARIABLE} is a knob of some role or one of the documented compose variables
     all_knobs = {config.env_var_name(name) for name in config.FIELDS} | {"SEED_RL_CONFIG"}

@@ -6,8 +6,12 @@ the real CLI parser and, for the learner, the real ``Learner`` writing ``config.
 
 from __future__ import annotations
 
+import ast
 import json
 import math
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -168,3 +172,17 @@ def test_env_groups_come_from_flags_variables_and_auto(capsys) -> None:
         cli.main(["actors", "--env-groups", "9", "--envs-per-actor", "4"])
     assert exit_info.value.code == 2
     assert "--env-groups 9 exceeds --envs-per-actor 4" in capsys.readouterr().err
+
+
+def test_the_config_modules_import_in_one_direction() -> None:
+    """fields <- checks <- resolution: no module imports one below it, none imports torch."""
+    package = Path(cfg.__file__).parent
+    below = {"fields": set(), "checks": {"fields"}, "resolution": {"fields", "checks"}}
+    for module, allowed in below.items():
+        tree = ast.parse((package / f"{module}.py").read_text())
+        imported = {node.module.rsplit(".", 1)[-1] for node in ast.walk(tree)
+                    if isinstance(node, ast.ImportFrom) and node.module
+                    and node.module.startswith("seed_rl.config.")}
+        assert imported <= allowed, f"seed_rl.config.{module} imports {imported - allowed}"
+    code = "import sys, seed_rl.config, seed_rl.cli; assert 'torch' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -1,22 +1,19 @@
-"""The range and consistency checks of a resolved :class:`~seed_rl.config.Config`.
+"""The range and consistency checks of a :class:`~seed_rl.config.fields.Config`.
 
-Every value that cannot work is refused with a :class:`~seed_rl.config.ConfigError` that names
-the knob (as its flag) and what would work. Called by ``resolve`` for every role, and by the
-launchers that build a Config themselves. Torch-free.
+Every value that cannot work is refused with a :class:`~seed_rl.config.fields.ConfigError`
+that names the knob (as its flag) and what would work, at start-up rather than an hour into
+a run. Called by :func:`~seed_rl.config.resolution.resolve` for every role, and by the
+launchers that build a Config themselves (as ``seed_rl.config.validate``). Imports only
+:mod:`seed_rl.config.fields`. Torch-free.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:  # seed_rl.config re-exports validate, so it is imported at call time
-    from seed_rl.config import Config
+from seed_rl.config.fields import Config, ConfigError, flag_name
 
 
 def validate(config: Config) -> None:
     """Reject values that cannot work, saying which knob and what would."""
-    from seed_rl.config import ConfigError, flag_name
-
     positive = ["num_actors", "envs_per_actor", "unroll_length", "batch_size", "max_batch",
                 "queue_size", "max_envs_per_actor", "lstm_size", "max_message_bytes",
                 "max_total_envs", "max_streams", "learning_rate", "reward_scale", "rmsprop_eps",
