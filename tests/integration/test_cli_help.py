@@ -75,3 +75,8 @@ def test_every_role_lists_each_flag_under_its_topic(role: str) -> None:
         topic = cfg.topic_of(f.name)
         assert cfg.flag_name(f.name) in sections.get(topic, []), f"{role}: {f.name}"
     assert all(sections[topic] for topic in topics)  # no empty group
+
+
+def test_the_config_and_the_cli_load_without_torch() -> None:
+    code = "import sys, seed_rl.config, seed_rl.cli; assert 'torch' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)
