@@ -42,7 +42,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"seed-rl {__version__}")
     sub = parser.add_subparsers(dest="role", metavar="COMMAND")
     for role, (_module, summary) in ROLES.items():
-        role_parser = sub.add_parser(role, help=summary, description=summary)
+        # the usage line names the shape, not all ~70 flags: --help lists them by topic
+        usage = (f"seed-rl {role} {'--checkpoint PATH ' if role == 'eval' else ''}"
+                 "[--config FILE] [flags]")
+        role_parser = sub.add_parser(role, help=summary, description=summary, usage=usage)
         groups = add_arguments(role_parser, role)
         groups.get(config.fields.LOGGING, role_parser).add_argument(
             "--log-level", default="INFO", help="logging level: DEBUG, INFO, WARNING")
