@@ -41,7 +41,7 @@ from actors.counters import Counters
 from actors.env_loop import EnvLoop, PermanentError, env_seeds, registered_here
 from seed_rl import wire
 from seed_rl.config import Config
-from seed_rl.env_import import EnvImportError, run_env_imports
+from seed_rl.envs.making import EnvImportError, run_env_imports
 from seed_rl.proto.seed_rl.v1 import seed_rl_pb2 as pb
 from seed_rl.proto.seed_rl.v1 import seed_rl_pb2_grpc as pb_grpc
 

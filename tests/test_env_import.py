@@ -13,7 +13,7 @@ import gymnasium as gym
 import pytest
 
 from seed_rl import config as cfg
-from seed_rl.env_import import (
+from seed_rl.envs.making import (
     EnvImportError,
     EnvironmentUnavailable,
     make_env,

@@ -31,7 +31,7 @@ from learner.watching.console import LiveStatus, format_duration, progress
 from seed_rl import cli, presets
 from seed_rl import config as cfg
 from seed_rl.config import Config
-from seed_rl.env_import import EnvImportError, EnvironmentUnavailable, extra_hint, make_env
+from seed_rl.envs.making import EnvImportError, EnvironmentUnavailable, extra_hint, make_env
 
 WAIT = 60.0  # seconds: generous bound for a whole small run on a busy 2-core machine
 SMALL = ["--num-actors", "1", "--envs-per-actor", "8", "--log-every", "0.5"]

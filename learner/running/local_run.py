@@ -50,7 +50,7 @@ from learner.running.local_replicas import run_replicas
 from learner.running.local_state import RunState, RunTotals, summary_lines, write_curve
 from seed_rl import config as cfg
 from seed_rl.config import Config
-from seed_rl.env_import import EnvImportError, EnvironmentUnavailable, make_env
+from seed_rl.envs.making import EnvImportError, EnvironmentUnavailable, make_env
 
 log = logging.getLogger("train")
 

@@ -31,7 +31,7 @@ from learner.serving.space_match import space_mismatch
 from learner.training.models import check_spaces
 from seed_rl import wire
 from seed_rl.config import Config
-from seed_rl.env_import import EnvImportError, EnvironmentUnavailable, make_env
+from seed_rl.envs.making import EnvImportError, EnvironmentUnavailable, make_env
 from seed_rl.proto.seed_rl.v1 import seed_rl_pb2 as pb
 from seed_rl.spaces import Leaf, ObservationLayout, observation_layout
 

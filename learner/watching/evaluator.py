@@ -24,8 +24,8 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from seed_rl import env_import
 from seed_rl.config import Config
+from seed_rl.envs import making
 
 log = logging.getLogger(__name__)
 
@@ -62,9 +62,9 @@ def make_env(config: Config, render: bool = False) -> gym.Env:
     first), rendering RGB frames when ``render``. SystemExit says what is missing."""
     extra = {"render_mode": "rgb_array"} if render else {}
     try:
-        return env_import.make_env(config.env, config.env_kwargs, config.env_import, "eval",
+        return making.make_env(config.env, config.env_kwargs, config.env_import, "eval",
                                    **extra)
-    except (env_import.EnvImportError, env_import.EnvironmentUnavailable) as error:
+    except (making.EnvImportError, making.EnvironmentUnavailable) as error:
         raise SystemExit(f"seed-rl eval: {error}") from None
 
 

@@ -1,4 +1,4 @@
-"""``--env-import``: run the code that registers a user's environments, in every process.
+"""Making environments in every process: ``--env-import`` first, then ``gymnasium.make``.
 
 gymnasium 1.x does not load environment plugins by itself: MinAtar registers its ids in
 ``minatar.gym.register_envs()``, a custom package when its module is imported. Each entry
