@@ -225,7 +225,8 @@ class ActorClient:
         return EXIT_OK
 
     def _make_envs(self) -> None:
-        self.envs = EnvLoop(self.env_id, self.env_kwargs, self.seeds, counters=self.counters)
+        self.envs = EnvLoop(self.env_id, self.env_kwargs, self.seeds, counters=self.counters,
+                            process=f"actor {self.actor_id}")
         log.log(logging.DEBUG if self.env_known else logging.INFO, "actor %s: made %s",
                 self.actor_id, self.envs.describe())
 

@@ -20,14 +20,16 @@ import time
 from pathlib import Path
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 import torch
 
 from learner.training import checkpoint
 from learner.training.models import ActorCritic, build_model
-from learner.watching.evaluator import MAX_VIDEO_FRAMES, make_env, play_episodes
+from learner.watching.evaluator import MAX_VIDEO_FRAMES, play_episodes
 from seed_rl import config as cfg
 from seed_rl.config import Config
+from seed_rl.envs.making import EnvImportError, EnvironmentUnavailable, make_env
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +80,7 @@ def load_policy(
         )
     state, path = found
     config = config_from_json(state["config"])
-    env = make_env(config)
+    env = env_or_exit(config)
     try:
         model = build_model(env.observation_space, env.action_space, config)
     finally:
@@ -87,6 +89,15 @@ def load_policy(
     model.to(device).eval()
     return model, config, path, dict(state["counters"])
 
+
+def env_or_exit(config: Config, render: bool = False) -> gym.Env:
+    """The environment of ``config`` made by :func:`make_env` as the actors make it, with
+    RGB frames when ``render``; what stops it is a SystemExit naming the fix, no traceback."""
+    extra = {"render_mode": "rgb_array"} if render else {}
+    try:
+        return make_env(config.env, config.env_kwargs, config.env_import, "eval", **extra)
+    except (EnvImportError, EnvironmentUnavailable) as error:
+        raise SystemExit(f"seed-rl eval: {error}") from None
 
 
 def write_video(frames: list[np.ndarray], path: str | os.PathLike, fps: float) -> Path:
@@ -154,7 +165,7 @@ def main(resolved: cfg.Resolved, args: argparse.Namespace | None = None) -> int:
     if overrides:
         play_config = dataclasses.replace(trained, **overrides)
     torch.manual_seed(config.seed)
-    env = make_env(play_config, render=bool(video))
+    env = env_or_exit(play_config, render=bool(video))
     try:
         started = time.monotonic()
         stats = play_episodes(

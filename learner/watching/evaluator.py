@@ -8,8 +8,9 @@ clipped. ``seed-rl eval`` (learner/running/evaluate.py) plays a checkpoint with 
 
 ``--eval-every SECONDS`` (learner, train): :class:`PeriodicEvaluator` is a learner thread
 that, every that many seconds, copies the current weights and plays ``--eval-episodes``
-greedy episodes on environments of its own (seeded apart from the actors'), and logs them
-as ``eval/*`` in ``metrics.jsonl`` and TensorBoard.
+greedy episodes on environments of its own (made by ``seed_rl.envs.making.make_env``, like
+the actors', seeded apart from theirs), and logs them as ``eval/*`` in ``metrics.jsonl`` and
+TensorBoard.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import numpy as np
 import torch
 
 from seed_rl.config import Config
-from seed_rl.envs import making
+from seed_rl.envs.making import make_env
 
 log = logging.getLogger(__name__)
 
@@ -55,17 +56,6 @@ class EpisodeStats:
             "episode_return_max": float(returns.max()),
             "episode_length_mean": float(np.mean(self.lengths)),
         }
-
-
-def make_env(config: Config, render: bool = False) -> gym.Env:
-    """The environment of ``config``, made the way the actors make it (``--env-import``
-    first), rendering RGB frames when ``render``. SystemExit says what is missing."""
-    extra = {"render_mode": "rgb_array"} if render else {}
-    try:
-        return making.make_env(config.env, config.env_kwargs, config.env_import, "eval",
-                                   **extra)
-    except (making.EnvImportError, making.EnvironmentUnavailable) as error:
-        raise SystemExit(f"seed-rl eval: {error}") from None
 
 
 @torch.inference_mode()
@@ -154,7 +144,8 @@ class PeriodicEvaluator:
             ):
                 target.copy_(source)
             version = learner.trainer.policy_version
-        env = make_env(self.config)
+        config = self.config
+        env = make_env(config.env, config.env_kwargs, config.env_import, "periodic evaluator")
         try:
             stats = play_episodes(
                 self.model,
