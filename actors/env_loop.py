@@ -70,15 +70,15 @@ def registered_here(env_id: str) -> bool:
 
 
 def make_envs(env_id: str, env_kwargs: dict[str, Any], num_envs: int,
-              process: str = "actor") -> list[gym.Env]:
+              process: str = "actor", env_wrapper: Sequence[str] = ()) -> list[gym.Env]:
     """``num_envs`` environments made by ``seed_rl.envs.making.make_env``, as every process
-    makes them (this process ran its ``--env-import`` already); PermanentError if any
-    cannot be made (the ones already made are closed). ``process`` names this actor in
-    the error."""
+    makes them (this process ran its ``--env-import`` already), each wrapped by
+    ``env_wrapper``; PermanentError if any cannot be made (the ones already made are
+    closed). ``process`` names this actor in the error."""
     envs: list[gym.Env] = []
     try:
         for _ in range(num_envs):
-            envs.append(make_env(env_id, env_kwargs, (), process))
+            envs.append(make_env(env_id, env_kwargs, (), env_wrapper, process))
     except EnvironmentUnavailable as error:  # says what to install, import or fix
         close_envs(envs)
         hint = "" if registered_here(env_id) else (
@@ -111,7 +111,8 @@ class EnvLoop:
     ``seeds[i]`` once, here, and afterwards only when its episode ends (unseeded, so its
     own RNG stream continues). The environments keep their state across sessions: a
     reconnect continues the episodes where they were. ``counters`` receives the env steps
-    taken and the episodes finished; ``process`` names this actor in errors.
+    taken and the episodes finished; ``process`` names this actor in errors; each env is
+    wrapped by the ``env_wrapper`` entries (``--env-wrapper``), in order.
     """
 
     def __init__(
@@ -121,12 +122,14 @@ class EnvLoop:
         seeds: Sequence[int],
         counters: Counters | None = None,
         process: str = "actor",
+        env_wrapper: Sequence[str] = (),
     ):
         self.env_id = env_id
         self.env_kwargs = dict(env_kwargs)
         self.num_envs = k = len(seeds)
         self.counters = counters if counters is not None else Counters()
-        self.envs = make_envs(env_id, self.env_kwargs, k, process)
+        self.env_wrapper = list(env_wrapper)
+        self.envs = make_envs(env_id, self.env_kwargs, k, process, self.env_wrapper)
         self.observation_space = self.envs[0].observation_space
         self.action_space = self.envs[0].action_space
         try:  # the handshake describes both spaces; reject what the wire cannot carry now

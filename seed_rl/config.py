@@ -63,6 +63,12 @@ class Config:
                             "module:function (called once), e.g. minatar.gym:register_envs; "
                             "the learner, every actor and eval run it (actors without it "
                             "learn it from the learner)", ALL)
+    env_wrapper: list = knob([], "wrappers applied to every environment after it is made, "
+                             "comma-separated MODULE:CALLABLE, in order (the first "
+                             "innermost): the callable takes the made env and returns the "
+                             "wrapped env, e.g. minigrid.wrappers:ImgObsWrapper; the "
+                             "learner, every actor and eval apply them (actors that ask the "
+                             "learner for its env and have none take the learner's)", ALL)
     seed: int = knob(0, "base random seed; actor i seeds its envs from (seed, actor id)", ALL)
 
     # -- actors --------------------------------------------------------------------------

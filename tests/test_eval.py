@@ -160,7 +160,7 @@ def test_play_episodes_counts_returns_and_lengths(lstm) -> None:
         lstm=lstm,
         lstm_size=8,
     )
-    env = make_env(config.env, config.env_kwargs, config.env_import, "test",
+    env = make_env(config.env, config.env_kwargs, config.env_import, config.env_wrapper, "test",
                    render_mode="rgb_array")
     try:
         stats = evaluator.play_episodes(

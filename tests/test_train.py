@@ -160,7 +160,7 @@ def test_each_preset_loads_and_builds_its_env_and_model(name) -> None:
     assert "target_return" in values and "env" in values
     config = cfg.resolve(None, "train", environ={"SEED_RL_PRESET": name}).config
     try:
-        env = make_env(config.env, config.env_kwargs, config.env_import, "test")
+        env = make_env(config.env, config.env_kwargs, config.env_import, config.env_wrapper, "test")
     except (EnvironmentUnavailable, EnvImportError):  # the preset's extra is missing: say which
         with pytest.raises(SystemExit, match=r"pip install 'seed-rl\[(atari|box2d|minatar|popgym)\]'"):
             train.check_environment(config)

@@ -95,7 +95,8 @@ def env_or_exit(config: Config, render: bool = False) -> gym.Env:
     RGB frames when ``render``; what stops it is a SystemExit naming the fix, no traceback."""
     extra = {"render_mode": "rgb_array"} if render else {}
     try:
-        return make_env(config.env, config.env_kwargs, config.env_import, "eval", **extra)
+        return make_env(config.env, config.env_kwargs, config.env_import, config.env_wrapper,
+                        "eval", **extra)
     except (EnvImportError, EnvironmentUnavailable) as error:
         raise SystemExit(f"seed-rl eval: {error}") from None
 
@@ -142,8 +143,8 @@ def write_video(frames: list[np.ndarray], path: str | os.PathLike, fps: float) -
 def main(resolved: cfg.Resolved, args: argparse.Namespace | None = None) -> int:
     """``seed-rl eval``: play a checkpoint, print the return statistics, write a video.
 
-    The model plays with the config it was trained with; ``--env`` / ``--env-kwargs``, when
-    given, change only the environment."""
+    The model plays with the config it was trained with; ``--env`` / ``--env-kwargs`` /
+    ``--env-wrapper``, when given, change only the environment."""
     config = resolved.config
     if args is None or not getattr(args, "checkpoint", None):
         raise SystemExit("seed-rl eval: give --checkpoint PATH (a checkpoint file or a logdir)")
@@ -160,7 +161,8 @@ def main(resolved: cfg.Resolved, args: argparse.Namespace | None = None) -> int:
     model, trained, path, counters = load_policy(args.checkpoint)
     play_config = trained
     overrides = {
-        name: getattr(config, name) for name in ("env", "env_kwargs") if name in resolved.given
+        name: getattr(config, name) for name in ("env", "env_kwargs", "env_wrapper")
+        if name in resolved.given
     }
     if overrides:
         play_config = dataclasses.replace(trained, **overrides)

@@ -105,7 +105,8 @@ def check_environment(config: Config) -> None:
     """Make the environment once, so that a missing dependency, an unknown id or a failing
     --env-import stops the run before anything starts, saying what to do (SystemExit)."""
     try:
-        make_env(config.env, config.env_kwargs, config.env_import, "seed-rl train").close()
+        make_env(config.env, config.env_kwargs, config.env_import, config.env_wrapper,
+                 "seed-rl train").close()
     except (EnvImportError, EnvironmentUnavailable) as error:
         raise SystemExit(f"seed-rl train: {error}") from None
 

@@ -98,6 +98,7 @@ class LearnerSpec:
     env_kwargs: dict
     observation_space: gym.Space
     action_space: gym.Space
+    env_wrapper: tuple[str, ...] = ()  # --env-wrapper: the spaces are the wrapped env's
 
 
 # -- handshakes ------------------------------------------------------------------------------
@@ -146,9 +147,12 @@ def check_actor_matches(request: pb.HandshakeRequest, spec: LearnerSpec, *,
             problems.append(f"{name}: {mismatch.what}")
     if problems:
         # The actor's own text is echoed cut short: a hostile handshake cannot bloat it.
+        wrapped = (f" and its --env-wrapper {','.join(spec.env_wrapper)}" if spec.env_wrapper
+                   else "")
         raise HandshakeRejected(grpc.StatusCode.FAILED_PRECONDITION,
                                 "actor and learner disagree: " + "; ".join(problems)
-                                + ". Start the actors with the learner's --env (or no --env).")
+                                + f". Start the actors with the learner's --env{wrapped} (or "
+                                "no --env: they then take the learner's).")
     k = request.num_envs
     if not 0 < k <= max_envs_per_actor:
         raise HandshakeRejected(grpc.StatusCode.INVALID_ARGUMENT,
@@ -322,15 +326,16 @@ def _expect(array: np.ndarray, name: str, shape: tuple[int, ...],
 
 
 def make_spec(config: Config) -> LearnerSpec:
-    """Make the environment once (after --env-import) to learn its spaces: the contract
-    actors must match. SystemExit says what is missing."""
+    """Make the environment once (after --env-import, with --env-wrapper) to learn its
+    spaces: the contract actors must match. SystemExit says what is missing."""
     try:
-        env = make_env(config.env, config.env_kwargs, config.env_import, "learner")
+        env = make_env(config.env, config.env_kwargs, config.env_import, config.env_wrapper,
+                       "learner")
     except (EnvImportError, EnvironmentUnavailable) as error:
         raise SystemExit(f"seed-rl learner: {error}") from None
     try:
         spec = LearnerSpec(config.env, dict(config.env_kwargs), env.observation_space,
-                           env.action_space)
+                           env.action_space, tuple(config.env_wrapper))
     finally:
         env.close()
     try:

@@ -145,7 +145,8 @@ class PeriodicEvaluator:
                 target.copy_(source)
             version = learner.trainer.policy_version
         config = self.config
-        env = make_env(config.env, config.env_kwargs, config.env_import, "periodic evaluator")
+        env = make_env(config.env, config.env_kwargs, config.env_import, config.env_wrapper,
+                       "periodic evaluator")
         try:
             stats = play_episodes(
                 self.model,

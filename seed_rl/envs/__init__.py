@@ -2,8 +2,8 @@
 
 - :mod:`seed_rl.envs.making`: ``make_env``, the one way the learner, every actor, ``seed-rl
   train``, ``seed-rl eval`` and the periodic evaluator make an environment: ``--env-import``
-  (the user's registration code) first, then ``gymnasium.make`` with ``--env-kwargs``; its
-  errors say what to install or set.
+  (the user's registration code) first, then ``gymnasium.make`` with ``--env-kwargs``, then
+  each ``--env-wrapper``; its errors say what to install or set.
 - :mod:`seed_rl.envs.atari`: ``Atari-v0``, ALE games with the DQN / IMPALA preprocessing.
 
 Importing this package registers ``Atari-v0`` (its module is imported only when one is

@@ -1,13 +1,16 @@
-"""Making environments in every process: ``--env-import`` first, then ``gymnasium.make``.
+"""Making environments in every process: ``--env-import``, ``gymnasium.make``, ``--env-wrapper``.
 
 gymnasium 1.x does not load environment plugins by itself: MinAtar registers its ids in
 ``minatar.gym.register_envs()``, a custom package when its module is imported. Each entry
 of ``Config.env_import`` is ``module`` (imported) or ``module:function`` (imported, then the
-function is called with no arguments). The learner, every actor process and ``seed-rl
-eval`` run the same list before they make an environment; actors that were not given one
-take the learner's from the handshake. gymnasium's own ``module:EnvId`` form of ``--env``
-keeps working without it. :func:`make_env` is the one way every process makes its
-environments. Torch-free.
+function is called with no arguments). Each entry of ``Config.env_wrapper`` is
+``module:callable``: the callable takes the made environment and returns the wrapped one
+(a gymnasium wrapper class such as ``minigrid.wrappers:ImgObsWrapper`` is one), applied in
+order, the first innermost. The learner, every actor process and ``seed-rl eval`` run the
+same lists; actors that ask the learner which environment to make and have none of their
+own take the learner's from the handshake. gymnasium's own ``module:EnvId`` form of
+``--env`` keeps working without ``--env-import``. :func:`make_env` is the one way every
+process makes its environments, so all of them see the same spaces. Torch-free.
 """
 
 from __future__ import annotations
@@ -16,7 +19,8 @@ import importlib
 import os
 import re
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from types import ModuleType
 from typing import Any
 
 import gymnasium as gym
@@ -47,13 +51,17 @@ def extra_hint(env_id: str) -> str:
 
 
 def make_env(env_id: str, env_kwargs: dict[str, Any], env_import: Iterable[str],
-             process: str, **extra_kwargs: Any) -> gym.Env:
-    """``gym.make(env_id, **env_kwargs, **extra_kwargs)`` after ``env_import``, the one way
-    every process makes its environments. EnvImportError or EnvironmentUnavailable say
-    what went wrong in words a person can act on."""
+             env_wrapper: Iterable[str], process: str, **extra_kwargs: Any) -> gym.Env:
+    """``gym.make(env_id, **env_kwargs, **extra_kwargs)`` after ``env_import``, wrapped by
+    each ``env_wrapper`` entry in order: the one way every process makes its environments.
+    ``process`` names this process in errors ("learner", "actor host-0", "eval").
+    EnvImportError or EnvironmentUnavailable say what went wrong in words a person can
+    act on."""
     run_env_imports(env_import, process)
+    wrappers = [(entry.strip(), load_wrapper(entry, process)) for entry in env_wrapper
+                if entry.strip()]
     try:
-        return gym.make(env_id, **env_kwargs, **extra_kwargs)
+        env = gym.make(env_id, **env_kwargs, **extra_kwargs)
     except (gym.error.NamespaceNotFound, gym.error.NameNotFound) as error:
         raise EnvironmentUnavailable(
             f"{process}: gymnasium does not know the environment {env_id!r} ({error}). If a "
@@ -69,6 +77,48 @@ def make_env(env_id: str, env_kwargs: dict[str, Any], env_import: Iterable[str],
         raise EnvironmentUnavailable(
             f"{process}: cannot make environment {env_id!r} with kwargs {env_kwargs} (--env, "
             f"--env-kwargs): {type(error).__name__}: {error}") from None
+    for entry, wrap in wrappers:
+        env = _wrap(env, entry, wrap, process)
+    return env
+
+
+def load_wrapper(entry: str, process: str) -> Callable[[gym.Env], gym.Env]:
+    """The callable an ``--env-wrapper`` entry ``module:callable`` names (``callable`` may
+    be dotted: ``module:Class.method``), imported like ``--env-import`` modules (on
+    ``sys.path``, then the current directory); EnvironmentUnavailable says what is wrong."""
+    entry = entry.strip()
+    module_name, _, attribute = entry.partition(":")
+    if not module_name or not attribute:
+        raise EnvironmentUnavailable(
+            f"--env-wrapper {entry}: expected MODULE:CALLABLE, a callable that takes the made "
+            "environment and returns the wrapped one (e.g. minigrid.wrappers:ImgObsWrapper)")
+    found: Any = _import_module(module_name, f"--env-wrapper {entry}", process,
+                                EnvironmentUnavailable)
+    for part in attribute.split("."):
+        found = getattr(found, part, None)
+    if not callable(found):
+        raise EnvironmentUnavailable(
+            f"--env-wrapper {entry}: {process}: module {module_name!r} has no callable "
+            f"{attribute!r}")
+    return found
+
+
+def _wrap(env: gym.Env, entry: str, wrap: Callable[[gym.Env], gym.Env],
+          process: str) -> gym.Env:
+    """``wrap(env)``, checked to be an environment; ``env`` is closed when it fails."""
+    try:
+        wrapped = wrap(env)
+    except Exception as error:
+        env.close()
+        raise EnvironmentUnavailable(
+            f"--env-wrapper {entry}: in {process}, wrapping {env.spec.id if env.spec else env} "
+            f"raised {type(error).__name__}: {error}") from None
+    if not isinstance(wrapped, gym.Env):
+        env.close()
+        raise EnvironmentUnavailable(
+            f"--env-wrapper {entry}: returned {type(wrapped).__name__}, not a gymnasium.Env: "
+            "the callable takes the made environment and returns the wrapped one")
+    return wrapped
 
 
 def run_env_imports(entries: Iterable[str], process: str) -> None:
@@ -76,31 +126,15 @@ def run_env_imports(entries: Iterable[str], process: str) -> None:
     ("learner", "actor host-0", "eval"); imports are idempotent, calls happen every time.
     Modules are found on ``sys.path`` and, last, in the current directory (a ``my_env.py``
     next to where you run the command)."""
-    if os.getcwd() not in sys.path:
-        sys.path.append(os.getcwd())
     for entry in entries:
         entry = entry.strip()
         if not entry:
             continue
         module_name, _, function_name = entry.partition(":")
-        where = f"{process} (pid {os.getpid()}, {sys.executable})"
-        try:
-            module = importlib.import_module(module_name)
-        except ImportError as error:
-            missing = (getattr(error, "name", None) or module_name).split(".")[0]
-            install = (f"pip install 'seed-rl[{_IMPORT_EXTRAS[missing]}]'"
-                       if missing in _IMPORT_EXTRAS else f"pip install {missing}")
-            raise EnvImportError(
-                f"--env-import {entry}: {where} cannot import {module_name!r}: {error}. "
-                f"Install the package that provides {missing!r} in this environment (e.g. "
-                f"{install}) on every machine that runs an actor or the learner, or fix the "
-                "name") from error
-        except Exception as error:  # the module itself failed while importing
-            raise EnvImportError(
-                f"--env-import {entry}: importing {module_name!r} in {where} raised "
-                f"{type(error).__name__}: {error}") from error
+        module = _import_module(module_name, f"--env-import {entry}", process, EnvImportError)
         if not function_name:
             continue
+        where = f"{process} (pid {os.getpid()}, {sys.executable})"
         function = getattr(module, function_name, None)
         if not callable(function):
             raise EnvImportError(
@@ -112,3 +146,27 @@ def run_env_imports(entries: Iterable[str], process: str) -> None:
             raise EnvImportError(
                 f"--env-import {entry}: {module_name}.{function_name}() in {where} raised "
                 f"{type(error).__name__}: {error}") from error
+
+
+def _import_module(module_name: str, what: str, process: str,
+                   error_type: type[Exception]) -> ModuleType:
+    """``importlib.import_module(module_name)`` for ``what`` (the flag and entry), found
+    on ``sys.path`` or in the current directory; ``error_type`` says what is missing and
+    which process lacks it."""
+    if os.getcwd() not in sys.path:
+        sys.path.append(os.getcwd())
+    where = f"{process} (pid {os.getpid()}, {sys.executable})"
+    try:
+        return importlib.import_module(module_name)
+    except ImportError as error:
+        missing = (getattr(error, "name", None) or module_name).split(".")[0]
+        install = (f"pip install 'seed-rl[{_IMPORT_EXTRAS[missing]}]'"
+                   if missing in _IMPORT_EXTRAS else f"pip install {missing}")
+        raise error_type(
+            f"{what}: {where} cannot import {module_name!r}: {error}. Install the package "
+            f"that provides {missing!r} in this environment (e.g. {install}) on every "
+            "machine that runs an actor or the learner, or fix the name") from error
+    except Exception as error:  # the module itself failed while importing
+        raise error_type(
+            f"{what}: importing {module_name!r} in {where} raised "
+            f"{type(error).__name__}: {error}") from error
