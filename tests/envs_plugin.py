@@ -12,8 +12,8 @@ Importing it registers:
   OpenGL context (``mujoco.FatalError: an OpenGL platform library has not been loaded``).
 
 Wrappers (``--env-wrapper envs_plugin:NAME``): :class:`ImageOnly` (minigrid's
-``ImgObsWrapper``: the image alone), :func:`not_an_env` (returns no environment) and
-:func:`broken` (raises).
+``ImgObsWrapper``: the image alone), :class:`Pixels` (the image as bright pixels, values up
+to 250), :func:`not_an_env` (returns no environment) and :func:`broken` (raises).
 """
 
 from __future__ import annotations
@@ -69,6 +69,13 @@ class ImageOnly(gym.ObservationWrapper):
 
     def observation(self, observation: dict) -> np.ndarray:
         return observation["image"]
+
+
+class Pixels(gym.ObservationWrapper):
+    """The image scaled to bright pixel values (codes x 25, up to 250): a real image."""
+
+    def observation(self, observation: np.ndarray) -> np.ndarray:
+        return (observation * 25).astype(np.uint8)
 
 
 def not_an_env(env: gym.Env) -> None:

@@ -19,6 +19,7 @@ protocol version, environment or spaces that do not match the learner's.
 from __future__ import annotations
 
 import json
+import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,8 +33,11 @@ from learner.training.models import check_spaces
 from seed_rl import wire
 from seed_rl.config import Config
 from seed_rl.envs.making import EnvImportError, EnvironmentUnavailable, make_env
+from seed_rl.envs.symbols import symbol_grid_warnings
 from seed_rl.proto.seed_rl.v1 import seed_rl_pb2 as pb
 from seed_rl.spaces import Leaf, ObservationLayout, observation_layout
+
+log = logging.getLogger(__name__)
 
 MAX_ID_LENGTH = 256
 ECHO_CHARS = 80  # at most this much of a client's own text is echoed back in an error
@@ -327,7 +331,9 @@ def _expect(array: np.ndarray, name: str, shape: tuple[int, ...],
 
 def make_spec(config: Config) -> LearnerSpec:
     """Make the environment once (after --env-import, with --env-wrapper) to learn its
-    spaces: the contract actors must match. SystemExit says what is missing."""
+    spaces: the contract actors must match. SystemExit says what is missing. A uint8 image
+    that holds symbol codes rather than pixels is logged as a warning with the fix
+    (seed_rl/envs/symbols.py)."""
     try:
         env = make_env(config.env, config.env_kwargs, config.env_import, config.env_wrapper,
                        "learner")
@@ -336,10 +342,13 @@ def make_spec(config: Config) -> LearnerSpec:
     try:
         spec = LearnerSpec(config.env, dict(config.env_kwargs), env.observation_space,
                            env.action_space, tuple(config.env_wrapper))
+        symbol_grids = symbol_grid_warnings(env, config.seed)
     finally:
         env.close()
     try:
         check_spaces(spec.observation_space, spec.action_space, config)
     except ValueError as error:  # UnsupportedSpace, or a conv torso that cannot fit
         raise SystemExit(f"seed-rl learner: --env {config.env}: {error}") from None
+    for warning in symbol_grids:
+        log.warning("--env %s: %s", config.env, warning)
     return spec

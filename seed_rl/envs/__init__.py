@@ -5,6 +5,8 @@
   (the user's registration code) first, then ``gymnasium.make`` with ``--env-kwargs``, then
   each ``--env-wrapper``; its errors say what to install or set.
 - :mod:`seed_rl.envs.atari`: ``Atari-v0``, ALE games with the DQN / IMPALA preprocessing.
+- :mod:`seed_rl.envs.symbols`: telling a uint8 grid of symbol codes from an image of pixels
+  (the learner warns at start-up and names the fix).
 
 Importing this package registers ``Atari-v0`` (its module is imported only when one is
 made), so the id ``seed_rl.envs:Atari-v0`` (gymnasium's ``module:EnvId`` form, which
