@@ -9,7 +9,11 @@ Importing it registers:
   seed-rl cannot carry. Walk right (action 1) from the left of the corridor to the goal:
   reward 1 and the episode ends; at most 20 steps.
 - ``RenderFails-v0``: CartPole whose ``render()`` raises the error MuJoCo raises without an
-  OpenGL context (``mujoco.FatalError: an OpenGL platform library has not been loaded``).
+  OpenGL context (``mujoco.FatalError: an OpenGL platform library has not been loaded``);
+  ``RenderFailsLater-v0`` raises it from the fourth frame on, ``RenderOnResetFails-v0`` in
+  ``reset()`` and ``RenderOnMakeFails-v0`` when made, both only with a ``render_mode``
+  (environments that render or open a context there); ``ResetFails-v0``'s ``reset()``
+  always raises, rendering or not.
 
 Wrappers (``--env-wrapper envs_plugin:NAME``): :class:`ImageOnly` (minigrid's
 ``ImgObsWrapper``: the image alone), :class:`Pixels` (the image as bright pixels, values up
@@ -98,7 +102,41 @@ class RenderFailsEnv(CartPoleEnv):
                          "created before mjr_makeContext was called")
 
 
+class RenderFailsLaterEnv(CartPoleEnv):
+    frames = 0
+
+    def render(self):
+        self.frames += 1
+        if self.frames > 3:
+            raise FatalError("the OpenGL context was lost")
+        return super().render()
+
+
+class RenderOnResetFailsEnv(CartPoleEnv):
+    def reset(self, **kwargs):
+        if self.render_mode is not None:
+            raise FatalError("an OpenGL platform library has not been loaded into this process")
+        return super().reset(**kwargs)
+
+
+class RenderOnMakeFailsEnv(CartPoleEnv):
+    def __init__(self, render_mode: str | None = None):
+        if render_mode is not None:
+            raise FatalError("an OpenGL platform library has not been loaded into this process")
+        super().__init__(render_mode=render_mode)
+
+
+class ResetFailsEnv(CartPoleEnv):
+    def reset(self, **kwargs):
+        raise RuntimeError("this environment is broken, rendering or not")
+
+
+for _name, _entry in (("RenderFails-v0", RenderFailsEnv),
+                      ("RenderFailsLater-v0", RenderFailsLaterEnv),
+                      ("RenderOnResetFails-v0", RenderOnResetFailsEnv),
+                      ("RenderOnMakeFails-v0", RenderOnMakeFailsEnv),
+                      ("ResetFails-v0", ResetFailsEnv)):
+    if _name not in gym.registry:
+        gym.register(_name, entry_point=_entry, max_episode_steps=50)
 if "MissionGrid-v0" not in gym.registry:
     gym.register("MissionGrid-v0", entry_point=MissionGridEnv, max_episode_steps=20)
-if "RenderFails-v0" not in gym.registry:
-    gym.register("RenderFails-v0", entry_point=RenderFailsEnv, max_episode_steps=50)

@@ -37,6 +37,18 @@ MAX_VIDEO_FRAMES = 3000
 EVAL_SEED_OFFSET = 1_000_003
 
 
+class RenderFailed(Exception):
+    """``env.render()`` raised while recording (its error is the ``__cause__``)."""
+
+
+def render_frame(env: gym.Env) -> np.ndarray:
+    """One RGB frame of ``env``; RenderFailed when rendering raises (no display, no OpenGL)."""
+    try:
+        return np.asarray(env.render())
+    except Exception as error:
+        raise RenderFailed(f"{type(error).__name__}: {error}") from error
+
+
 @dataclass
 class EpisodeStats:
     """The outcome of :func:`play_episodes`: one entry per episode."""
@@ -77,7 +89,8 @@ def play_episodes(
     ``env.step``, as the actors do (seed_rl/spaces.py). A recurrent core starts each
     episode from its zero state. The first reset is seeded with ``seed`` (the
     environment's RNG carries on from there). With ``record``, the env's RGB frames are
-    kept, at most ``max_frames``. ``stop`` ends early (the stats then hold fewer episodes).
+    kept, at most ``max_frames`` (RenderFailed when rendering raises). ``stop`` ends early
+    (the stats then hold fewer episodes).
     """
     device = next(model.parameters()).device
     layout, actions = model.observation_layout, model.action_layout
@@ -89,7 +102,7 @@ def play_episodes(
         start = torch.ones(1, 1, dtype=torch.bool, device=device)
         episode_return, length, done = 0.0, 0, False
         if record and len(stats.frames) < max_frames:
-            stats.frames.append(np.asarray(env.render()))
+            stats.frames.append(render_frame(env))
         while not done:
             if stop is not None and stop.is_set():
                 return stats
@@ -104,7 +117,7 @@ def play_episodes(
             length += 1
             done = bool(terminated or truncated)
             if record and len(stats.frames) < max_frames:
-                stats.frames.append(np.asarray(env.render()))
+                stats.frames.append(render_frame(env))
         stats.returns.append(episode_return)
         stats.lengths.append(length)
         observation, _ = env.reset()
