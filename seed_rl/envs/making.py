@@ -16,6 +16,7 @@ process makes its environments, so all of them see the same spaces. Torch-free.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import os
 import re
 import sys
@@ -26,7 +27,7 @@ from typing import Any
 import gymnasium as gym
 
 #: Modules of --env-import that an extra of seed-rl brings.
-_IMPORT_EXTRAS = {"minatar": "minatar", "popgym": "popgym"}
+_IMPORT_EXTRAS = {"minatar": "minatar", "popgym": "popgym", "ale_py": "atari"}
 #: Packages an environment family needs, and the extra that brings them.
 _EXTRAS = (
     (re.compile(r"^(ALE/|seed_rl\.envs:Atari)"), "atari", "ale-py"),
@@ -50,6 +51,27 @@ def extra_hint(env_id: str) -> str:
     return ""
 
 
+def unknown_env_hint(env_id: str, env_import: Iterable[str]) -> str:
+    """What to do about an id gymnasium does not know: ``--env-import`` in general; for
+    ``ALE/...`` ids the module that registers them (ale-py 0.9+ registers on import), how
+    to install it when it is missing here, and the shipped preset that plays Atari."""
+    if not env_id.startswith("ALE/"):
+        return ("If a package provides it, register it in every process with --env-import "
+                "MODULE or MODULE:FUNCTION (e.g. --env-import minatar.gym:register_envs, "
+                "--env-import popgym), or name it as MODULE:EnvId")
+    if importlib.util.find_spec("ale_py") is None:
+        install = " (ale-py is not installed here: pip install 'seed-rl[atari]')"
+    else:
+        install = ""
+    if "ale_py" in [entry.strip().partition(":")[0] for entry in env_import]:
+        step = f"ale_py is imported but has no {env_id}: check the game's name (ALE/Pong-v5)"
+    else:
+        step = f"ALE ids are registered by importing ale-py: add --env-import ale_py{install}"
+    return (f"{step}. Or train the shipped preset with the DQN / IMPALA Atari preprocessing "
+            "instead of --env: --preset pong (seed_rl.envs:Atari-v0; another game with "
+            "--env-kwargs '{\"game\":\"ALE/Breakout-v5\"}')")
+
+
 def make_env(env_id: str, env_kwargs: dict[str, Any], env_import: Iterable[str],
              env_wrapper: Iterable[str], process: str, **extra_kwargs: Any) -> gym.Env:
     """``gym.make(env_id, **env_kwargs, **extra_kwargs)`` after ``env_import``, wrapped by
@@ -64,10 +86,8 @@ def make_env(env_id: str, env_kwargs: dict[str, Any], env_import: Iterable[str],
         env = gym.make(env_id, **env_kwargs, **extra_kwargs)
     except (gym.error.NamespaceNotFound, gym.error.NameNotFound) as error:
         raise EnvironmentUnavailable(
-            f"{process}: gymnasium does not know the environment {env_id!r} ({error}). If a "
-            "package provides it, register it in every process with --env-import MODULE or "
-            "MODULE:FUNCTION (e.g. --env-import minatar.gym:register_envs, --env-import "
-            "popgym), or name it as MODULE:EnvId") from None
+            f"{process}: gymnasium does not know the environment {env_id!r} ({error}). "
+            + unknown_env_hint(env_id, env_import)) from None
     except (gym.error.DependencyNotInstalled, ImportError) as error:
         hint = extra_hint(env_id) or "install the package named above"
         raise EnvironmentUnavailable(
