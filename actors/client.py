@@ -5,7 +5,8 @@ It owns everything about the connection (docs/architecture.md, "Wire contract"):
 channel (keepalive, message size limits), TLS / mutual TLS credentials, the auth token as
 metadata on every RPC, the handshake (started without ``--env``, it first asks the learner
 which environment to run; started without ``--env-import``, it runs the learner's before it
-makes an environment this process has not registered), the bidirectional ``Step`` stream
+makes an environment this process has not registered, and when it asked, it takes the
+learner's ``--env-wrapper`` unless it has its own), the bidirectional ``Step`` stream
 with exactly one request in flight, reconnects, the stop watcher and round-trip timing.
 What travels in each message is the env loop's business (``actors/env_loop.py``, which also
 explains the slot convention and the spaces); the channel itself is ``actors/channel.py``.
@@ -41,7 +42,7 @@ from actors.counters import Counters
 from actors.env_loop import EnvLoop, PermanentError, env_seeds, registered_here
 from seed_rl import wire
 from seed_rl.config import Config
-from seed_rl.env_import import EnvImportError, run_env_imports
+from seed_rl.envs.making import EnvImportError, run_env_imports
 from seed_rl.proto.seed_rl.v1 import seed_rl_pb2 as pb
 from seed_rl.proto.seed_rl.v1 import seed_rl_pb2_grpc as pb_grpc
 
@@ -131,6 +132,7 @@ class ActorClient:
         self.env_known = env_known
         self.env_id = config.env
         self.env_kwargs: dict[str, Any] = dict(config.env_kwargs)
+        self.env_wrapper: list[str] = list(config.env_wrapper)  # or the learner's, if asked
         self.envs: EnvLoop | None = None
         self.session_id = ""
         self.outcome = ""  # how run() ended: "training_over" or "stopped" (exit 0)
@@ -225,7 +227,8 @@ class ActorClient:
         return EXIT_OK
 
     def _make_envs(self) -> None:
-        self.envs = EnvLoop(self.env_id, self.env_kwargs, self.seeds, counters=self.counters)
+        self.envs = EnvLoop(self.env_id, self.env_kwargs, self.seeds, counters=self.counters,
+                            process=f"actor {self.actor_id}", env_wrapper=self.env_wrapper)
         log.log(logging.DEBUG if self.env_known else logging.INFO, "actor %s: made %s",
                 self.actor_id, self.envs.describe())
 
@@ -272,13 +275,18 @@ class ActorClient:
 
     def _ask_learner_for_env(self, stub: pb_grpc.LearnerStub) -> None:
         """Before the envs are made: a handshake without env or spaces; the learner answers
-        with its env id, kwargs and --env-import (no session). We run its imports unless we
-        have our own, then make our env (started without --env: the learner's)."""
+        with its env id, kwargs, --env-import and --env-wrapper (no session). We run its
+        imports and take its wrappers unless we have our own, then make our env (started
+        without --env: the learner's)."""
         response = self._call_handshake(stub, self._base_handshake())
         if response.env_import and not self.config.env_import:
             log.info("actor %s: running the learner's --env-import %s", self.actor_id,
                      ",".join(response.env_import))
             run_env_imports(list(response.env_import), process=f"actor {self.actor_id}")
+        if response.env_wrapper and not self.config.env_wrapper:
+            log.info("actor %s: wrapping its environments with the learner's --env-wrapper %s",
+                     self.actor_id, ",".join(response.env_wrapper))
+            self.env_wrapper = list(response.env_wrapper)
         if self.env_id:  # our own --env
             self._make_envs()
             return

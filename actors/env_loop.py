@@ -45,6 +45,7 @@ import numpy as np
 
 from actors.counters import Counters
 from seed_rl import wire
+from seed_rl.envs.making import EnvironmentUnavailable, make_env
 from seed_rl.proto.seed_rl.v1 import seed_rl_pb2 as pb
 from seed_rl.spaces import UnsupportedSpace, action_layout, observation_layout
 
@@ -68,21 +69,27 @@ def registered_here(env_id: str) -> bool:
     return ":" in env_id or env_id in gym.registry
 
 
-def make_envs(env_id: str, env_kwargs: dict[str, Any], num_envs: int) -> list[gym.Env]:
-    """``num_envs`` instances of ``gym.make(env_id, **env_kwargs)``; PermanentError if any
-    cannot be made (the ones already made are closed)."""
+def make_envs(env_id: str, env_kwargs: dict[str, Any], num_envs: int,
+              process: str = "actor", env_wrapper: Sequence[str] = ()) -> list[gym.Env]:
+    """``num_envs`` environments made by ``seed_rl.envs.making.make_env``, as every process
+    makes them (this process ran its ``--env-import`` already), each wrapped by
+    ``env_wrapper``; PermanentError if any cannot be made (the ones already made are
+    closed). ``process`` names this actor in the error."""
     envs: list[gym.Env] = []
     try:
         for _ in range(num_envs):
-            envs.append(gym.make(env_id, **env_kwargs))
-    except Exception as error:
+            envs.append(make_env(env_id, env_kwargs, (), env_wrapper, process))
+    except EnvironmentUnavailable as error:  # says what to install, import or fix
         close_envs(envs)
         hint = "" if registered_here(env_id) else (
-            " (not registered in this process: if a package registers it, give it with "
-            "--env-import, here or on the learner)")
+            " (not registered in this process: give --env-import here, or leave it out here "
+            "to run the learner's)")
+        raise PermanentError(f"{error}{hint}") from None
+    except Exception as error:  # the environment's own code raised
+        close_envs(envs)
         raise PermanentError(
-            f"cannot make environment {env_id!r} with kwargs {env_kwargs}: "
-            f"{type(error).__name__}: {error}{hint}"
+            f"{process}: cannot make environment {env_id!r} with kwargs {env_kwargs}: "
+            f"{type(error).__name__}: {error}"
         ) from None
     return envs
 
@@ -104,7 +111,8 @@ class EnvLoop:
     ``seeds[i]`` once, here, and afterwards only when its episode ends (unseeded, so its
     own RNG stream continues). The environments keep their state across sessions: a
     reconnect continues the episodes where they were. ``counters`` receives the env steps
-    taken and the episodes finished.
+    taken and the episodes finished; ``process`` names this actor in errors; each env is
+    wrapped by the ``env_wrapper`` entries (``--env-wrapper``), in order.
     """
 
     def __init__(
@@ -113,12 +121,15 @@ class EnvLoop:
         env_kwargs: dict[str, Any],
         seeds: Sequence[int],
         counters: Counters | None = None,
+        process: str = "actor",
+        env_wrapper: Sequence[str] = (),
     ):
         self.env_id = env_id
         self.env_kwargs = dict(env_kwargs)
         self.num_envs = k = len(seeds)
         self.counters = counters if counters is not None else Counters()
-        self.envs = make_envs(env_id, self.env_kwargs, k)
+        self.env_wrapper = list(env_wrapper)
+        self.envs = make_envs(env_id, self.env_kwargs, k, process, self.env_wrapper)
         self.observation_space = self.envs[0].observation_space
         self.action_space = self.envs[0].action_space
         try:  # the handshake describes both spaces; reject what the wire cannot carry now

@@ -129,7 +129,8 @@ class ActorProcess:
                 followers_waiting = False
                 if not self.stop.is_set():  # group 0 found the env: the others make theirs
                     found = dataclasses.replace(self.config, env=leader.env_id,
-                                                env_kwargs=dict(leader.env_kwargs))
+                                                env_kwargs=dict(leader.env_kwargs),
+                                                env_wrapper=list(leader.env_wrapper))
                     for group in range(1, self.num_groups):
                         self._start(group, found, env_known=True)
             self._wake.wait(POLL_S)

@@ -64,7 +64,8 @@ def _leaf_format(space: gym.Space, path: str) -> tuple[tuple[int, ...], np.dtype
     raise UnsupportedSpace(
         f"observation space {space}{where} ({type(space).__name__}) is not supported: seed-rl "
         "carries Box, Discrete, MultiDiscrete, MultiBinary and Dict/Tuple of those; wrap the "
-        "environment to turn it into one of these")
+        "environment to turn it into one of these (--env-wrapper MODULE:CALLABLE, README: "
+        "\"Your own environment\")")
 
 
 def _leaves(space: gym.Space, path: str = "") -> list[tuple[str, gym.Space]]:
@@ -180,4 +181,5 @@ def action_layout(space: gym.Space) -> ActionLayout:
     raise UnsupportedSpace(
         f"action space {space} ({type(space).__name__}) is not supported: seed-rl acts in "
         "Discrete, MultiDiscrete (one-dimensional) and float Box spaces; wrap the "
-        "environment (e.g. a MultiBinary action as MultiDiscrete([2] * n))")
+        "environment (e.g. a MultiBinary action as MultiDiscrete([2] * n), with --env-wrapper "
+        "MODULE:CALLABLE)")

@@ -4,7 +4,8 @@
 loads a checkpoint with the config it was trained with, plays N episodes locally (no gRPC,
 no actors; the episode loop of learner/watching/evaluator.py), prints the mean, std, min
 and max return and, with ``--video``, writes the episodes as an MP4 (imageio-ffmpeg) or a
-GIF (pillow).
+GIF (pillow). An environment that cannot render here (MuJoCo without an OpenGL context)
+ends it with one paragraph naming the exception and the fix, not a traceback.
 """
 
 from __future__ import annotations
@@ -20,14 +21,22 @@ import time
 from pathlib import Path
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 import torch
 
 from learner.training import checkpoint
 from learner.training.models import ActorCritic, build_model
-from learner.watching.evaluator import MAX_VIDEO_FRAMES, make_env, play_episodes
+from learner.watching.evaluator import (
+    MAX_VIDEO_FRAMES,
+    RenderFailed,
+    play_episodes,
+    render_frame,
+)
 from seed_rl import config as cfg
+from seed_rl import wire
 from seed_rl.config import Config
+from seed_rl.envs.making import EnvImportError, EnvironmentUnavailable, make_env
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +87,7 @@ def load_policy(
         )
     state, path = found
     config = config_from_json(state["config"])
-    env = make_env(config)
+    env = env_or_exit(config)
     try:
         model = build_model(env.observation_space, env.action_space, config)
     finally:
@@ -87,6 +96,85 @@ def load_policy(
     model.to(device).eval()
     return model, config, path, dict(state["counters"])
 
+
+def env_or_exit(config: Config, render: bool = False) -> gym.Env:
+    """The environment of ``config`` made by :func:`make_env` as the actors make it, with
+    RGB frames when ``render``; what stops it is a SystemExit naming the fix, no traceback."""
+    extra = {"render_mode": "rgb_array"} if render else {}
+    try:
+        return make_env(config.env, config.env_kwargs, config.env_import, config.env_wrapper,
+                        "eval", **extra)
+    except (EnvImportError, EnvironmentUnavailable) as error:
+        raise SystemExit(f"seed-rl eval: {error}") from None
+
+
+def recording_env(config: Config, seed: int) -> gym.Env:
+    """The environment of ``config`` rendering RGB frames, checked to render: made, reset
+    with ``seed`` and rendered once. A failure that rendering causes (no display, no OpenGL
+    context: the environment plays without ``render_mode``) is a SystemExit naming the
+    exception and the usual fixes, without a traceback; any other failure raises as it would
+    without ``--video``."""
+    try:
+        env = env_or_exit(config, render=True)
+    except SystemExit:
+        raise
+    except Exception as error:
+        if _fails_without_rendering(config, seed):
+            raise
+        raise render_failure(config, "making it with render_mode='rgb_array'", error) from None
+    try:
+        env.reset(seed=seed)
+    except Exception as error:
+        _close_quietly(env)
+        if _fails_without_rendering(config, seed):
+            raise
+        raise render_failure(config, "env.reset() with render_mode='rgb_array'", error) from None
+    try:
+        render_frame(env)
+    except RenderFailed as failed:
+        _close_quietly(env)
+        raise render_failure(config, "env.render()", failed.__cause__) from None
+    return env
+
+
+def render_failure(config: Config, step: str, error: BaseException | None) -> SystemExit:
+    """The one-paragraph exit of ``seed-rl eval --video`` when ``step`` raised ``error``
+    while rendering: the exception (``mujoco.FatalError: ...``) and what usually fixes it."""
+    kind = type(error)
+    module = kind.__module__.split(".")[0]
+    name = kind.__name__ if module == "builtins" else f"{module}.{kind.__name__}"
+    lines = str(error).strip().splitlines()
+    text = wire.shorten(lines[0], 300) if lines else "(no message)"
+    return SystemExit(
+        f"seed-rl eval --video: {config.env} cannot render its frames: {step} raised {name}: "
+        f"{text}. Rendering needs a graphics backend this process can use: for MuJoCo set "
+        "MUJOCO_GL=egl (with a GPU) or MUJOCO_GL=osmesa (software rendering); other OpenGL "
+        "renderers read PYOPENGL_PLATFORM=egl or osmesa; or drop --video to play without "
+        "frames.")
+
+
+def _fails_without_rendering(config: Config, seed: int) -> bool:
+    """Whether the environment also fails to be made or reset without ``render_mode``."""
+    try:
+        env = make_env(config.env, config.env_kwargs, config.env_import, config.env_wrapper,
+                       "eval")
+    except Exception:
+        return True
+    try:
+        env.reset(seed=seed)
+        return False
+    except Exception:
+        return True
+    finally:
+        _close_quietly(env)
+
+
+def _close_quietly(env: gym.Env) -> None:
+    """``env.close()``; a failure is logged, never raised (it must not hide the real exit)."""
+    try:
+        env.close()
+    except Exception:
+        log.debug("env.close() failed", exc_info=True)
 
 
 def write_video(frames: list[np.ndarray], path: str | os.PathLike, fps: float) -> Path:
@@ -131,8 +219,8 @@ def write_video(frames: list[np.ndarray], path: str | os.PathLike, fps: float) -
 def main(resolved: cfg.Resolved, args: argparse.Namespace | None = None) -> int:
     """``seed-rl eval``: play a checkpoint, print the return statistics, write a video.
 
-    The model plays with the config it was trained with; ``--env`` / ``--env-kwargs``, when
-    given, change only the environment."""
+    The model plays with the config it was trained with; ``--env`` / ``--env-kwargs`` /
+    ``--env-wrapper``, when given, change only the environment."""
     config = resolved.config
     if args is None or not getattr(args, "checkpoint", None):
         raise SystemExit("seed-rl eval: give --checkpoint PATH (a checkpoint file or a logdir)")
@@ -149,20 +237,23 @@ def main(resolved: cfg.Resolved, args: argparse.Namespace | None = None) -> int:
     model, trained, path, counters = load_policy(args.checkpoint)
     play_config = trained
     overrides = {
-        name: getattr(config, name) for name in ("env", "env_kwargs") if name in resolved.given
+        name: getattr(config, name) for name in ("env", "env_kwargs", "env_wrapper")
+        if name in resolved.given
     }
     if overrides:
         play_config = dataclasses.replace(trained, **overrides)
     torch.manual_seed(config.seed)
-    env = make_env(play_config, render=bool(video))
+    env = recording_env(play_config, config.seed) if video else env_or_exit(play_config)
     try:
         started = time.monotonic()
         stats = play_episodes(
             model, env, episodes, greedy=greedy, seed=config.seed, record=bool(video)
         )
         fps = float(env.metadata.get("render_fps") or 30)
+    except RenderFailed as failed:  # a later frame
+        raise render_failure(play_config, "env.render()", failed.__cause__) from None
     finally:
-        env.close()
+        _close_quietly(env)
     summary = stats.summary()
     print(
         f"seed-rl eval: {path} ({play_config.env}, {counters.get('env_steps', 0):,} env "

@@ -50,7 +50,7 @@ from learner.running.local_replicas import run_replicas
 from learner.running.local_state import RunState, RunTotals, summary_lines, write_curve
 from seed_rl import config as cfg
 from seed_rl.config import Config
-from seed_rl.env_import import EnvImportError, EnvironmentUnavailable, make_env
+from seed_rl.envs.making import EnvImportError, EnvironmentUnavailable, make_env
 
 log = logging.getLogger("train")
 
@@ -105,7 +105,8 @@ def check_environment(config: Config) -> None:
     """Make the environment once, so that a missing dependency, an unknown id or a failing
     --env-import stops the run before anything starts, saying what to do (SystemExit)."""
     try:
-        make_env(config.env, config.env_kwargs, config.env_import, "seed-rl train").close()
+        make_env(config.env, config.env_kwargs, config.env_import, config.env_wrapper,
+                 "seed-rl train").close()
     except (EnvImportError, EnvironmentUnavailable) as error:
         raise SystemExit(f"seed-rl train: {error}") from None
 

@@ -41,12 +41,12 @@ import torch
 
 from learner.running.launch import launch_replicas
 from learner.serving.batcher import InferenceBatcher
-from learner.serving.server import LearnerServer, advertised_address
+from learner.serving.server import LearnerServer
 from learner.serving.service import LearnerServicer
 from learner.serving.validation import make_spec
 from learner.training import checkpoint
 from learner.training.checkpoint import capture_rng, restore_rng
-from learner.training.distributed import ReplicaGroup, advertise_address, replica_port_address
+from learner.training.distributed import ReplicaGroup, advertised_address, replica_port_address
 from learner.training.models import build_model
 from learner.training.store import UnrollQueue
 from learner.training.trainer import Trainer
@@ -164,9 +164,8 @@ class Learner:
         self.port = self.server.start()
         host = config.address.rsplit(":", 1)[0]
         if self.group.distributed:  # before the trainer ticks on the same control group
-            mine = (advertise_address(config.advertise_address, self.group.rank,
-                                      self.group.local_rank) if config.advertise_address
-                    else advertised_address(host, self.port))
+            mine = advertised_address(config.advertise_address, self.group.rank,
+                                      self.group.local_rank, host, self.port)
             self.servicer.replica_addresses = self.group.all_gather(mine)
             log.info("replica %d of %d: actors are redirected here as %s", self.group.rank,
                      self.group.world_size, mine)

@@ -182,14 +182,6 @@ def raise_open_file_limit(wanted: int) -> None:
                     "(%d): streams beyond it fail to connect; raise `ulimit -n`", hard, wanted)
 
 
-def advertised_address(host: str, port: int) -> str:
-    """The address a replica gives in a redirect: "host:port", or ":port" when it listens
-    on every interface (the actor then keeps the host it dialled)."""
-    if host in ("", "0.0.0.0", "[::]", "::", "*"):
-        return f":{port}"
-    return f"{host}:{port}"
-
-
 def read_pem(path: str, flag: str) -> bytes:
     """The bytes of a PEM file named by ``flag``; a clear exit when it cannot be read."""
     try:

@@ -254,7 +254,7 @@ class LearnerServicer(pb_grpc.LearnerServicer):
             env_id=self.spec.env_id, env_kwargs_json=json.dumps(self.spec.env_kwargs),
             max_message_bytes=self.config.max_message_bytes,
             policy_version=self.policy_version(), learner_version=__version__,
-            env_import=list(self.config.env_import))
+            env_import=list(self.config.env_import), env_wrapper=list(self.config.env_wrapper))
         try:
             check_protocol_and_ids(request)
             if not request.env_id:  # the actor asks which environment to make

@@ -19,6 +19,7 @@ protocol version, environment or spaces that do not match the learner's.
 from __future__ import annotations
 
 import json
+import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,9 +32,12 @@ from learner.serving.space_match import space_mismatch
 from learner.training.models import check_spaces
 from seed_rl import wire
 from seed_rl.config import Config
-from seed_rl.env_import import EnvImportError, EnvironmentUnavailable, make_env
+from seed_rl.envs.making import EnvImportError, EnvironmentUnavailable, make_env
+from seed_rl.envs.symbols import symbol_grid_warnings
 from seed_rl.proto.seed_rl.v1 import seed_rl_pb2 as pb
 from seed_rl.spaces import Leaf, ObservationLayout, observation_layout
+
+log = logging.getLogger(__name__)
 
 MAX_ID_LENGTH = 256
 ECHO_CHARS = 80  # at most this much of a client's own text is echoed back in an error
@@ -98,6 +102,7 @@ class LearnerSpec:
     env_kwargs: dict
     observation_space: gym.Space
     action_space: gym.Space
+    env_wrapper: tuple[str, ...] = ()  # --env-wrapper: the spaces are the wrapped env's
 
 
 # -- handshakes ------------------------------------------------------------------------------
@@ -146,9 +151,12 @@ def check_actor_matches(request: pb.HandshakeRequest, spec: LearnerSpec, *,
             problems.append(f"{name}: {mismatch.what}")
     if problems:
         # The actor's own text is echoed cut short: a hostile handshake cannot bloat it.
+        wrapped = (f" and its --env-wrapper {','.join(spec.env_wrapper)}" if spec.env_wrapper
+                   else "")
         raise HandshakeRejected(grpc.StatusCode.FAILED_PRECONDITION,
                                 "actor and learner disagree: " + "; ".join(problems)
-                                + ". Start the actors with the learner's --env (or no --env).")
+                                + f". Start the actors with the learner's --env{wrapped} (or "
+                                "no --env: they then take the learner's).")
     k = request.num_envs
     if not 0 < k <= max_envs_per_actor:
         raise HandshakeRejected(grpc.StatusCode.INVALID_ARGUMENT,
@@ -322,19 +330,25 @@ def _expect(array: np.ndarray, name: str, shape: tuple[int, ...],
 
 
 def make_spec(config: Config) -> LearnerSpec:
-    """Make the environment once (after --env-import) to learn its spaces: the contract
-    actors must match. SystemExit says what is missing."""
+    """Make the environment once (after --env-import, with --env-wrapper) to learn its
+    spaces: the contract actors must match. SystemExit says what is missing. A uint8 image
+    that holds symbol codes rather than pixels is logged as a warning with the fix
+    (seed_rl/envs/symbols.py)."""
     try:
-        env = make_env(config.env, config.env_kwargs, config.env_import, "learner")
+        env = make_env(config.env, config.env_kwargs, config.env_import, config.env_wrapper,
+                       "learner")
     except (EnvImportError, EnvironmentUnavailable) as error:
         raise SystemExit(f"seed-rl learner: {error}") from None
     try:
         spec = LearnerSpec(config.env, dict(config.env_kwargs), env.observation_space,
-                           env.action_space)
+                           env.action_space, tuple(config.env_wrapper))
+        symbol_grids = symbol_grid_warnings(env, config.seed)
     finally:
         env.close()
     try:
         check_spaces(spec.observation_space, spec.action_space, config)
     except ValueError as error:  # UnsupportedSpace, or a conv torso that cannot fit
         raise SystemExit(f"seed-rl learner: --env {config.env}: {error}") from None
+    for warning in symbol_grids:
+        log.warning("--env %s: %s", config.env, warning)
     return spec

@@ -185,10 +185,19 @@ def replica_port_address(address: str, local_rank: int) -> str:
     return f"{host}:{number + local_rank if number else 0}"
 
 
-def advertise_address(template: str, rank: int, local_rank: int) -> str:
-    """``--advertise-address`` for replica ``rank``: ``{rank}`` in the host becomes the rank,
-    the port is + the local rank (replicas on one machine bind port + local rank)."""
-    host, sep, port = template.rpartition(":")
-    if not sep or not host or not port.isdigit():
+def advertised_address(template: str, rank: int, local_rank: int, host: str, port: int) -> str:
+    """The address replica ``rank`` advertises: what it gives actors in redirects to it.
+
+    With ``--advertise-address`` (``template``, for actors that reach replicas through
+    other names, e.g. pods behind a headless service): ``{rank}`` in its host becomes the
+    rank, its port + the local rank (replicas on one machine bind port + local rank).
+    Without (``template`` empty): ``host:port``, the host of ``--address`` and the bound
+    port, or ``:port`` when it listens on every interface (the actor then keeps the host it
+    dialled)."""
+    if not template:
+        return f":{port}" if host in ("", "0.0.0.0", "[::]", "::", "*") else f"{host}:{port}"
+    template_host, sep, template_port = template.rpartition(":")
+    if not sep or not template_host or not template_port.isdigit():
         raise SystemExit(f"--advertise-address {template!r}: expected HOST:PORT")
-    return replica_port_address(f"{host.replace('{rank}', str(rank))}:{port}", local_rank)
+    return replica_port_address(f"{template_host.replace('{rank}', str(rank))}:{template_port}",
+                                local_rank)

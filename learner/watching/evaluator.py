@@ -8,8 +8,9 @@ clipped. ``seed-rl eval`` (learner/running/evaluate.py) plays a checkpoint with 
 
 ``--eval-every SECONDS`` (learner, train): :class:`PeriodicEvaluator` is a learner thread
 that, every that many seconds, copies the current weights and plays ``--eval-episodes``
-greedy episodes on environments of its own (seeded apart from the actors'), and logs them
-as ``eval/*`` in ``metrics.jsonl`` and TensorBoard.
+greedy episodes on environments of its own (made by ``seed_rl.envs.making.make_env``, like
+the actors', seeded apart from theirs), and logs them as ``eval/*`` in ``metrics.jsonl`` and
+TensorBoard.
 """
 
 from __future__ import annotations
@@ -24,8 +25,8 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from seed_rl import env_import
 from seed_rl.config import Config
+from seed_rl.envs.making import make_env
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +35,18 @@ log = logging.getLogger(__name__)
 MAX_VIDEO_FRAMES = 3000
 #: The periodic evaluator's env seeds start here, far from the actors' seeds.
 EVAL_SEED_OFFSET = 1_000_003
+
+
+class RenderFailed(Exception):
+    """``env.render()`` raised while recording (its error is the ``__cause__``)."""
+
+
+def render_frame(env: gym.Env) -> np.ndarray:
+    """One RGB frame of ``env``; RenderFailed when rendering raises (no display, no OpenGL)."""
+    try:
+        return np.asarray(env.render())
+    except Exception as error:
+        raise RenderFailed(f"{type(error).__name__}: {error}") from error
 
 
 @dataclass
@@ -57,17 +70,6 @@ class EpisodeStats:
         }
 
 
-def make_env(config: Config, render: bool = False) -> gym.Env:
-    """The environment of ``config``, made the way the actors make it (``--env-import``
-    first), rendering RGB frames when ``render``. SystemExit says what is missing."""
-    extra = {"render_mode": "rgb_array"} if render else {}
-    try:
-        return env_import.make_env(config.env, config.env_kwargs, config.env_import, "eval",
-                                   **extra)
-    except (env_import.EnvImportError, env_import.EnvironmentUnavailable) as error:
-        raise SystemExit(f"seed-rl eval: {error}") from None
-
-
 @torch.inference_mode()
 def play_episodes(
     model: torch.nn.Module,
@@ -87,7 +89,8 @@ def play_episodes(
     ``env.step``, as the actors do (seed_rl/spaces.py). A recurrent core starts each
     episode from its zero state. The first reset is seeded with ``seed`` (the
     environment's RNG carries on from there). With ``record``, the env's RGB frames are
-    kept, at most ``max_frames``. ``stop`` ends early (the stats then hold fewer episodes).
+    kept, at most ``max_frames`` (RenderFailed when rendering raises). ``stop`` ends early
+    (the stats then hold fewer episodes).
     """
     device = next(model.parameters()).device
     layout, actions = model.observation_layout, model.action_layout
@@ -99,7 +102,7 @@ def play_episodes(
         start = torch.ones(1, 1, dtype=torch.bool, device=device)
         episode_return, length, done = 0.0, 0, False
         if record and len(stats.frames) < max_frames:
-            stats.frames.append(np.asarray(env.render()))
+            stats.frames.append(render_frame(env))
         while not done:
             if stop is not None and stop.is_set():
                 return stats
@@ -114,7 +117,7 @@ def play_episodes(
             length += 1
             done = bool(terminated or truncated)
             if record and len(stats.frames) < max_frames:
-                stats.frames.append(np.asarray(env.render()))
+                stats.frames.append(render_frame(env))
         stats.returns.append(episode_return)
         stats.lengths.append(length)
         observation, _ = env.reset()
@@ -154,7 +157,9 @@ class PeriodicEvaluator:
             ):
                 target.copy_(source)
             version = learner.trainer.policy_version
-        env = make_env(self.config)
+        config = self.config
+        env = make_env(config.env, config.env_kwargs, config.env_import, config.env_wrapper,
+                       "periodic evaluator")
         try:
             stats = play_episodes(
                 self.model,

@@ -106,6 +106,13 @@ class Config:
                             "module:function (called once), e.g. minatar.gym:register_envs; "
                             "the learner, every actor and eval run it (actors without it "
                             "learn it from the learner)", ALL, ENVIRONMENT)
+    env_wrapper: list = knob([], "wrappers applied to every environment after it is made, "
+                             "comma-separated MODULE:CALLABLE, in order (the first "
+                             "innermost): the callable takes the made env and returns the "
+                             "wrapped env, e.g. minigrid.wrappers:ImgObsWrapper; the "
+                             "learner, every actor and eval apply them (actors that ask the "
+                             "learner for its env and have none take the learner's)", ALL,
+                             ENVIRONMENT)
     num_actors: int = knob(2, "actor processes to run", ACTORS, ENVIRONMENT)
     envs_per_actor: int = knob(32, "environments stepped by each actor process (K)", ACTORS,
                                ENVIRONMENT)

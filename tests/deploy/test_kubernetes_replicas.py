@@ -46,7 +46,7 @@ from support.k8s_manifests import (
 from support.learner_process import RESUMED, SERVING, last_metric, wait_for
 
 from learner.training import checkpoint
-from learner.training.distributed import ReplicaGroup, advertise_address, replica_port_address
+from learner.training.distributed import ReplicaGroup, advertised_address, replica_port_address
 
 DOC = K8S.parents[1] / "docs" / "kubernetes.md"
 #: the doc's example: an overlay of its own that makes the gpu overlay a group of 4
@@ -111,7 +111,8 @@ def test_every_pod_gets_torchruns_environment_from_itself(group):
         config = resolve("learner", env)
         grpc = port_of(learner, "grpc")
         assert replica_port_address(config.address, int(env["LOCAL_RANK"])) == f"0.0.0.0:{grpc}"
-        mine = advertise_address(config.advertise_address, ordinal, int(env["LOCAL_RANK"]))
+        mine = advertised_address(config.advertise_address, ordinal, int(env["LOCAL_RANK"]),
+                                  "0.0.0.0", grpc)
         assert mine == f"{pod['metadata']['name']}.{dns}:{grpc}"
     # the names resolve through the headless Service before the pods are ready
     assert headless["spec"]["clusterIP"] == "None"

@@ -10,7 +10,7 @@ of a session (n = 0, 1, ...), env k gets
 - Box: ``(n + k) % 5 - 2 + 0.25 * j`` for element j (flat), float32: outside [-1, 1]
   often, so the actor must clip.
 
-It answers its ``env_import`` list in every handshake response. It can
+It answers its ``env_import`` and ``env_wrapper`` lists in every handshake response. It can
 set ``training_over`` after N responses of a session, refuse handshakes with a given
 status (all, or those of given actor ids), require a token, serve TLS, and be stopped and
 started again on the same port. A test may change ``training_over_after``,
@@ -79,6 +79,7 @@ class StandInLearner(pb_grpc.LearnerServicer):
         server_credentials: grpc.ServerCredentials | None = None,
         max_message_bytes: int = 64 * 1024 * 1024,  # announced in handshakes only
         env_import: list[str] | None = None,
+        env_wrapper: list[str] | None = None,
     ):
         self.port = port
         self.env_id = env_id
@@ -90,6 +91,7 @@ class StandInLearner(pb_grpc.LearnerServicer):
         self.server_credentials = server_credentials
         self.max_message_bytes = max_message_bytes
         self.env_import = list(env_import or [])
+        self.env_wrapper = list(env_wrapper or [])
         self.handshakes: list[Handshake] = []
         self.steps: list[Step] = []
         self.ended_sessions: list[str] = []  # Step streams the actor half-closed
@@ -204,6 +206,7 @@ class StandInLearner(pb_grpc.LearnerServicer):
             policy_version=0,
             learner_version="stand-in",
             env_import=self.env_import,
+            env_wrapper=self.env_wrapper,
         )
 
     def Step(self, request_iterator, context: grpc.ServicerContext):

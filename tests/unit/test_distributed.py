@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from learner.training.distributed import ReplicaGroup, advertise_address, replica_port_address
+from learner.training.distributed import ReplicaGroup, advertised_address, replica_port_address
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -36,9 +36,13 @@ def test_each_replica_binds_the_base_port_plus_its_local_rank():
     assert replica_port_address("[::]:7000", 1) == "[::]:7001"
 
 
-def test_advertise_address_names_each_replica():
-    template = "learner-{rank}.learner.rl.svc:50051"
-    assert advertise_address(template, 3, 0) == "learner-3.learner.rl.svc:50051"
-    assert advertise_address("node-a:7000", 1, 1) == "node-a:7001"  # 2 per machine
+def test_advertised_address_names_each_replica():
+    template = "learner-{rank}.learner.rl.svc:50051"  # --advertise-address wins over --address
+    assert advertised_address(template, 3, 0, "0.0.0.0", 50051) == "learner-3.learner.rl.svc:50051"
+    assert advertised_address("node-a:7000", 1, 1, "10.0.0.1", 7001) == "node-a:7001"  # 2 a machine
     with pytest.raises(SystemExit, match="HOST:PORT"):
-        advertise_address("learner-0", 0, 0)
+        advertised_address("learner-0", 0, 0, "0.0.0.0", 50051)
+    # without it: the host of --address and the bound port, or the host the actor dialled
+    assert advertised_address("", 1, 1, "10.0.0.1", 50052) == "10.0.0.1:50052"
+    assert advertised_address("", 1, 1, "0.0.0.0", 50052) == ":50052"
+    assert advertised_address("", 0, 0, "[::]", 50051) == ":50051"

@@ -13,7 +13,7 @@ import gymnasium as gym
 import pytest
 
 from seed_rl import config as cfg
-from seed_rl.env_import import (
+from seed_rl.envs.making import (
     EnvImportError,
     EnvironmentUnavailable,
     make_env,
@@ -53,7 +53,7 @@ def plugin(tmp_path, monkeypatch, request):
 def test_module_function_is_imported_and_called_then_the_env_is_made(plugin) -> None:
     module, env_id = plugin
     assert env_id not in gym.registry
-    env = make_env(env_id, {}, [f"{module}:register_envs"], "learner")
+    env = make_env(env_id, {}, [f"{module}:register_envs"], [], "learner")
     assert env.spec.id == env_id and env.spec.max_episode_steps == 50
     env.close()
     assert sys.modules[module].CALLS == [1]
@@ -61,7 +61,7 @@ def test_module_function_is_imported_and_called_then_the_env_is_made(plugin) -> 
 
 def test_an_unregistered_namespace_suggests_env_import() -> None:
     with pytest.raises(EnvironmentUnavailable, match="learner: .*--env-import MODULE"):
-        make_env("NoSuchPlugin/Game-v1", {}, [], "learner")
+        make_env("NoSuchPlugin/Game-v1", {}, [], [], "learner")
 
 
 def test_failures_name_the_process_the_entry_and_what_to_do(plugin) -> None:

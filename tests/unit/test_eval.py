@@ -21,6 +21,7 @@ from learner.running.main import Learner
 from learner.training.models import build_model
 from learner.watching import evaluator
 from seed_rl.config import Config
+from seed_rl.envs.making import make_env
 
 REVEAL = "seed_rl.testing:RevealAction-v0"
 
@@ -82,7 +83,8 @@ def test_play_episodes_counts_returns_and_lengths(lstm) -> None:
         lstm=lstm,
         lstm_size=8,
     )
-    env = evaluator.make_env(config, render=True)
+    env = make_env(config.env, config.env_kwargs, config.env_import, config.env_wrapper, "test",
+                   render_mode="rgb_array")
     try:
         stats = evaluator.play_episodes(
             rigged_model(config, 1), env, 4, greedy=True, seed=0, record=True

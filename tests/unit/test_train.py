@@ -24,7 +24,7 @@ from learner.watching.console import LiveStatus, format_duration, progress
 from seed_rl import cli, presets
 from seed_rl import config as cfg
 from seed_rl.config import Config
-from seed_rl.env_import import EnvImportError, EnvironmentUnavailable, extra_hint, make_env
+from seed_rl.envs.making import EnvImportError, EnvironmentUnavailable, extra_hint, make_env
 
 WAIT = 60.0  # seconds: generous bound for a whole small run on a busy 2-core machine
 
@@ -152,7 +152,7 @@ def test_each_preset_loads_and_builds_its_env_and_model(name) -> None:
     assert "target_return" in values and "env" in values
     config = cfg.resolve(None, "train", environ={"SEED_RL_PRESET": name}).config
     try:
-        env = make_env(config.env, config.env_kwargs, config.env_import, "test")
+        env = make_env(config.env, config.env_kwargs, config.env_import, config.env_wrapper, "test")
     except (EnvironmentUnavailable, EnvImportError):  # the preset's extra is missing: say which
         with pytest.raises(SystemExit, match=r"pip install 'seed-rl\[(atari|box2d|minatar|popgym)\]'"):
             train.check_environment(config)

@@ -107,7 +107,7 @@ class HandshakeRequest(_message.Message):
     def __init__(self, protocol_version: _Optional[int] = ..., actor_id: _Optional[str] = ..., run_id: _Optional[str] = ..., num_envs: _Optional[int] = ..., env_id: _Optional[str] = ..., env_kwargs_json: _Optional[str] = ..., observation_space: _Optional[_Union[Space, _Mapping]] = ..., action_space: _Optional[_Union[Space, _Mapping]] = ..., redirected: _Optional[bool] = ...) -> None: ...
 
 class HandshakeResponse(_message.Message):
-    __slots__ = ("env_id", "env_kwargs_json", "session_id", "slot_ids", "max_message_bytes", "policy_version", "learner_version", "env_import", "redirect_address")
+    __slots__ = ("env_id", "env_kwargs_json", "session_id", "slot_ids", "max_message_bytes", "policy_version", "learner_version", "env_import", "redirect_address", "env_wrapper")
     ENV_ID_FIELD_NUMBER: _ClassVar[int]
     ENV_KWARGS_JSON_FIELD_NUMBER: _ClassVar[int]
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
@@ -117,6 +117,7 @@ class HandshakeResponse(_message.Message):
     LEARNER_VERSION_FIELD_NUMBER: _ClassVar[int]
     ENV_IMPORT_FIELD_NUMBER: _ClassVar[int]
     REDIRECT_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    ENV_WRAPPER_FIELD_NUMBER: _ClassVar[int]
     env_id: str
     env_kwargs_json: str
     session_id: str
@@ -126,7 +127,8 @@ class HandshakeResponse(_message.Message):
     learner_version: str
     env_import: _containers.RepeatedScalarFieldContainer[str]
     redirect_address: str
-    def __init__(self, env_id: _Optional[str] = ..., env_kwargs_json: _Optional[str] = ..., session_id: _Optional[str] = ..., slot_ids: _Optional[_Iterable[int]] = ..., max_message_bytes: _Optional[int] = ..., policy_version: _Optional[int] = ..., learner_version: _Optional[str] = ..., env_import: _Optional[_Iterable[str]] = ..., redirect_address: _Optional[str] = ...) -> None: ...
+    env_wrapper: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, env_id: _Optional[str] = ..., env_kwargs_json: _Optional[str] = ..., session_id: _Optional[str] = ..., slot_ids: _Optional[_Iterable[int]] = ..., max_message_bytes: _Optional[int] = ..., policy_version: _Optional[int] = ..., learner_version: _Optional[str] = ..., env_import: _Optional[_Iterable[str]] = ..., redirect_address: _Optional[str] = ..., env_wrapper: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class EpisodeStats(_message.Message):
     __slots__ = ("env_index", "episode_return", "episode_length")

@@ -1,9 +1,10 @@
-"""Environments with standard preprocessing, made the same way in every process (torch-free).
+"""``Atari-v0``: ALE games with the standard preprocessing, alike in every process (torch-free).
 
-``gymnasium.make("seed_rl.envs:Atari-v0", game="ALE/Pong-v5")`` imports this module
-(gymnasium's ``module:EnvId`` syntax), which registers ``Atari-v0``; actors and the learner
-make environments with ``gym.make(config.env, **config.env_kwargs)``, so a preset that names
-this id gets identical wrappers in both without any other plumbing.
+``gymnasium.make("seed_rl.envs:Atari-v0", game="ALE/Pong-v5")`` imports the package
+``seed_rl.envs`` (gymnasium's ``module:EnvId`` syntax), which registers ``Atari-v0`` with
+:func:`make_atari` here as its entry point; every process makes its environments with
+``seed_rl.envs.making.make_env``, so a preset that names this id gets identical wrappers
+in the learner, the actors and eval without any other plumbing.
 
 Atari-v0 is the preprocessing of DQN (Mnih et al. 2015) as used by IMPALA and SEED RL:
 an ALE game without sticky actions and with the minimal action set, up to 30 no-op actions
@@ -86,6 +87,3 @@ def make_atari(
     )
     env = gym.wrappers.FrameStackObservation(env, frame_stack)
     return ChannelsLast(env)
-
-
-gym.register("Atari-v0", entry_point=make_atari)
