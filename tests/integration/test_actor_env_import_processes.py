@@ -14,8 +14,8 @@ def supervisor_args(flags: str) -> list[str]:
 PLUGIN_PATH = {"PYTHONPATH": f"{REPO}:{REPO / 'tests'}"}
 
 
-def test_spawned_actors_run_the_learners_env_import(learner, processes) -> None:
-    stand_in = learner(training_over_after=3, env_id="CustomPluginImport-v0",
+def test_spawned_actors_run_the_learners_env_import(learners, processes) -> None:
+    stand_in = learners(training_over_after=3, env_id="CustomPluginImport-v0",
                        env_import=["support.custom_env_plugin"])
     supervisor = processes(supervisor_args(f"--num-actors 2 --env= "
                                            f"--learner {stand_in.address}"), env=PLUGIN_PATH)
@@ -24,8 +24,8 @@ def test_spawned_actors_run_the_learners_env_import(learner, processes) -> None:
     assert "running the learner's --env-import support.custom_env_plugin" in supervisor.text
 
 
-def test_supervisor_reports_a_failing_env_import(learner, processes) -> None:
-    stand_in = learner()
+def test_supervisor_reports_a_failing_env_import(learners, processes) -> None:
+    stand_in = learners()
     flags = (f"--num-actors 1 --actor-id-prefix imp --max-restarts 1 --restart-window 60 "
              f"--env-import no_such_module_for_seed_rl --learner {stand_in.address}")
     supervisor = processes(supervisor_args(flags))
