@@ -50,24 +50,25 @@ def make_env(env_id: str, env_kwargs: dict[str, Any], env_import: Iterable[str],
              process: str, **extra_kwargs: Any) -> gym.Env:
     """``gym.make(env_id, **env_kwargs, **extra_kwargs)`` after ``env_import``, the one way
     every process makes its environments. EnvImportError or EnvironmentUnavailable say
-    what went wrong in words a person can act on."""
+    what went wrong in words a person can act on (``process`` is named in the
+    ``--env-import`` errors; a role's CLI prefixes the line with the role)."""
     run_env_imports(env_import, process)
     try:
         return gym.make(env_id, **env_kwargs, **extra_kwargs)
     except (gym.error.NamespaceNotFound, gym.error.NameNotFound) as error:
         raise EnvironmentUnavailable(
-            f"{process}: gymnasium does not know the environment {env_id!r} ({error}). If a "
+            f"gymnasium does not know the environment {env_id!r} ({error}). If a "
             "package provides it, register it in every process with --env-import MODULE or "
             "MODULE:FUNCTION (e.g. --env-import minatar.gym:register_envs, --env-import "
             "popgym), or name it as MODULE:EnvId") from None
     except (gym.error.DependencyNotInstalled, ImportError) as error:
         hint = extra_hint(env_id) or "install the package named above"
         raise EnvironmentUnavailable(
-            f"{process}: environment {env_id} needs a package that is not installed: "
+            f"environment {env_id} needs a package that is not installed: "
             f"{error}\n  fix: {hint}") from None
     except (gym.error.Error, TypeError, ValueError) as error:
         raise EnvironmentUnavailable(
-            f"{process}: cannot make environment {env_id!r} with kwargs {env_kwargs} (--env, "
+            f"cannot make environment {env_id!r} with kwargs {env_kwargs} (--env, "
             f"--env-kwargs): {type(error).__name__}: {error}") from None
 
 

@@ -373,6 +373,7 @@ def main(resolved: Resolved, args=None) -> int:
 
     config = resolved.config
     if config.replicas > 1 and int(os.environ.get("WORLD_SIZE", "1") or 1) <= 1:
+        make_spec(config)  # an env that cannot work stops here, said once, not N times
         return launch_replicas(config)
     return run(config)
 

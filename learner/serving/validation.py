@@ -323,11 +323,12 @@ def _expect(array: np.ndarray, name: str, shape: tuple[int, ...],
 
 def make_spec(config: Config) -> LearnerSpec:
     """Make the environment once (after --env-import) to learn its spaces: the contract
-    actors must match. SystemExit says what is missing."""
+    actors must match. SystemExit says what is missing (without the role: this runs under
+    ``seed-rl learner`` and ``seed-rl train``, and the CLI names the one running)."""
     try:
         env = make_env(config.env, config.env_kwargs, config.env_import, "learner")
     except (EnvImportError, EnvironmentUnavailable) as error:
-        raise SystemExit(f"seed-rl learner: {error}") from None
+        raise SystemExit(str(error)) from None
     try:
         spec = LearnerSpec(config.env, dict(config.env_kwargs), env.observation_space,
                            env.action_space)
@@ -336,5 +337,5 @@ def make_spec(config: Config) -> LearnerSpec:
     try:
         check_spaces(spec.observation_space, spec.action_space, config)
     except ValueError as error:  # UnsupportedSpace, or a conv torso that cannot fit
-        raise SystemExit(f"seed-rl learner: --env {config.env}: {error}") from None
+        raise SystemExit(f"--env {config.env}: {error}") from None
     return spec

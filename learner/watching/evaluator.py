@@ -65,7 +65,7 @@ def make_env(config: Config, render: bool = False) -> gym.Env:
         return env_import.make_env(config.env, config.env_kwargs, config.env_import, "eval",
                                    **extra)
     except (env_import.EnvImportError, env_import.EnvironmentUnavailable) as error:
-        raise SystemExit(f"seed-rl eval: {error}") from None
+        raise SystemExit(str(error)) from None  # the CLI names the role
 
 
 @torch.inference_mode()
