@@ -61,3 +61,18 @@ def test_the_live_status_shows_returns_with_their_digits(mean, best, live: bool)
         assert SHOWN[mean] in eval_row, text
     else:
         assert f"return {SHOWN[mean]} (best {shown_best})" in text.splitlines()[-1], text
+
+
+def test_the_stop_reason_shows_the_mean_return_with_its_digits(tmp_path) -> None:
+    pytest.importorskip("torch")
+    from learner_harness import make_config
+
+    from learner.running.main import Learner
+
+    learner = Learner(make_config(tmp_path, env="CartPole-v1", target_return=0.95))
+    try:
+        learner.metrics.returns.extend([0.959] * 100)
+        reason = learner.stop_criterion(0.0)
+    finally:
+        learner.metrics.close()
+    assert reason == "mean return 0.959 of the last 100 episodes reached the target 0.95"

@@ -50,6 +50,7 @@ from learner.training.distributed import ReplicaGroup, advertise_address, replic
 from learner.training.models import build_model
 from learner.training.store import UnrollQueue
 from learner.training.trainer import Trainer
+from learner.watching.console import format_return
 from learner.watching.metrics import Metrics, start_wandb
 from seed_rl.config import Config, Resolved
 
@@ -232,8 +233,9 @@ class Learner:
                 100, metrics.returns.maxlen):
             mean = metrics.return_mean()
             if mean >= config.target_return:
-                return (f"mean return {mean:.1f} of the last {len(metrics.returns)} "
-                        f"episodes reached the target {config.target_return:g}")
+                return (f"mean return {format_return(mean)} of the last "
+                        f"{len(metrics.returns)} episodes reached the target "
+                        f"{config.target_return:g}")
         return ""
 
     def shutdown(self) -> None:
