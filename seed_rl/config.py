@@ -161,6 +161,11 @@ class Config:
                            LEARNER)
     target_return: float = knob(float("nan"), "stop when the mean return of the last 100 "
                                 "episodes reaches this (nan: never)", LEARNER)
+    max_reward_per_step: float = knob(float("nan"), "the most one env step can pay, when "
+                                      "known (nan: unknown; set by the presets of envs whose "
+                                      "reward is bounded): times the env's step limit, the "
+                                      "most an episode can return; the learner warns at "
+                                      "start-up when --target-return is above it", LEARNER)
 
     # -- state and observability ---------------------------------------------------------
     checkpoint_every: float = knob(300.0, "seconds between checkpoints (and one at exit)",

@@ -40,6 +40,7 @@ from pathlib import Path
 import torch
 
 from learner.running.launch import launch_replicas
+from learner.running.reachable import unreachable_target
 from learner.serving.batcher import InferenceBatcher
 from learner.serving.server import LearnerServer, advertised_address
 from learner.serving.service import LearnerServicer
@@ -90,6 +91,9 @@ class Learner:
         if self.writes:
             self.logdir.mkdir(parents=True, exist_ok=True)
         self.spec = make_spec(config)
+        if self.group.is_main and (unreachable := unreachable_target(
+                config, self.spec.max_episode_steps)):
+            log.warning("%s", unreachable)
         torch.manual_seed(config.seed)
 
         counters = {"env_steps": 0, "train_steps": 0, "policy_version": 0, "episodes": 0,

@@ -98,6 +98,7 @@ class LearnerSpec:
     env_kwargs: dict
     observation_space: gym.Space
     action_space: gym.Space
+    max_episode_steps: int | None = None  # the env's step limit (TimeLimit), when it has one
 
 
 # -- handshakes ------------------------------------------------------------------------------
@@ -331,7 +332,7 @@ def make_spec(config: Config) -> LearnerSpec:
         raise SystemExit(str(error)) from None
     try:
         spec = LearnerSpec(config.env, dict(config.env_kwargs), env.observation_space,
-                           env.action_space)
+                           env.action_space, getattr(env.spec, "max_episode_steps", None))
     finally:
         env.close()
     try:
