@@ -51,6 +51,7 @@ STOP_GRACE_S = 5.0  # SIGTERM -> SIGKILL
 RESTART_DELAY_S = 0.2  # first restart; doubles per recent crash
 RESTART_DELAY_MAX_S = 5.0
 POLL_S = 0.2
+REPORT_MAX_CHARS = 8192  # of a permanent error handed to the supervisor (pipes buffer 64 KiB)
 
 
 def main(resolved: Resolved, args: argparse.Namespace | None = None) -> int:
@@ -79,8 +80,8 @@ def _child_main(
     lock = threading.Lock()  # the groups' threads share the pipe
 
     def report(actor_id: str, message: str) -> None:  # a permanent error: the supervisor's
-        with lock:
-            reports.send((actor_id, message))
+        with lock:  # cut short: a message the pipe cannot buffer would block the exit
+            reports.send((actor_id, message[:REPORT_MAX_CHARS]))
 
     sys.exit(run_actor(config, actor_index, counters=ctr.Counters(shared, actor_index),
                        report=report))
