@@ -40,6 +40,7 @@ from pathlib import Path
 import torch
 
 from learner.running.launch import launch_replicas
+from learner.running.reachable import unreachable_target
 from learner.serving.batcher import InferenceBatcher
 from learner.serving.server import LearnerServer
 from learner.serving.service import LearnerServicer
@@ -50,6 +51,7 @@ from learner.training.distributed import ReplicaGroup, advertised_address, repli
 from learner.training.models import build_model
 from learner.training.store import UnrollQueue
 from learner.training.trainer import Trainer
+from learner.watching.console import format_return
 from learner.watching.metrics import Metrics, start_wandb
 from seed_rl.config import Config, Resolved
 
@@ -89,6 +91,9 @@ class Learner:
         if self.writes:
             self.logdir.mkdir(parents=True, exist_ok=True)
         self.spec = make_spec(config)
+        if self.group.is_main and (unreachable := unreachable_target(
+                config, self.spec.max_episode_steps)):
+            log.warning("%s", unreachable)
         torch.manual_seed(config.seed)
 
         counters = {"env_steps": 0, "train_steps": 0, "policy_version": 0, "episodes": 0,
@@ -231,8 +236,9 @@ class Learner:
                 100, metrics.returns.maxlen):
             mean = metrics.return_mean()
             if mean >= config.target_return:
-                return (f"mean return {mean:.1f} of the last {len(metrics.returns)} "
-                        f"episodes reached the target {config.target_return:g}")
+                return (f"mean return {format_return(mean)} of the last "
+                        f"{len(metrics.returns)} episodes reached the target "
+                        f"{config.target_return:g}")
         return ""
 
     def shutdown(self) -> None:
@@ -374,6 +380,7 @@ def main(resolved: Resolved, args=None) -> int:
 
     config = resolved.config
     if config.replicas > 1 and int(os.environ.get("WORLD_SIZE", "1") or 1) <= 1:
+        make_spec(config)  # an env that cannot work stops here, said once, not N times
         return launch_replicas(config)
     return run(config)
 
