@@ -8,7 +8,7 @@ return. What it does:
    ``SEED_RL_*`` environment variables and flags). Knobs nobody set get local defaults: the logdir ``runs/<env>`` (so the same command resumes), the learner on
    ``127.0.0.1`` port 0 (a free one), and the number of actor processes and environments
    per actor from the CPU count.
-2. Start the learner in this process (:class:`learner.running.main.Learner`) and the actors as ONE
+2. Start the learner in this process (:class:`learner.running.learner.Learner`) and the actors as ONE
    child process, ``python -m actors`` (the supervisor, which runs and restarts N actor
    processes). Unless one is given, every run makes a fresh auth token (never printed);
    the child gets it through its environment, never on the command line, and is killed by
@@ -238,7 +238,7 @@ def main(resolved: cfg.Resolved, args: argparse.Namespace | None = None) -> int:
     try:
         with status:
             state.actors = spawn_actors(config.address)
-            from learner.running.main import Learner  # torch: while the actors start
+            from learner.running.learner import Learner  # torch: while the actors start
 
             learner = Learner(config)
             state.learner = learner

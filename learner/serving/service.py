@@ -122,7 +122,7 @@ class LearnerServicer(pb_grpc.LearnerServicer):
         self._slot_ids = itertools.count()
         self.streaming_envs = 0  # environments of sessions whose stream is open
         # A replica of a data-parallel learner: its group, every replica's advertised
-        # address and connected environments (learner/running/main.py sets them).
+        # address and connected environments (learner/running/learner.py sets them).
         self.group = None
         self.replica_addresses: list[str] = []
         self.replica_envs = lambda: [0]

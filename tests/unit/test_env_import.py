@@ -97,7 +97,7 @@ def test_the_knob_comes_from_flags_env_vars_and_files_and_is_saved(tmp_path) -> 
 def test_the_learner_runs_env_import_before_making_its_env(plugin, tmp_path) -> None:
     from support.learner_harness import make_config
 
-    from learner.running.main import Learner
+    from learner.running.learner import Learner
 
     module, env_id = plugin
     config = make_config(tmp_path, env=env_id, env_import=[f"{module}:register_envs"],

@@ -14,7 +14,7 @@ from support.learner_harness import make_config
 from support.procs import REPO
 
 from learner.running.evaluate import recording_env
-from learner.running.main import Learner
+from learner.running.learner import Learner
 from seed_rl import cli
 from seed_rl.config import Config
 

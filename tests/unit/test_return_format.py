@@ -67,7 +67,7 @@ def test_the_stop_reason_shows_the_mean_return_with_its_digits(tmp_path) -> None
     pytest.importorskip("torch")
     from support.learner_harness import make_config
 
-    from learner.running.main import Learner
+    from learner.running.learner import Learner
 
     learner = Learner(make_config(tmp_path, env="CartPole-v1", target_return=0.95))
     try:

@@ -35,7 +35,7 @@ def test_the_learner_checks_the_target_at_start_up(tmp_path, caplog, argv, warne
     pytest.importorskip("torch")
     import dataclasses
 
-    from learner.running.main import Learner
+    from learner.running.learner import Learner
 
     config = resolve("learner", "--logdir", str(tmp_path / "run"), *argv).config
     config = dataclasses.replace(config, address="127.0.0.1:0")
