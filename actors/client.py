@@ -14,7 +14,9 @@ explains the slot convention and the spaces); the channel itself is ``actors/cha
 Reconnects: an unreachable or restarted learner is retried with capped, jittered
 exponential backoff and a new handshake; the environments keep their state. Errors that a
 retry cannot fix (spaces mismatch, bad token, malformed messages, an ``--env-import`` that
-fails) end the actor with ``EXIT_PERMANENT``. A stop request or a response with
+fails) end the actor with ``EXIT_PERMANENT``, said once: logged here, or handed to
+``report`` (the supervisor's, which logs it once for all its actor processes and restarts
+none of them). A stop request or a response with
 ``training_over`` end it with 0. Signals, and what ends a whole process, are
 actors/groups.py's business.
 
@@ -31,7 +33,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import grpc
@@ -51,6 +53,9 @@ log = logging.getLogger("actors.client")
 EXIT_OK = 0
 EXIT_CRASH = 1  # an unexpected exception (a bug, an environment that raised)
 EXIT_PERMANENT = 2  # the learner refused us, or the setup cannot work; retrying won't help
+
+#: Where a permanent error goes instead of the log: ``report(actor_id, message)``.
+Report = Callable[[str, str], None]
 
 #: Status codes a retry cannot fix: the actor logs the learner's message and exits.
 PERMANENT_CODES = frozenset({
@@ -113,12 +118,14 @@ class ActorClient:
     actor process (actors/groups.py) it gets the group's ``actor_id``, the ``seeds`` of its
     envs (K_g = len(seeds)), the process's ``run_id`` and ``channels``; ``env_known`` says
     the process already ran ``--env-import`` and ``config.env`` is the env to make.
+    ``report``, when given, gets the permanent error that ends it instead of the log.
     """
 
     def __init__(self, config: Config, actor_index: int, *,
                  stop: threading.Event | None = None, counters: Counters | None = None,
                  actor_id: str = "", seeds: Sequence[int] | None = None, run_id: str = "",
-                 channels: SharedChannels | None = None, env_known: bool = False):
+                 channels: SharedChannels | None = None, env_known: bool = False,
+                 report: Report | None = None):
         self.config = config
         self.actor_index = actor_index
         self.actor_id = actor_id or actor_id_for(config, actor_index)
@@ -130,6 +137,7 @@ class ActorClient:
         self.counters = counters if counters is not None else Counters()
         self.channels = channels if channels is not None else SharedChannels()
         self.env_known = env_known
+        self.report = report
         self.env_id = config.env
         self.env_kwargs: dict[str, Any] = dict(config.env_kwargs)
         self.env_wrapper: list[str] = list(config.env_wrapper)  # or the learner's, if asked
@@ -156,7 +164,10 @@ class ActorClient:
         try:
             return self._run()
         except (PermanentError, EnvImportError) as error:
-            log.error("actor %s: %s", self.actor_id, error)
+            if self.report is not None:
+                self.report(self.actor_id, str(error))
+            else:
+                log.error("actor %s: %s", self.actor_id, error)
             return EXIT_PERMANENT
         finally:
             self._finished.set()

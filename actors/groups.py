@@ -39,7 +39,7 @@ import uuid
 from typing import Any
 
 from actors.channel import SharedChannels
-from actors.client import EXIT_CRASH, EXIT_OK, EXIT_PERMANENT, ActorClient, actor_id_for
+from actors.client import EXIT_CRASH, EXIT_OK, EXIT_PERMANENT, ActorClient, Report, actor_id_for
 from actors.counters import Counters
 from actors.env_loop import env_seeds
 from seed_rl import wire
@@ -86,12 +86,13 @@ class ActorProcess:
 
     ``run()`` returns the process's exit code (module docstring). ``stop`` is every
     group's: set it (a signal handler does) to stop them all. ``stop_requested``, the
-    caller's event, is passed on to it. ``counters`` is the process's row.
+    caller's event, is passed on to it. ``counters`` is the process's row. ``report``
+    (the supervisor's) gets a permanent error instead of the log.
     """
 
     def __init__(self, config: Config, actor_index: int, *,
                  stop_requested: threading.Event | None = None,
-                 counters: Counters | None = None):
+                 counters: Counters | None = None, report: Report | None = None):
         self.config = config
         self.actor_index = actor_index
         self.actor_id = actor_id_for(config, actor_index)
@@ -99,6 +100,7 @@ class ActorProcess:
         self.stop = threading.Event()
         self.stop_reason = ""  # e.g. the signal that stopped it, for the log
         self.stop_requested = stop_requested
+        self.report = report
         self.counters = counters if counters is not None else Counters()
         self.run_id = uuid.uuid4().hex  # this incarnation, shared by its groups
         self.clients: list[ActorClient] = []
@@ -142,7 +144,7 @@ class ActorProcess:
         client = ActorClient(config, self.actor_index, stop=self.stop,
                              counters=self._group_counters[group], actor_id=actor_id,
                              seeds=seeds, run_id=self.run_id, channels=self._channels,
-                             env_known=env_known)
+                             env_known=env_known, report=self.report)
         thread = threading.Thread(target=self._run_group, args=(client,), daemon=True,
                                   name=f"actor-{actor_id}")
         self.clients.append(client)
@@ -181,9 +183,10 @@ class ActorProcess:
 
 
 def run_actor(config: Config, actor_index: int, stop: threading.Event | None = None,
-              counters: Counters | None = None) -> int:
+              counters: Counters | None = None, report: Report | None = None) -> int:
     """Run actor process ``actor_index`` (its G groups) until training is over or it is
-    stopped; returns its exit code.
+    stopped; returns its exit code. A permanent error goes to ``report`` when given (the
+    supervisor's), else to the log.
 
     Without ``stop``, and in the main thread, SIGTERM and SIGINT stop it cleanly (the
     previous handlers are restored on return). Never raises: an unexpected exception is
@@ -191,7 +194,8 @@ def run_actor(config: Config, actor_index: int, stop: threading.Event | None = N
     """
     previous: dict[int, Any] = {}
     try:
-        process = ActorProcess(config, actor_index, stop_requested=stop, counters=counters)
+        process = ActorProcess(config, actor_index, stop_requested=stop, counters=counters,
+                               report=report)
         if stop is None and threading.current_thread() is threading.main_thread():
 
             def on_signal(signum: int, _frame: Any) -> None:
@@ -202,7 +206,10 @@ def run_actor(config: Config, actor_index: int, stop: threading.Event | None = N
                 previous[sig] = signal.signal(sig, on_signal)
         return process.run()
     except ConfigError as error:
-        log.error("actor %s: %s", actor_id_for(config, actor_index), error)
+        if report is not None:
+            report(actor_id_for(config, actor_index), str(error))
+        else:
+            log.error("actor %s: %s", actor_id_for(config, actor_index), error)
         return EXIT_PERMANENT
     except Exception:
         log.exception("actor %s crashed", actor_id_for(config, actor_index))

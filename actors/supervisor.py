@@ -9,6 +9,11 @@ parent watchdog elsewhere).
 - A child that exits non-zero crashed: its exit reason is logged and it is restarted after
   a short backoff, at most ``max_restarts`` times within ``restart_window`` seconds; past
   that the supervisor stops every actor and exits 1 (a crash loop needs a person).
+- A child that ends on a permanent error (``EXIT_PERMANENT``: an unsupported space, a
+  refused handshake, a failing ``--env-import``: what a restart cannot fix) is not
+  restarted: the supervisor stops every actor and exits 2. The children hand such an error
+  to the supervisor (one pipe each) instead of logging it, and the supervisor logs the
+  first one, once: N actors that all meet the same error say it once, not N times.
 - A child that exits 0 is done (the learner said training is over) and is not restarted;
   when all are done the supervisor exits 0.
 - SIGTERM / SIGINT: every child gets SIGTERM (SIGKILL after a grace period); exit 0.
@@ -46,6 +51,7 @@ STOP_GRACE_S = 5.0  # SIGTERM -> SIGKILL
 RESTART_DELAY_S = 0.2  # first restart; doubles per recent crash
 RESTART_DELAY_MAX_S = 5.0
 POLL_S = 0.2
+REPORT_MAX_CHARS = 8192  # of a permanent error handed to the supervisor (pipes buffer 64 KiB)
 
 
 def main(resolved: Resolved, args: argparse.Namespace | None = None) -> int:
@@ -64,13 +70,21 @@ def main(resolved: Resolved, args: argparse.Namespace | None = None) -> int:
 
 
 def _child_main(
-    config: Config, actor_index: int, shared: Any, log_level: str, parent_pid: int
+    config: Config, actor_index: int, shared: Any, log_level: str, parent_pid: int,
+    reports: multiprocessing.connection.Connection,
 ) -> None:
     die_with_parent(parent_pid)  # before anything else: never outlive the supervisor
     from seed_rl.cli import setup_logging
 
     setup_logging(log_level)
-    sys.exit(run_actor(config, actor_index, counters=ctr.Counters(shared, actor_index)))
+    lock = threading.Lock()  # the groups' threads share the pipe
+
+    def report(actor_id: str, message: str) -> None:  # a permanent error: the supervisor's
+        with lock:  # cut short: a message the pipe cannot buffer would block the exit
+            reports.send((actor_id, message[:REPORT_MAX_CHARS]))
+
+    sys.exit(run_actor(config, actor_index, counters=ctr.Counters(shared, actor_index),
+                       report=report))
 
 
 # ---------------------------------------------------------------------------------------
@@ -84,7 +98,7 @@ def describe_exit(exitcode: int) -> str:
         except ValueError:
             name = f"signal {-exitcode}"
         return f"was killed by {name}"
-    meaning = {EXIT_CRASH: " (crashed)", EXIT_PERMANENT: " (a permanent error, logged above)"}
+    meaning = {EXIT_CRASH: " (crashed)", EXIT_PERMANENT: " (a permanent error)"}
     return f"exited with code {exitcode}{meaning.get(exitcode, '')}"
 
 
@@ -93,6 +107,7 @@ class _Child:
         self.index = index
         self.actor_id = actor_id
         self.process: Any = None
+        self.reports: Any = None  # the reading end of its permanent-error pipe
         self.done = False  # exited 0
         self.restart_at: float | None = None
         self.crashes: collections.deque[float] = collections.deque()
@@ -116,12 +131,14 @@ class Supervisor:
 
     def _start(self, child: _Child) -> None:
         child.restart_at = None
+        child.reports, writer = self.context.Pipe(duplex=False)
         child.process = self.context.Process(
             target=_child_main,
-            args=(self.config, child.index, self.shared, self.log_level, os.getpid()),
+            args=(self.config, child.index, self.shared, self.log_level, os.getpid(), writer),
             name=f"seed-rl-actor-{child.index}",
         )
         child.process.start()
+        writer.close()  # the child has its own copy
         log.debug("actor %d (%s) started as pid %d", child.index, child.actor_id, child.process.pid)
 
     def _stop_all(self) -> None:
@@ -150,19 +167,48 @@ class Supervisor:
                 child.process.join(timeout=STOP_GRACE_S)
                 child.process.close()
                 child.process = None
+            self._close_reports(child)
             ctr.Counters(self.shared, child.index).set_connected(False)
 
-    def _on_exit(self, child: _Child, now: float) -> bool:
-        """Handle a child that exited; False when the crash-loop limit is exceeded."""
+    @staticmethod
+    def _close_reports(child: _Child) -> list[tuple[str, str]]:
+        """What ``child`` reported (``(actor id, permanent error)`` pairs); closes the pipe."""
+        reports: list[tuple[str, str]] = []
+        if child.reports is None:
+            return reports
+        try:
+            while child.reports.poll():
+                reports.append(child.reports.recv())
+        except (EOFError, OSError):  # the child's end is closed: all read
+            pass
+        child.reports.close()
+        child.reports = None
+        return reports
+
+    def _on_exit(self, child: _Child, now: float) -> int | None:
+        """Handle a child that exited: None to go on, or the supervisor's exit code (a
+        permanent error, or the crash-loop limit exceeded)."""
         exitcode = child.process.exitcode
         child.process.join()
         child.process.close()
         child.process = None
+        reports = self._close_reports(child)
         ctr.Counters(self.shared, child.index).set_connected(False)
         if exitcode == 0:
             child.done = True
             log.info("actor %d (%s) finished", child.index, child.actor_id)
-            return True
+            return None
+        if exitcode == EXIT_PERMANENT:
+            actor_id, message = reports[0] if reports else (child.actor_id, "")
+            log.error(
+                "actor %d (%s): %s; a permanent error, which a restart cannot fix: stopping "
+                "every actor (exit code %d)",
+                child.index,
+                actor_id,
+                message or f"exited with code {exitcode} (its log above says why)",
+                EXIT_PERMANENT,
+            )
+            return EXIT_PERMANENT
         window, limit = self.config.restart_window, self.config.max_restarts
         while child.crashes and now - child.crashes[0] > window:
             child.crashes.popleft()
@@ -178,7 +224,7 @@ class Supervisor:
                 limit,
                 window,
             )
-            return False
+            return 1
         child.crashes.append(now)
         delay = min(RESTART_DELAY_MAX_S, RESTART_DELAY_S * 2 ** (len(child.crashes) - 1))
         child.restart_at = now + delay
@@ -192,7 +238,7 @@ class Supervisor:
             limit,
             window,
         )
-        return True
+        return None
 
     # -- status --------------------------------------------------------------------------
 
@@ -278,8 +324,9 @@ class Supervisor:
             now = time.monotonic()
             for child in self.children:
                 exited = child.process is not None and child.process.exitcode is not None
-                if exited and not self._on_exit(child, now):
-                    return 1
+                code = self._on_exit(child, now) if exited else None
+                if code is not None:
+                    return code
             if self._signal is not None:
                 continue
             for child in self.children:

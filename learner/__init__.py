@@ -1,5 +1,5 @@
 """The learner: owns the model, runs all inference for its actors and trains on their
-unrolls. Four roles, one sub-package each, each importing only those above it:
+unrolls. Four roles, one sub-package each, each importing only the ones listed before it:
 
   watching/   what a person sees: metrics.jsonl and TensorBoard, the live console, learning
               curves, the periodic greedy evaluator
@@ -7,8 +7,8 @@ unrolls. Four roles, one sub-package each, each importing only those above it:
               distributions, the trainer, replica groups, checkpoints
   serving/    the gRPC side: server, sessions and streams, message checks, auth, the
               inference batcher
-  running/    the processes: the learner process, the replica launcher, ``seed-rl train``
-              (local run and its actor child), ``seed-rl eval``
+  running/    the processes: the learner (its object and its command), the replica
+              launcher, ``seed-rl train`` (local run and its actor child), ``seed-rl eval``
 
 docs/architecture.md is the map; tests/unit/test_imports.py holds the layering.
 """

@@ -7,6 +7,12 @@ runs, so ``seed-rl actors`` never imports torch. :func:`seed_rl.config.resolve` 
 flags, ``SEED_RL_*`` variables, ``--config`` file and preset into the role's config; a few
 flags say what to do rather than how to train (``eval --checkpoint``) and live here.
 ``--help`` shows the flags in one group per topic of :data:`seed_rl.config.TOPICS`.
+
+A role that cannot start says why on one line, ``seed-rl ROLE: error: WHAT TO DO``: the
+code that finds the problem raises ``SystemExit(message)`` or
+:class:`~seed_rl.config.ConfigError` without the prefix (much of it runs under more than
+one role: the learner's code under ``learner`` and ``train``), and :func:`main` adds it,
+exactly once (:func:`error_line`).
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ import dataclasses
 import importlib
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from seed_rl import __version__, config
 
@@ -103,6 +109,31 @@ def setup_logging(level: str) -> None:
     )
 
 
+def error_line(role: str, message: str) -> str:
+    """``seed-rl ROLE: error: MESSAGE``: the one form of a role's fatal error. A message
+    that already starts with the prefix (``seed-rl ROLE:``, with or without ``error:``)
+    keeps one copy of it, so whoever raised it, the line carries the prefix exactly once."""
+    prefix, text = f"seed-rl {role}: ", message.strip()
+    while text.startswith(prefix) or text.startswith("error: "):
+        text = text.removeprefix(prefix).removeprefix("error: ").lstrip()
+    return f"{prefix}error: {text}"
+
+
+def run_role(role: str, run: Callable[[], int | None]) -> int:
+    """``run()`` (a role's main), its exit code; a ``SystemExit`` with a message leaves as
+    :func:`error_line` (exit code 1), a ConfigError likewise with exit code 2 (as a bad
+    flag does)."""
+    try:
+        return int(run() or 0)
+    except config.ConfigError as error:
+        sys.stderr.write(error_line(role, str(error)) + "\n")
+        raise SystemExit(2) from None
+    except SystemExit as exit_:
+        if isinstance(exit_.code, str):
+            raise SystemExit(error_line(role, exit_.code)) from None
+        raise
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -110,12 +141,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 0
     setup_logging(args.log_level)
-    try:
-        resolved = config.resolve(args, args.role)
-    except config.ConfigError as error:
-        parser.exit(2, f"seed-rl {args.role}: error: {error}\n")
-    module = importlib.import_module(ROLES[args.role][0])
-    return int(module.main(resolved, args) or 0)
+
+    def run() -> int | None:
+        resolved = config.resolve(args, args.role)  # before the role's (maybe heavy) imports
+        return importlib.import_module(ROLES[args.role][0]).main(resolved, args)
+
+    return run_role(args.role, run)
 
 
 if __name__ == "__main__":

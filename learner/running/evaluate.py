@@ -72,16 +72,16 @@ def load_policy(
     target = Path(target)
     if not target.exists():
         raise SystemExit(
-            f"seed-rl eval: --checkpoint {target} does not exist; give a "
+            f"--checkpoint {target} does not exist; give a "
             "checkpoint file or the logdir of a run (e.g. runs/CartPole-v1)"
         )
     try:
         found = checkpoint.load_latest(target, map_location=device)
     except checkpoint.CheckpointError as error:
-        raise SystemExit(f"seed-rl eval: {error}") from None
+        raise SystemExit(str(error)) from None
     if found is None:
         raise SystemExit(
-            f"seed-rl eval: no readable checkpoint in {target} (looked in "
+            f"no readable checkpoint in {target} (looked in "
             f"{checkpoint.checkpoint_dir(target)}); train first with "
             f"`seed-rl train --logdir {target}`"
         )
@@ -105,7 +105,7 @@ def env_or_exit(config: Config, render: bool = False) -> gym.Env:
         return make_env(config.env, config.env_kwargs, config.env_import, config.env_wrapper,
                         "eval", **extra)
     except (EnvImportError, EnvironmentUnavailable) as error:
-        raise SystemExit(f"seed-rl eval: {error}") from None
+        raise SystemExit(str(error)) from None
 
 
 def recording_env(config: Config, seed: int) -> gym.Env:
@@ -146,7 +146,7 @@ def render_failure(config: Config, step: str, error: BaseException | None) -> Sy
     lines = str(error).strip().splitlines()
     text = wire.shorten(lines[0], 300) if lines else "(no message)"
     return SystemExit(
-        f"seed-rl eval --video: {config.env} cannot render its frames: {step} raised {name}: "
+        f"--video: {config.env} cannot render its frames: {step} raised {name}: "
         f"{text}. Rendering needs a graphics backend this process can use: for MuJoCo set "
         "MUJOCO_GL=egl (with a GPU) or MUJOCO_GL=osmesa (software rendering); other OpenGL "
         "renderers read PYOPENGL_PLATFORM=egl or osmesa; or drop --video to play without "
@@ -184,7 +184,7 @@ def write_video(frames: list[np.ndarray], path: str | os.PathLike, fps: float) -
     path = Path(path)
     suffix = path.suffix.lower()
     if not frames:
-        raise SystemExit("seed-rl eval: the environment rendered no frames; nothing to write")
+        raise SystemExit("the environment rendered no frames; nothing to write")
     path.parent.mkdir(parents=True, exist_ok=True)
     if suffix == ".gif":
         # GIF is slow to encode and large: at most 25 fps (players honour ~50 at best) and
@@ -203,7 +203,7 @@ def write_video(frames: list[np.ndarray], path: str | os.PathLike, fps: float) -
             import imageio_ffmpeg  # noqa: F401
         except ImportError:
             raise SystemExit(
-                "seed-rl eval: writing MP4 needs imageio-ffmpeg: pip install "
+                "writing MP4 needs imageio-ffmpeg: pip install "
                 "imageio-ffmpeg (or write a .gif)"
             ) from None
         with imageio.get_writer(
@@ -212,7 +212,7 @@ def write_video(frames: list[np.ndarray], path: str | os.PathLike, fps: float) -
             for frame in frames:
                 writer.append_data(frame)
     else:
-        raise SystemExit(f"seed-rl eval: --video {path}: give a .mp4 or a .gif file")
+        raise SystemExit(f"--video {path}: give a .mp4 or a .gif file")
     return path
 
 
@@ -223,13 +223,13 @@ def main(resolved: cfg.Resolved, args: argparse.Namespace | None = None) -> int:
     ``--env-wrapper``, when given, change only the environment."""
     config = resolved.config
     if args is None or not getattr(args, "checkpoint", None):
-        raise SystemExit("seed-rl eval: give --checkpoint PATH (a checkpoint file or a logdir)")
+        raise SystemExit("give --checkpoint PATH (a checkpoint file or a logdir)")
     episodes = int(getattr(args, "episodes", 10))
     if episodes <= 0:
-        raise SystemExit(f"seed-rl eval: --episodes must be positive, got {episodes}")
+        raise SystemExit(f"--episodes must be positive, got {episodes}")
     video = getattr(args, "video", None)
     if video and Path(video).suffix.lower() not in (".gif", ".mp4"):
-        raise SystemExit(f"seed-rl eval: --video {video}: give a .mp4 or a .gif file")
+        raise SystemExit(f"--video {video}: give a .mp4 or a .gif file")
     greedy = bool(getattr(args, "greedy", False))
     os.environ.setdefault("SDL_VIDEODRIVER", "dummy")  # pygame renders off-screen
     os.environ.setdefault("SDL_AUDIODRIVER", "dummy")

@@ -8,7 +8,7 @@ return. What it does:
    ``SEED_RL_*`` environment variables and flags). Knobs nobody set get local defaults: the logdir ``runs/<env>`` (so the same command resumes), the learner on
    ``127.0.0.1`` port 0 (a free one), and the number of actor processes and environments
    per actor from the CPU count.
-2. Start the learner in this process (:class:`learner.running.main.Learner`) and the actors as ONE
+2. Start the learner in this process (:class:`learner.running.learner.Learner`) and the actors as ONE
    child process, ``python -m actors`` (the supervisor, which runs and restarts N actor
    processes). Unless one is given, every run makes a fresh auth token (never printed);
    the child gets it through its environment, never on the command line, and is killed by
@@ -103,12 +103,13 @@ def local_config(resolved: cfg.Resolved, cpus: int | None = None) -> Config:
 
 def check_environment(config: Config) -> None:
     """Make the environment once, so that a missing dependency, an unknown id or a failing
-    --env-import stops the run before anything starts, saying what to do (SystemExit)."""
+    --env-import stops the run before anything starts, saying what to do (SystemExit; the
+    CLI adds the ``seed-rl train:`` prefix)."""
     try:
         make_env(config.env, config.env_kwargs, config.env_import, config.env_wrapper,
                  "seed-rl train").close()
     except (EnvImportError, EnvironmentUnavailable) as error:
-        raise SystemExit(f"seed-rl train: {error}") from None
+        raise SystemExit(str(error)) from None
 
 
 # ---------------------------------------------------------------------------------------
@@ -179,11 +180,7 @@ def main(resolved: cfg.Resolved, args: argparse.Namespace | None = None) -> int:
     interpreters, imports and environments are ready when the learner starts serving.
     """
     started = time.monotonic()
-    try:
-        config = local_config(resolved)
-    except cfg.ConfigError as error:
-        sys.stderr.write(f"seed-rl train: error: {error}\n")
-        return 2
+    config = local_config(resolved)  # a ConfigError: the CLI says so and exits 2
     preset = resolved.preset
     log_level = str(getattr(args, "log_level", "INFO") or "INFO").upper()
     check_environment(config)
@@ -241,7 +238,7 @@ def main(resolved: cfg.Resolved, args: argparse.Namespace | None = None) -> int:
     try:
         with status:
             state.actors = spawn_actors(config.address)
-            from learner.running.main import Learner  # torch: while the actors start
+            from learner.running.learner import Learner  # torch: while the actors start
 
             learner = Learner(config)
             state.learner = learner

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from learner.running.local_actors import LocalActors
+from learner.watching.console import format_return
 from seed_rl.config import Config
 
 log = logging.getLogger("train")
@@ -71,8 +72,8 @@ def summary_lines(config: Config, totals: RunTotals, wall_s: float, curve: Path 
         f"  env steps     {totals.env_steps:,} ({totals.train_steps:,} train steps, "
         f"{totals.episodes:,} episodes)",
         f"  wall time     {wall_s:.1f} s (this command)",
-        f"  mean return   final {totals.final_return:.1f}, best {totals.best_return:.1f} (mean "
-        f"of the last {totals.window} episodes)"
+        f"  mean return   final {format_return(totals.final_return)}, best "
+        f"{format_return(totals.best_return)} (mean of the last {totals.window} episodes)"
         if math.isfinite(totals.final_return)
         else "  mean return   - (no episode finished)",
         f"  written to    {logdir}/",

@@ -11,13 +11,15 @@ import sys
 
 from learner.running.launch import read_config
 from learner.running.main import run
-from seed_rl.cli import setup_logging
+from seed_rl.cli import run_role, setup_logging
 
 
 def main(path: str) -> int:
+    """Run the replica; its exit code. An error that stops it before it serves reads as
+    ``seed-rl learner``'s own (one prefix, :func:`seed_rl.cli.run_role`)."""
     config = read_config(path)
     setup_logging(os.environ.get("SEED_RL_LOG_LEVEL", "INFO"))
-    return run(config)
+    return run_role("learner", lambda: run(config))
 
 
 if __name__ == "__main__":

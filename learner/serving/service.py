@@ -122,7 +122,7 @@ class LearnerServicer(pb_grpc.LearnerServicer):
         self._slot_ids = itertools.count()
         self.streaming_envs = 0  # environments of sessions whose stream is open
         # A replica of a data-parallel learner: its group, every replica's advertised
-        # address and connected environments (learner/running/main.py sets them).
+        # address and connected environments (learner/running/learner.py sets them).
         self.group = None
         self.replica_addresses: list[str] = []
         self.replica_envs = lambda: [0]
@@ -194,6 +194,10 @@ class LearnerServicer(pb_grpc.LearnerServicer):
             self._by_actor[actor_id] = session
         log.info("actor %s (run %s) joined from %s with %d envs", actor_id, run_id[:8], peer, k)
         return session
+
+    def has_session(self, session_id: str) -> bool:
+        with self._lock:
+            return session_id in self._sessions
 
     def _attach_stream(self, session_id: str, stream: asyncio.Task) -> Session | None:
         """The session ``session_id`` with its stream now open; None when there is no such
@@ -298,10 +302,19 @@ class LearnerServicer(pb_grpc.LearnerServicer):
         session = self._attach_stream(metadata.get(wire.SESSION_METADATA_KEY, ""),
                                       asyncio.current_task())
         if session is None:
-            await context.abort(grpc.StatusCode.FAILED_PRECONDITION,
-                          "no open session for this stream: call Handshake first and send its "
-                          f"session_id as metadata {wire.SESSION_METADATA_KEY!r} (once per "
-                          "handshake)")
+            session_id = metadata.get(wire.SESSION_METADATA_KEY, "")
+            if self.has_session(session_id):  # a client bug: one stream per handshake
+                await context.abort(grpc.StatusCode.FAILED_PRECONDITION,
+                                    f"session {wire.shorten(session_id)!r} already has its "
+                                    "stream: each handshake opens one Step stream")
+            # Not (or no longer) here: the learner restarted since the handshake, or freed a
+            # session whose stream did not open within --stream-idle-timeout. A client
+            # handshakes again (NOT_FOUND is retried, docs/reliability.md).
+            await context.abort(grpc.StatusCode.NOT_FOUND,
+                                f"no session {wire.shorten(session_id)!r} on this learner (it "
+                                "restarted, or freed the session before its stream opened): "
+                                "call Handshake again and send its session_id as metadata "
+                                f"{wire.SESSION_METADATA_KEY!r}")
         reason = "stream ended"
         try:
             async for request in request_iterator:

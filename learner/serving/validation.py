@@ -103,6 +103,7 @@ class LearnerSpec:
     observation_space: gym.Space
     action_space: gym.Space
     env_wrapper: tuple[str, ...] = ()  # --env-wrapper: the spaces are the wrapped env's
+    max_episode_steps: int | None = None  # the env's step limit (TimeLimit), when it has one
 
 
 # -- handshakes ------------------------------------------------------------------------------
@@ -331,24 +332,26 @@ def _expect(array: np.ndarray, name: str, shape: tuple[int, ...],
 
 def make_spec(config: Config) -> LearnerSpec:
     """Make the environment once (after --env-import, with --env-wrapper) to learn its
-    spaces: the contract actors must match. SystemExit says what is missing. A uint8 image
-    that holds symbol codes rather than pixels is logged as a warning with the fix
-    (seed_rl/envs/symbols.py)."""
+    spaces: the contract actors must match. SystemExit says what is missing (without the
+    role: this runs under ``seed-rl learner`` and ``seed-rl train``, and the CLI names the
+    one running). A uint8 image that holds symbol codes rather than pixels is logged as a
+    warning with the fix (seed_rl/envs/symbols.py)."""
     try:
         env = make_env(config.env, config.env_kwargs, config.env_import, config.env_wrapper,
                        "learner")
     except (EnvImportError, EnvironmentUnavailable) as error:
-        raise SystemExit(f"seed-rl learner: {error}") from None
+        raise SystemExit(str(error)) from None
     try:
         spec = LearnerSpec(config.env, dict(config.env_kwargs), env.observation_space,
-                           env.action_space, tuple(config.env_wrapper))
+                           env.action_space, tuple(config.env_wrapper),
+                           getattr(env.spec, "max_episode_steps", None))
         symbol_grids = symbol_grid_warnings(env, config.seed)
     finally:
         env.close()
     try:
         check_spaces(spec.observation_space, spec.action_space, config)
     except ValueError as error:  # UnsupportedSpace, or a conv torso that cannot fit
-        raise SystemExit(f"seed-rl learner: --env {config.env}: {error}") from None
+        raise SystemExit(f"--env {config.env}: {error}") from None
     for warning in symbol_grids:
         log.warning("--env %s: %s", config.env, warning)
     return spec

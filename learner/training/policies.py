@@ -31,9 +31,9 @@ import math
 
 import gymnasium as gym
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
+from seed_rl.functional import categorical
 from seed_rl.spaces import ActionLayout, action_layout
 
 __all__ = [
@@ -96,16 +96,10 @@ class Categorical(ActionDistribution):
         return (params - noise).argmax(-1)  # Gumbel-max: a sample of softmax(params)
 
     def entropy(self, params: Tensor) -> Tensor:
-        return _categorical_entropy(F.log_softmax(params, dim=-1))
+        return categorical.entropy(params)
 
     def log_prob_and_entropy(self, params: Tensor, actions: Tensor) -> tuple[Tensor, Tensor]:
-        log_probs = F.log_softmax(params, dim=-1)
-        return (log_probs.gather(-1, actions.long().unsqueeze(-1)).squeeze(-1),
-                _categorical_entropy(log_probs))
-
-
-def _categorical_entropy(log_probs: Tensor) -> Tensor:
-    return -(log_probs.exp() * log_probs).sum(-1)
+        return categorical.log_prob_and_entropy(params, actions)
 
 
 class MultiCategorical(ActionDistribution):

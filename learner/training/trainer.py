@@ -1,12 +1,15 @@
-"""The trainer: B unrolls -> model -> V-trace -> losses -> one optimizer step -> new weights.
+"""The trainer: B unrolls -> model -> IMPALA loss -> one optimizer step -> new weights.
 
 :class:`Trainer` owns everything an update changes: the model and its optimizer, the
 inference copy the batcher reads, and the policy version. Its thread loops: take B unrolls
 from the queue, update, publish the weights to the inference copy, bump the version.
 Checkpoints read a :meth:`Trainer.snapshot`, taken between two updates.
 
-Read it next to Espeholt et al. 2018 (IMPALA), section 4. Shapes (T = unroll length,
-B = batch size, P = policy parameters per step, learner/training/policies.py); every unroll has T+1
+The update's maths (V-trace, the three losses) is one pure function,
+seed_rl/functional/impala.py; read it next to Espeholt et al. 2018 (IMPALA), section 4.
+This module pairs the model's outputs with the stored slots for it. Shapes (T = unroll length,
+B = batch size, P = policy parameters per step, learner/training/policies.py); every unroll
+has T+1
 slots (store.py states the slot convention):
 
     observations      [T+1, B, *obs]      x_0 .. x_T
@@ -48,8 +51,7 @@ from learner.training.models import ActorCritic, ModelOutput
 from learner.training.store import UnrollQueue, Unrolls
 from learner.watching.metrics import Metrics
 from seed_rl.config import Config
-from seed_rl.functional import loss as losses
-from seed_rl.functional import vtrace
+from seed_rl.functional import impala
 
 log = logging.getLogger(__name__)
 
@@ -148,7 +150,8 @@ def vtrace_inputs(batch: Batch, output: ModelOutput, config: Config) -> VTraceIn
 
 
 def compute_loss(model: ActorCritic, batch: Batch, config: Config) -> tuple[Tensor, dict]:
-    """The IMPALA loss of one batch and its parts (as tensors).
+    """The IMPALA loss of one batch and its parts (as tensors): the model's forward pass,
+    aligned by the slot convention, into :func:`seed_rl.functional.impala.loss` (the maths).
 
     The target policy is normalised once (one log-softmax of the logits for Discrete
     actions): its log-probabilities feed V-trace's importance weights and the policy
@@ -161,22 +164,22 @@ def compute_loss(model: ActorCritic, batch: Batch, config: Config) -> tuple[Tens
     action_log_probs, entropies = distribution.log_prob_and_entropy(inputs.target_params,
                                                                     inputs.actions)
     behaviour_log_probs = distribution.log_prob(inputs.behaviour_params, inputs.actions)
-    returns = vtrace.from_importance_weights(
-        log_rhos=action_log_probs.detach() - behaviour_log_probs,
-        discounts=inputs.discounts,
-        rewards=inputs.rewards,
+    out = impala.loss(
+        target_log_probs=action_log_probs,
+        behaviour_log_probs=behaviour_log_probs,
+        entropies=entropies,
         values=inputs.values,
         bootstrap_value=inputs.bootstrap_value,
+        rewards=inputs.rewards,
+        discounts=inputs.discounts,
+        baseline_cost=config.baseline_cost,
+        entropy_cost=config.entropy_cost,
         clip_rho_threshold=config.clip_rho_threshold,
         clip_pg_rho_threshold=config.clip_pg_rho_threshold,
     )
-    loss_pg = losses.policy_gradient_from_log_probs(action_log_probs, returns.pg_advantages)
-    loss_baseline = losses.baseline(returns.vs - inputs.values)
-    loss_entropy = losses.entropy_from_entropies(entropies)
-    total = loss_pg + config.baseline_cost * loss_baseline + config.entropy_cost * loss_entropy
-    parts = {"loss_pg": loss_pg, "loss_baseline": loss_baseline, "loss_entropy": loss_entropy,
-             "entropy": entropies.detach().mean()}
-    return total, parts
+    parts = {"loss_pg": out.loss_pg, "loss_baseline": out.loss_baseline,
+             "loss_entropy": out.loss_entropy, "entropy": out.entropy}
+    return out.total, parts
 
 
 def train_step(model: ActorCritic, optimizer: torch.optim.Optimizer, batch: Batch | None,

@@ -47,6 +47,33 @@ def format_number(value: Any, digits: int = 1) -> str:
     return f"{value:,.{digits}f}"
 
 
+#: returns are shown with this many significant digits below RETURN_ONE_DECIMAL_FROM ...
+RETURN_DIGITS = 3
+#: ... and with one decimal from there on (475.0, -123.5, 1,234.5)
+RETURN_ONE_DECIMAL_FROM = 100.0
+RETURN_MAX_DECIMALS = 6  # a return closer to 0 than 1e-6 shows as 0.000000
+
+
+def format_return(value: Any) -> str:
+    """An episode return for display (the live status, ``seed-rl train``'s summary):
+    ``RETURN_DIGITS`` significant digits below ``RETURN_ONE_DECIMAL_FROM`` in magnitude
+    (0.959, -0.500, 12.3), one decimal from there on (475.0, -123.5); ``"-"`` when there
+    is none (None, nan, or the -inf best of a run without episodes). Rounding every return
+    to one decimal showed 0.959 as 1.0: a task with returns in [-1, 1] read as solved."""
+    if value is None or not math.isfinite(float(value)):
+        return "-"
+    value = float(value)
+    magnitude = abs(value)
+    if magnitude >= RETURN_ONE_DECIMAL_FROM or magnitude == 0.0:
+        decimals = 1
+    else:
+        decimals = RETURN_DIGITS - 1 - math.floor(math.log10(magnitude))
+        decimals = min(max(decimals, 1), RETURN_MAX_DECIMALS)
+    if round(value, decimals) == 0.0:
+        value = 0.0  # no "-0.000000"
+    return f"{value:,.{decimals}f}"
+
+
 def progress(record: dict[str, Any], config: Config) -> tuple[str, float]:
     """The progress towards the stop criteria and the ETA in seconds (nan if unknown).
 
@@ -176,8 +203,8 @@ class LiveStatus:
         text = (
             f"steps {format_number(r.get('env_steps'))} | "
             f"sps {format_number(r.get('sps'), 0)} | "
-            f"return {format_number(r.get('episode_return_mean'))} "
-            f"(best {format_number(self.best_return)}) | "
+            f"return {format_return(r.get('episode_return_mean'))} "
+            f"(best {format_return(self.best_return)}) | "
             f"loss {format_number(r.get('loss_total'), 2)} | "
             f"actors {format_number(r.get('connected_actors'))} | "
             f"elapsed {format_duration(elapsed)}"
@@ -208,13 +235,13 @@ class LiveStatus:
         table.add_row("env steps / s", format_number(r.get("sps"), 0))
         table.add_row(
             "mean return (100 ep.)",
-            f"{format_number(r.get('episode_return_mean'))}  "
-            f"(best {format_number(self.best_return)}, "
+            f"{format_return(r.get('episode_return_mean'))}  "
+            f"(best {format_return(self.best_return)}, "
             f"{format_number(r.get('episodes'))} episodes)",
         )
         eval_mean = r.get("eval/episode_return_mean")
         if eval_mean is not None:
-            table.add_row("greedy eval return", format_number(eval_mean))
+            table.add_row("greedy eval return", format_return(eval_mean))
         table.add_row(
             "losses: total / pg / value / entropy",
             " / ".join(

@@ -167,6 +167,11 @@ class Config:
                            LEARNER, RUN)
     target_return: float = knob(float("nan"), "stop when the mean return of the last 100 "
                                 "episodes reaches this (nan: never)", LEARNER, RUN)
+    max_reward_per_step: float = knob(float("nan"), "the most one env step can pay, when "
+                                      "known (nan: unknown; set by the presets of envs whose "
+                                      "reward is bounded): times the env's step limit, the "
+                                      "most an episode can return; the learner warns at "
+                                      "start-up when --target-return is above it", LEARNER, RUN)
     seed: int = knob(0, "base random seed; actor i seeds its envs from (seed, actor id)", ALL,
                      RUN)
     device: str = knob("auto", "torch device of the learner: auto, cpu, cuda, cuda:N", LEARNER,

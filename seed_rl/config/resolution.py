@@ -41,6 +41,11 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 
+#: what a bad value's error asks for, by field type
+_EXPECTED = {bool: "true or false", int: "an integer", float: "a number",
+             dict: "a JSON object, e.g. '{\"key\": 1}'", list: "a comma-separated list"}
+
+
 def parse_value(name: str, raw: Any, source: str) -> Any:
     """Convert ``raw`` (a string from a flag or env var, or a TOML value) to the field type."""
     kind = field_type(name)
@@ -74,7 +79,8 @@ def parse_value(name: str, raw: Any, source: str) -> Any:
             items = raw if isinstance(raw, list) else [s for s in str(raw).split(",") if s]
             return [elem(x) for x in items]
     except (ValueError, TypeError) as error:
-        raise ConfigError(f"{source}: bad value for {name}: {error}") from None
+        raise ConfigError(f"{source}: bad value for {name}: {error}; give "
+                          f"{_EXPECTED.get(kind, kind.__name__)}") from None
     raise ConfigError(f"{name}: unsupported type {kind}")  # pragma: no cover
 
 

@@ -86,16 +86,16 @@ def make_env(env_id: str, env_kwargs: dict[str, Any], env_import: Iterable[str],
         env = gym.make(env_id, **env_kwargs, **extra_kwargs)
     except (gym.error.NamespaceNotFound, gym.error.NameNotFound) as error:
         raise EnvironmentUnavailable(
-            f"{process}: gymnasium does not know the environment {env_id!r} ({error}). "
+            f"gymnasium does not know the environment {env_id!r} ({error}). "
             + unknown_env_hint(env_id, env_import)) from None
     except (gym.error.DependencyNotInstalled, ImportError) as error:
         hint = extra_hint(env_id) or "install the package named above"
         raise EnvironmentUnavailable(
-            f"{process}: environment {env_id} needs a package that is not installed: "
+            f"environment {env_id} needs a package that is not installed: "
             f"{error}\n  fix: {hint}") from None
     except (gym.error.Error, TypeError, ValueError) as error:
         raise EnvironmentUnavailable(
-            f"{process}: cannot make environment {env_id!r} with kwargs {env_kwargs} (--env, "
+            f"cannot make environment {env_id!r} with kwargs {env_kwargs} (--env, "
             f"--env-kwargs): {type(error).__name__}: {error}") from None
     for entry, wrap in wrappers:
         env = _wrap(env, entry, wrap, process)

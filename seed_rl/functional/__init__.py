@@ -1,10 +1,12 @@
-"""Pure tensor functions of the learner: V-trace targets and the IMPALA losses.
+"""Pure tensor functions of the learner: the IMPALA update, V-trace, the losses.
 
-``seed_rl.functional.vtrace`` computes V-trace (Espeholt et al. 2018); ``seed_rl.functional.loss``
-holds the policy-gradient, baseline and entropy losses. Both need torch (the ``learner`` extra);
-actors never import this package.
+``seed_rl.functional.impala`` is the update's maths in one function (Espeholt et al. 2018,
+section 4); ``seed_rl.functional.vtrace`` computes V-trace; ``seed_rl.functional.loss`` holds the
+policy-gradient, baseline and entropy losses; ``seed_rl.functional.categorical`` the softmax
+policy's log-probabilities and entropies. All need torch (the ``learner`` extra); actors never
+import this package.
 """
 
-from seed_rl.functional import loss, vtrace
+from seed_rl.functional import categorical, impala, loss, vtrace
 
-__all__ = ["loss", "vtrace"]
+__all__ = ["categorical", "impala", "loss", "vtrace"]

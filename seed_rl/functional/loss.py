@@ -51,6 +51,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from seed_rl.functional import categorical
+
 __all__ = [
     "baseline",
     "entropy",
@@ -130,11 +132,7 @@ def policy_gradient(
                 f"{name} has shape {tuple(x.shape)}, expected the leading dims of logits "
                 f"{tuple(logits.shape)}, i.e. {leading}"
             )
-    if actions.dtype.is_floating_point or actions.dtype.is_complex or actions.dtype == torch.bool:
-        raise TypeError(f"actions must be an integer tensor, got {actions.dtype}")
-    log_policy = F.log_softmax(logits, dim=-1)
-    action_log_probs = log_policy.gather(-1, actions.long().unsqueeze(-1)).squeeze(-1)
-    return policy_gradient_from_log_probs(action_log_probs, advantages)
+    return policy_gradient_from_log_probs(categorical.log_prob(logits, actions), advantages)
 
 
 def policy_gradient_from_log_probs(

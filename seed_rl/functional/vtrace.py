@@ -54,9 +54,8 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import torch
-import torch.nn.functional as F
 
-from seed_rl.functional import _vtrace_kernels
+from seed_rl.functional import _vtrace_kernels, categorical
 
 __all__ = [
     "VTraceFromLogitsReturns",
@@ -226,16 +225,6 @@ def action_log_probs(policy_logits: torch.Tensor, actions: torch.Tensor) -> torc
 
     ``policy_logits`` is ``[..., A]`` (unnormalised log-probabilities), ``actions`` an integer
     tensor ``[...]`` with values in ``[0, A)``. Returns ``[...]`` in nats, differentiable w.r.t.
-    the logits. Uses ``log_softmax`` for numerical stability.
+    the logits: :func:`seed_rl.functional.categorical.log_prob`, under V-trace's name.
     """
-    if policy_logits.dim() < 1:
-        raise ValueError("policy_logits must have at least 1 dim [..., A], got a scalar")
-    if tuple(actions.shape) != tuple(policy_logits.shape[:-1]):
-        raise ValueError(
-            f"actions has shape {tuple(actions.shape)}, expected the leading dims of "
-            f"policy_logits {tuple(policy_logits.shape)}, i.e. {tuple(policy_logits.shape[:-1])}"
-        )
-    if actions.dtype.is_floating_point or actions.dtype.is_complex or actions.dtype == torch.bool:
-        raise TypeError(f"actions must be an integer tensor, got {actions.dtype}")
-    log_probs = F.log_softmax(policy_logits, dim=-1)
-    return log_probs.gather(-1, actions.long().unsqueeze(-1)).squeeze(-1)
+    return categorical.log_prob(policy_logits, actions)

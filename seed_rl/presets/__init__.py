@@ -3,6 +3,11 @@
 A preset is the first layer over the defaults for every role that trains (``seed-rl
 train``, ``seed-rl learner``, the learner image): named with ``--preset NAME``, or found
 by its ``env`` key when ``--env`` names an environment that has one. Torch-free.
+
+A preset whose environment pays a bounded reward per step says so (``max_reward_per_step``):
+with the episodes' step limit it bounds the return, and the learner warns at start-up when
+the preset's ``target_return`` is out of reach, e.g. after ``--env-kwargs
+'{"max_episode_steps": N}'`` shortened the episodes (learner/running/reachable.py).
 """
 
 from __future__ import annotations

@@ -6,6 +6,8 @@ import sys
 
 from support.procs import REPO
 
+from actors.client import EXIT_PERMANENT
+
 
 def supervisor_args(flags: str) -> list[str]:
     common = "--envs-per-actor 2 --status-every 0 --reconnect-max-backoff 0.2"
@@ -29,9 +31,10 @@ def test_supervisor_reports_a_failing_env_import(learners, processes) -> None:
     flags = (f"--num-actors 1 --actor-id-prefix imp --max-restarts 1 --restart-window 60 "
              f"--env-import no_such_module_for_seed_rl --learner {stand_in.address}")
     supervisor = processes(supervisor_args(flags))
-    assert supervisor.wait() == 1, supervisor.text
+    assert supervisor.wait() == EXIT_PERMANENT, supervisor.text
     text = supervisor.text
-    assert text.count("--env-import no_such_module_for_seed_rl: actor imp-0") == 2, text
-    assert "exited with code 2 (a permanent error, logged above)" in text
-    assert "giving up" in text and "Traceback" not in text
+    # said once, and not restarted: a permanent error (test_actor_permanent_errors.py)
+    assert text.count("--env-import no_such_module_for_seed_rl: actor imp-0") == 1, text
+    assert "a permanent error, which a restart cannot fix" in text
+    assert "restarting" not in text and "Traceback" not in text
     assert stand_in.handshakes == []

@@ -9,8 +9,9 @@ import sys
 import textwrap
 import time
 
-import grpc
-from support.procs import WAIT, children_of, cmdline, is_running
+from support.procs import REPO, WAIT, children_of, cmdline, is_running
+
+from actors.env_loop import env_seeds
 
 REVEAL = "seed_rl.testing:RevealAction-v0"
 
@@ -74,18 +75,23 @@ def test_sigkilled_supervisor_leaves_no_orphans(learners, processes) -> None:
 
 
 def test_supervisor_restarts_crashed_actors_up_to_the_limit(learners, processes) -> None:
-    message = "observation spaces differ (stand-in says no)"
-    learner = learners(handshake_error=(grpc.StatusCode.FAILED_PRECONDITION, message))
-    flags = "--num-actors 1 --actor-id-prefix crash --max-restarts 2 --restart-window 60"
-    supervisor = processes(supervisor_args(f"{flags} --learner {learner.address}"))
+    # a crash (an environment that raises at its first step), not a permanent error: those
+    # are not restarted (test_actor_permanent_errors.py)
+    crash_seed = env_seeds(0, "crash-0", 2)[0]
+    learner = learners(env_id=REVEAL)
+    flags = (f"--num-actors 1 --actor-id-prefix crash --max-restarts 2 --restart-window 60 "
+             f"--env support.custom_env_plugin:CrashOnSeed-v0 "
+             f"--env-kwargs {{\"crash_seed\":{crash_seed}}}")
+    supervisor = processes(supervisor_args(f"{flags} --learner {learner.address}"),
+                           env={"PYTHONPATH": f"{REPO}:{REPO / 'tests'}"})
     rc = supervisor.wait()
     text = supervisor.text
-    assert rc != 0, text
+    assert rc == 1, text
     assert len(learner.handshakes) == 3, text  # the first run and two restarts
     assert {h.request.actor_id for h in learner.handshakes} == {"crash-0"}
     assert len({h.request.run_id for h in learner.handshakes}) == 3  # three incarnations
-    assert text.count(message) >= 3  # each incarnation logs the learner's reason
-    assert len(re.findall(r"actor 0 \(crash-0\) exited with code 2 .*restarting", text)) == 2
+    assert text.count(f"the env seeded {crash_seed} exploded") == 3  # each incarnation's
+    assert len(re.findall(r"actor 0 \(crash-0\) exited with code 1 .*restarting", text)) == 2
     assert "giving up" in text and "--max-restarts 2" in text
 
 

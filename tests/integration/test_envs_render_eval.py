@@ -24,7 +24,7 @@ def test_eval_video_without_opengl_is_one_paragraph_and_a_failure(tmp_path) -> N
     assert done.returncode != 0, done.stdout + done.stderr
     assert "Traceback" not in done.stderr, done.stderr
     (message,) = [line for line in done.stderr.splitlines() if line.startswith("seed-rl eval")]
-    assert message.startswith("seed-rl eval --video: RenderFails-v0 cannot render its frames: "
+    assert message.startswith("seed-rl eval: error: --video: RenderFails-v0 cannot render its frames: "
                               "env.render() raised support.FatalError: an OpenGL platform "
                               "library has not been loaded"), message
     assert all(fix in message for fix in FIXES), message

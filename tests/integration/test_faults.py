@@ -1,7 +1,7 @@
 """Faults a long-running learner meets on a real cluster, with real processes on loopback.
 
 Each test starts real ``python -m learner`` / ``python -m actors`` processes (or an
-in-process :class:`learner.running.main.Learner` serving real gRPC where the test must look
+in-process :class:`learner.running.learner.Learner` serving real gRPC where the test must look
 inside it), does something bad to one of them (SIGKILL, SIGSTOP, SIGTERM, a torn or
 unwritable checkpoint, a reward that overflows the loss) and checks that the learner keeps
 serving and loses nothing it promised to keep. Figures the tests measure are printed
@@ -37,7 +37,7 @@ from support.learner_process import (
 )
 from support.procs import WAIT
 
-from learner.running.main import Learner
+from learner.running.learner import Learner
 from learner.training import checkpoint
 
 REVEAL = "seed_rl.testing:RevealAction-v0"

@@ -257,7 +257,7 @@ class Fuzzer:
         session = self.rng.choice([None, "", "no-such-session", "f" * 4000])
         result = self.stream([self.good_step().SerializeToString()], session)
         return self.outcome(
-            "Step without a handshake", result, {CODE.FAILED_PRECONDITION}, r"Handshake first"
+            "Step without a handshake", result, {CODE.NOT_FOUND}, r"call Handshake again"
         )
 
     def case_second_stream_on_a_session(self) -> Outcome:
@@ -269,7 +269,8 @@ class Fuzzer:
         finally:
             first.close()
         return self.outcome(
-            "second stream on one session", result, {CODE.FAILED_PRECONDITION}, r"no open session"
+            "second stream on one session", result, {CODE.FAILED_PRECONDITION},
+            r"already has its stream"
         )
 
     def case_random_bytes_step(self) -> Outcome:

@@ -108,8 +108,8 @@ def test_sigkilled_train_takes_its_actors_along(processes, tmp_path) -> None:
 @pytest.mark.slow
 def test_failing_actors_stop_training_with_their_output(processes, tmp_path) -> None:
     # The learner refuses actor ids longer than 256 characters (INVALID_ARGUMENT, a
-    # permanent error), and with --max-restarts 0 the supervisor gives up at once: train
-    # must stop, exit 1, keep its results and show what the actors said.
+    # permanent error): the supervisor restarts no actor and exits 2 at once; train must
+    # stop, exit 1, keep its results and show what the actors said.
     run = run_train(
         processes,
         tmp_path / "run",
@@ -121,7 +121,7 @@ def test_failing_actors_stop_training_with_their_output(processes, tmp_path) -> 
         "x" * 300,
     )
     assert run.wait(WAIT) == 1, run.text
-    assert "the actor processes exited with code 1 while training was running" in run.text
+    assert "the actor processes exited with code 2 while training was running" in run.text
     assert "must be 1-256 printable characters" in run.text  # the actors' own words
     assert "stopped: the actors failed" in run.text
     assert sorted((tmp_path / "run" / "checkpoints").glob("ckpt-*.pt"))

@@ -9,7 +9,7 @@ from pathlib import Path
 from support.learner_harness import make_config
 from wandb.proto import wandb_internal_pb2 as wandb_pb  # noqa: E402
 
-from learner.running.main import Learner
+from learner.running.learner import Learner
 
 BLOCK = 32 * 1024  # the run file is a LevelDB-style log: 32 KiB blocks of records
 

@@ -6,7 +6,7 @@ import contextlib
 import dataclasses
 from collections.abc import Iterator
 
-from learner.running.main import Learner
+from learner.running.learner import Learner
 from seed_rl.config import Config, validate
 
 

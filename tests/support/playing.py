@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from learner.running.main import Learner
+from learner.running.learner import Learner
 from seed_rl import cli
 from support.learner_harness import make_config
 

@@ -80,6 +80,7 @@ class StandInLearner(pb_grpc.LearnerServicer):
         max_message_bytes: int = 64 * 1024 * 1024,  # announced in handshakes only
         env_import: list[str] | None = None,
         env_wrapper: list[str] | None = None,
+        forget_sessions: int = 0,
     ):
         self.port = port
         self.env_id = env_id
@@ -92,6 +93,9 @@ class StandInLearner(pb_grpc.LearnerServicer):
         self.max_message_bytes = max_message_bytes
         self.env_import = list(env_import or [])
         self.env_wrapper = list(env_wrapper or [])
+        # the first N sessions are forgotten right after their handshake, as a learner that
+        # restarted in between would have forgotten them: their streams get NOT_FOUND
+        self.forget_sessions = forget_sessions
         self.handshakes: list[Handshake] = []
         self.steps: list[Step] = []
         self.ended_sessions: list[str] = []  # Step streams the actor half-closed
@@ -192,7 +196,9 @@ class StandInLearner(pb_grpc.LearnerServicer):
             session_id = f"session-{next(self._ids)}"
         with self._lock:
             self.handshakes.append(Handshake(request, metadata, session_id, context.peer()))
-            if session_id:
+            if session_id and self.forget_sessions > 0:
+                self.forget_sessions -= 1
+            elif session_id:
                 self._sessions[session_id] = request
             self._lock.notify_all()
         if error is not None:
@@ -216,10 +222,8 @@ class StandInLearner(pb_grpc.LearnerServicer):
         with self._lock:
             hello = self._sessions.get(session_id)
         if hello is None:
-            context.abort(
-                grpc.StatusCode.FAILED_PRECONDITION,
-                f"unknown session {session_id!r}: handshake first",
-            )
+            context.abort(grpc.StatusCode.NOT_FOUND,
+                          f"no session {session_id!r} on this learner: call Handshake again")
         layout = action_layout(wire.decode_space(hello.action_space, name="action_space"))
         k = int(hello.num_envs)
         for index, request in enumerate(request_iterator):

@@ -296,6 +296,17 @@ def test_transient_handshake_errors_are_retried(learners, actors, code) -> None:
     assert actor.join() == 0
 
 
+def test_a_session_the_learner_no_longer_has_is_opened_again(learners) -> None:
+    """A learner that restarted between an actor's handshake and its stream (or freed the
+    session meanwhile) answers the stream NOT_FOUND: the actor handshakes again and trains,
+    it does not stop as on a permanent refusal."""
+    learner = learners(forget_sessions=2, training_over_after=3)
+    assert run_to_end(learner, make_config(learner.address)) == 0
+    assert len(learner.handshakes) == 3  # two sessions lost, the third one streamed
+    assert len({h.session_id for h in learner.handshakes}) == 3
+    assert len(learner.steps) == 3
+
+
 @pytest.mark.parametrize(
     "code",
     [

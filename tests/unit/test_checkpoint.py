@@ -13,7 +13,7 @@ import torch
 from support.learner_harness import make_config
 from support.unrolls import random_unrolls
 
-from learner.running.main import Learner
+from learner.running.learner import Learner
 from learner.training import checkpoint
 from learner.training.models import build_model
 from learner.training.trainer import Batch, build_optimizer, train_step

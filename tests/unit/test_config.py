@@ -125,7 +125,7 @@ def test_the_cli_exits_2_naming_the_flag(capsys) -> None:
 
 def test_the_learner_records_its_preset_in_config_json(tmp_path) -> None:
     pytest.importorskip("torch")
-    from learner.running.main import Learner
+    from learner.running.learner import Learner
 
     for argv, expected in ((["--env", "CartPole-v1"], "cartpole"),
                            (["--preset", "none"], "")):

@@ -60,7 +60,7 @@ def test_module_function_is_imported_and_called_then_the_env_is_made(plugin) -> 
 
 
 def test_an_unregistered_namespace_suggests_env_import() -> None:
-    with pytest.raises(EnvironmentUnavailable, match="learner: .*--env-import MODULE"):
+    with pytest.raises(EnvironmentUnavailable, match="does not know .*--env-import MODULE"):
         make_env("NoSuchPlugin/Game-v1", {}, [], [], "learner")
 
 
@@ -97,7 +97,7 @@ def test_the_knob_comes_from_flags_env_vars_and_files_and_is_saved(tmp_path) -> 
 def test_the_learner_runs_env_import_before_making_its_env(plugin, tmp_path) -> None:
     from support.learner_harness import make_config
 
-    from learner.running.main import Learner
+    from learner.running.learner import Learner
 
     module, env_id = plugin
     config = make_config(tmp_path, env=env_id, env_import=[f"{module}:register_envs"],
@@ -105,7 +105,8 @@ def test_the_learner_runs_env_import_before_making_its_env(plugin, tmp_path) -> 
     learner = Learner(config)
     learner.metrics.close()
     assert learner.spec.env_id == env_id
-    with pytest.raises(SystemExit, match="seed-rl learner: .*cannot import 'no_such_plugin'"):
+    # the role's prefix is the CLI's to add (tests/unit/test_cli_errors.py, tests/integration/test_cli_error_lines.py)
+    with pytest.raises(SystemExit, match="^--env-import no_such_plugin: .*cannot import"):
         Learner(make_config(tmp_path, env=env_id, env_import=["no_such_plugin"]))
 
 
@@ -114,5 +115,5 @@ def test_seed_rl_train_checks_env_import_before_starting_anything(plugin) -> Non
 
     module, env_id = plugin
     local_run.check_environment(cfg.Config(env=env_id, env_import=[f"{module}:register_envs"]))
-    with pytest.raises(SystemExit, match="seed-rl train: .*no_such_plugin"):
+    with pytest.raises(SystemExit, match="^--env-import no_such_plugin: .*cannot import"):
         local_run.check_environment(cfg.Config(env=env_id, env_import=["no_such_plugin"]))

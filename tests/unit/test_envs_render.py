@@ -14,7 +14,7 @@ from support.learner_harness import make_config
 from support.procs import REPO
 
 from learner.running.evaluate import recording_env
-from learner.running.main import Learner
+from learner.running.learner import Learner
 from seed_rl import cli
 from seed_rl.config import Config
 
@@ -33,8 +33,6 @@ def make_checkpoint(tmp_path, env: str):
     return tmp_path / "run"
 
 
-
-
 @pytest.mark.parametrize(("env", "step"), [
     ("RenderFailsLater-v0", "env.render() raised support.FatalError: the OpenGL context "
                             "was lost"),
@@ -49,7 +47,7 @@ def test_every_way_rendering_fails_is_named(tmp_path, capsys, env: str, step: st
         cli.main(["eval", "--checkpoint", str(logdir), "--episodes", "2", "--video",
                   str(tmp_path / "episodes.gif")])
     message = str(info.value.code)
-    assert message.startswith(f"seed-rl eval --video: {env} cannot render its frames: {step}")
+    assert message.startswith(f"seed-rl eval: error: --video: {env} cannot render its frames: {step}")
     assert all(fix in message for fix in FIXES) and "\n" not in message
 
 

@@ -1,6 +1,6 @@
 """``seed-rl eval`` and the learner's periodic greedy evaluation (``--eval-every``).
 
-Checkpoints are produced in the tests by a real :class:`learner.running.main.Learner`; episodes
+Checkpoints are produced in the tests by a real :class:`learner.running.learner.Learner`; episodes
 are played in real gymnasium environments; videos are real files read back with imageio.
 """
 
@@ -17,7 +17,7 @@ from support.learner_harness import make_config
 from support.playing import STATS, WAIT, make_checkpoint, run_eval
 
 from learner.running import evaluate
-from learner.running.main import Learner
+from learner.running.learner import Learner
 from learner.training.models import build_model
 from learner.watching import evaluator
 from seed_rl.config import Config

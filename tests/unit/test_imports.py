@@ -124,7 +124,7 @@ def test_the_circle_finder_finds_circles() -> None:
 
 def test_the_graph_is_read_from_the_code() -> None:
     graph = import_graph()
-    assert "learner.serving.service" in graph["learner.running.main"]
+    assert "learner.serving.service" in graph["learner.running.learner"]
     assert "seed_rl.wire" in graph["actors.client"]
     assert sum(len(targets) for targets in graph.values()) > 100
 
