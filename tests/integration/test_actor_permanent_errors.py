@@ -30,7 +30,7 @@ def test_an_unsupported_space_stops_every_actor_once_with_exit_2(learners, proce
                                                                   free_port) -> None:
     stand_in = learners(port=free_port)
     supervisor = processes(actors_command(free_port, f"{FLAGS} --env "
-                                          "custom_env_plugin:TextObservation-v0"),
+                                          "support.custom_env_plugin:TextObservation-v0"),
                            env=PLUGIN_PATH)
     assert supervisor.wait(WAIT) == EXIT_PERMANENT, supervisor.text
     text = supervisor.text

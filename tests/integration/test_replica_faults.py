@@ -13,9 +13,17 @@ from __future__ import annotations
 import os
 import re
 import signal
+import time
 
 import pytest
-from support.learner_process import RESUMED, actors_command, last_metric, learner_command, wait_for
+from support.learner_process import (
+    RESUMED,
+    actors_command,
+    last_metric,
+    learner_command,
+    read_metrics,
+    wait_for,
+)
 from support.procs import WAIT
 
 from learner.running.launch import STOP_GRACE_S
@@ -35,6 +43,14 @@ def start_group(processes, logdir, port):
     for rank in range(2):
         learner.wait_for_line(rf"learner serving .*:{port + rank} ", timeout=2 * WAIT)
     return learner, [int(pids[1]), int(pids[2])]
+
+
+def blocked_in_a_collective(logdir) -> bool:
+    records = read_metrics(logdir)
+    if not records:
+        return False
+    silent_s = time.time() - records[-1]["wall_time"]
+    return last_metric(logdir, "replica_collective_wait_s") > 1.0 or silent_s > 2.0
 
 
 def assert_consistent(logdir):
@@ -99,9 +115,11 @@ def test_sigterm_does_not_wait_for_a_collective_stuck_on_a_hung_replica(
         process=learner)
     os.kill(pids[1], signal.SIGSTOP)  # hangs: its connections stay open, nothing answers
     try:
-        # rank 0's trainer reaches its next tick and blocks in the collective with the hung
-        # peer: its collective waits far longer than a healthy tick ever does
-        wait_for(lambda: last_metric(logdir, "replica_collective_wait_s") > 1.0,
+        # rank 0's trainer reaches a collective with the hung peer and blocks in it: in a
+        # tick, its metrics say so (the collective waits far longer than a healthy one
+        # does); in an update's gradient all-reduce, the periodic checkpoint waits for that
+        # update and rank 0's records (one every 0.2 s) stop
+        wait_for(lambda: blocked_in_a_collective(logdir),
                  "rank 0 to block in a collective with the hung replica", process=learner)
         learner.popen.send_signal(signal.SIGTERM)
         # rank 0 stops long before the 120 s collective timeout; the launcher then kills

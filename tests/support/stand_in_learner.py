@@ -329,3 +329,19 @@ def check_reveal_trajectory(steps: list[Step], num_envs: int, length: int, trunc
             bool(a or b) for a, b in zip(current.terminated, current.truncated, strict=True)
         )
     return episodes
+
+
+def run_actor_to_end(config: Any) -> int:
+    """``run_actor`` (one actor, in a thread of this process) until it returns, bounded in
+    time (a stand-in with ``training_over_after`` ends it); its exit code."""
+    from actors.groups import run_actor
+
+    stop, result = threading.Event(), []
+    thread = threading.Thread(target=lambda: result.append(run_actor(config, 0, stop=stop)),
+                              daemon=True)
+    thread.start()
+    thread.join(WAIT)
+    stop.set()
+    thread.join(WAIT)
+    assert result, "the actor did not return"
+    return result[0]

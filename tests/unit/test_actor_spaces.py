@@ -10,19 +10,16 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 from collections.abc import Iterator
 
 import gymnasium as gym
 import numpy as np
 import pytest
 from support import custom_env_plugin
-from support.procs import WAIT
-from support.stand_in_learner import StandInLearner, Step
+from support.stand_in_learner import Step, run_actor_to_end
 
 from actors.client import EXIT_PERMANENT
 from actors.env_loop import EnvLoop, PermanentError, env_seeds
-from actors.groups import run_actor
 from seed_rl import wire
 from seed_rl.config import Config
 from seed_rl.proto.seed_rl.v1 import seed_rl_pb2 as pb
@@ -40,30 +37,11 @@ def make_config(address: str, env: str, **overrides) -> Config:
 
 
 @pytest.fixture
-def learner() -> Iterator[StandInLearner]:
-    started: list[StandInLearner] = []
-
-    def start(**kwargs) -> StandInLearner:
-        one = StandInLearner(**kwargs).start()
-        started.append(one)
-        return one
-
-    yield start
-    for one in started:
-        one.stop()
+def learner(learners):
+    """tests/conftest.py's ``learners`` under this module's name."""
+    return learners
 
 
-def run_to_end(config: Config) -> int:
-    """run_actor in a thread, bounded in time (the stand-in ends it with training_over)."""
-    stop, result = threading.Event(), []
-    thread = threading.Thread(target=lambda: result.append(run_actor(config, 0, stop=stop)),
-                              daemon=True)
-    thread.start()
-    thread.join(WAIT)
-    stop.set()
-    thread.join(WAIT)
-    assert result, "the actor did not return"
-    return result[0]
 
 
 def answered_pairs(steps: list[Step]) -> Iterator[tuple[Step, Step]]:
@@ -79,7 +57,7 @@ def answered_pairs(steps: list[Step]) -> Iterator[tuple[Step, Step]]:
 def test_dict_observations_travel_as_packed_rows(learner) -> None:
     stand_in = learner(training_over_after=10)
     kwargs = {"episode_length": 3, "truncate": True, "pixels": 4}
-    assert run_to_end(make_config(stand_in.address, "DictObservation-v0",
+    assert run_actor_to_end(make_config(stand_in.address, "DictObservation-v0",
                                   env_kwargs=kwargs)) == 0
     (hello,) = stand_in.handshakes
     space = wire.decode_space(hello.request.observation_space)
@@ -113,7 +91,7 @@ def test_dict_observations_travel_as_packed_rows(learner) -> None:
 def test_multi_discrete_actions_reach_the_env_with_start(learner) -> None:
     stand_in = learner(training_over_after=8)
     kwargs = {"nvec": [3, 4], "start": [1, -2], "episode_length": 4}
-    assert run_to_end(make_config(stand_in.address, "MultiDiscreteAction-v0",
+    assert run_actor_to_end(make_config(stand_in.address, "MultiDiscreteAction-v0",
                                   env_kwargs=kwargs)) == 0  # the env raises on a bad action
     space = wire.decode_space(stand_in.handshakes[0].request.action_space)
     assert space == gym.spaces.MultiDiscrete([3, 4], start=[1, -2])
@@ -127,7 +105,7 @@ def test_multi_discrete_actions_reach_the_env_with_start(learner) -> None:
 
 def test_box_actions_are_clipped_before_env_step(learner) -> None:
     stand_in = learner(training_over_after=8)
-    assert run_to_end(make_config(stand_in.address, "ContinuousAction-v0",
+    assert run_actor_to_end(make_config(stand_in.address, "ContinuousAction-v0",
                                   env_kwargs={"dim": 3})) == 0  # the env raises unclipped
     space = wire.decode_space(stand_in.handshakes[0].request.action_space)
     assert space == gym.spaces.Box(-1.0, 1.0, shape=(3,), dtype=np.float32)
@@ -282,7 +260,7 @@ def unregistered() -> Iterator[None]:
 def test_actor_without_env_runs_the_learners_env_import(learner, unregistered, caplog) -> None:
     caplog.set_level(logging.INFO, logger="actors")
     stand_in = learner(training_over_after=4, env_id="CustomPlugin-v0", env_import=[PLUGIN])
-    assert run_to_end(make_config(stand_in.address, "")) == 0
+    assert run_actor_to_end(make_config(stand_in.address, "")) == 0
     assert custom_env_plugin.CALLS, "the learner's --env-import did not run"
     ask, hello = stand_in.handshakes
     assert ask.session_id == "" and hello.request.env_id == "CustomPlugin-v0"
@@ -293,7 +271,7 @@ def test_actor_without_env_runs_the_learners_env_import(learner, unregistered, c
 def test_actor_with_an_unregistered_env_runs_the_learners_env_import(learner,
                                                                      unregistered) -> None:
     stand_in = learner(training_over_after=4, env_id="CustomPlugin-v0", env_import=[PLUGIN])
-    assert run_to_end(make_config(stand_in.address, "CustomPlugin-v0")) == 0
+    assert run_actor_to_end(make_config(stand_in.address, "CustomPlugin-v0")) == 0
     assert custom_env_plugin.CALLS
     assert [bool(h.session_id) for h in stand_in.handshakes] == [False, True]
 
@@ -301,7 +279,7 @@ def test_actor_with_an_unregistered_env_runs_the_learners_env_import(learner,
 def test_actor_with_its_own_env_import_ignores_the_learners(learner, unregistered) -> None:
     stand_in = learner(training_over_after=4, env_import=["no_such_module_for_seed_rl"])
     config = make_config(stand_in.address, "CustomPlugin-v0", env_import=[PLUGIN])
-    assert run_to_end(config) == 0
+    assert run_actor_to_end(config) == 0
     assert len(custom_env_plugin.CALLS) == 1
     (hello,) = stand_in.handshakes  # its env was made before it connected
     assert hello.request.env_id == "CustomPlugin-v0"
@@ -314,7 +292,7 @@ def test_failing_env_import_is_a_permanent_error(learner, caplog, own: bool) -> 
     stand_in = learner(env_id="seed_rl.testing:RevealAction-v0",
                        env_import=[] if own else [entry])
     config = make_config(stand_in.address, "", env_import=[entry] if own else [])
-    assert run_to_end(config) == EXIT_PERMANENT
+    assert run_actor_to_end(config) == EXIT_PERMANENT
     errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
     assert any(f"--env-import {entry}" in e and "actor test-0" in e and "cannot import" in e
                for e in errors), errors

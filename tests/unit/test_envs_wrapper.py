@@ -9,16 +9,13 @@ and wrappers here are tests/support/envs_plugin.py's, imported by name as a user
 
 from __future__ import annotations
 
-import threading
-
 import gymnasium as gym
 import numpy as np
 import pytest
 from support.learner_client import handshake_request
-from support.procs import REPO, WAIT
-from support.stand_in_learner import StandInLearner
+from support.procs import REPO
+from support.stand_in_learner import StandInLearner, run_actor_to_end
 
-from actors.groups import run_actor
 from learner.serving.validation import HandshakeRejected, check_actor_matches, make_spec
 from seed_rl import wire
 from seed_rl.config import Config
@@ -73,16 +70,6 @@ def test_an_actor_without_the_learners_wrapper_is_told_which_it_is() -> None:
         in str(rejected.value)
 
 
-def run_to_end(config: Config) -> int:
-    stop, result = threading.Event(), []
-    thread = threading.Thread(target=lambda: result.append(run_actor(config, 0, stop=stop)),
-                              daemon=True)
-    thread.start()
-    thread.join(WAIT)
-    stop.set()
-    thread.join(WAIT)
-    assert result, "the actor did not return"
-    return result[0]
 
 
 @pytest.mark.parametrize("own", [False, True], ids=["learners", "own"])
@@ -93,7 +80,7 @@ def test_an_actor_that_asks_takes_the_learners_wrapper_unless_it_has_its_own(own
     try:
         config = Config(learner=stand_in.address, env="", envs_per_actor=2, seed=0,
                         reconnect_max_backoff=0.2, env_wrapper=WRAPPER if own else [])
-        assert run_to_end(config) == 0
+        assert run_actor_to_end(config) == 0
         ask, hello = stand_in.handshakes
         assert ask.session_id == "" and hello.request.env_id == ENV
         assert wire.decode_space(hello.request.observation_space) == IMAGE
