@@ -22,6 +22,7 @@ dtypes come from the layouts (seed_rl/spaces.py) and the action distribution.
 from __future__ import annotations
 
 import threading
+import time
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -202,12 +203,18 @@ class UnrollQueue:
 
     def get(self, batch_size: int, current_version: int,
             timeout: float | None = None) -> Unrolls | None:
-        """Take exactly ``batch_size`` fresh unrolls (None on timeout or when closed)."""
+        """Take exactly ``batch_size`` fresh unrolls (None on timeout or when closed).
+
+        ``timeout`` bounds the whole call, however many parts it takes: one deadline, so a
+        replica's tick waits at most ``--replica-wait`` (learner/training/trainer.py) even
+        while unrolls trickle in, never enough for a batch."""
         taken: list[Unrolls] = []
         need = batch_size
+        deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
             while need > 0:
-                if not self._cond.wait_for(lambda: self._closed or self._size > 0, timeout):
+                left = None if deadline is None else max(0.0, deadline - time.monotonic())
+                if not self._cond.wait_for(lambda: self._closed or self._size > 0, left):
                     break
                 if self._closed:
                     break

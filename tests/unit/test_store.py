@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -82,6 +83,40 @@ def test_queue_gives_exact_batches_across_parts_in_fifo_order():
     assert starts == [0, 1000, 2000, 4, 1004, 2004, 8, 1008, 2008, 12]
     assert queue.get(5, current_version=0, timeout=0.05) is None
     assert queue.depth == 2  # an unfinished get puts back what it took
+
+
+def test_queue_get_timeout_is_one_deadline_while_parts_trickle_in():
+    """``get``'s timeout bounds the whole call (the trainer's tick relies on it: the
+    --replica-wait bound), not the wait for each part: parts that keep arriving, never
+    enough for a batch, do not extend it. What it took goes back, in order."""
+    timeout, parts = 0.5, feed(make_builder(), 8 * T + 1)  # 8 parts of K unrolls
+    queue = UnrollQueue(capacity=100, max_policy_lag=10)
+    stop = threading.Event()
+
+    def trickle() -> None:  # one part every 0.6 x timeout: each arrives inside the timeout
+        for part in parts:
+            if stop.wait(0.6 * timeout):
+                return
+            queue.put(part)
+
+    producer = threading.Thread(target=trickle)
+    producer.start()
+    try:
+        started = time.monotonic()
+        batch = queue.get(len(parts) * K + 1, current_version=0, timeout=timeout)
+        elapsed = time.monotonic() - started
+    finally:
+        stop.set()
+        producer.join()
+    assert batch is None
+    # A per-part timeout would return only after the last part (8 x 0.6 = 4.8 timeouts)
+    # plus one more timeout; one deadline returns after one, with a wide margin for load.
+    assert timeout * 0.9 <= elapsed < 2 * timeout, f"get took {elapsed:.2f} s"
+    put = queue.depth // K
+    assert 1 <= put < len(parts)  # some arrived, the rest were never made
+    rest = queue.get(queue.depth, current_version=0, timeout=0)
+    np.testing.assert_array_equal(  # nothing lost, reordered or duplicated
+        rest.observations, Unrolls.concatenate(parts[:put]).observations)
 
 
 def test_queue_drops_stale_unrolls_and_counts_them():
