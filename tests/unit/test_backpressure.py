@@ -4,7 +4,9 @@ the serving loop (no thread each), and get in, and are answered, in the order th
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
 
 import numpy as np
 from support.learner_client import ScriptedActor, handshake_request, step_request
@@ -22,7 +24,7 @@ class RecordingExecutor(ThreadPoolExecutor):
         super().__init__(max_workers=8, thread_name_prefix="recorded")
         self.jobs = 0
 
-    def submit(self, fn, /, *args, **kwargs):  # noqa: ANN001, ANN201 - the base signature
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future:
         self.jobs += 1
         return super().submit(fn, *args, **kwargs)
 

@@ -7,7 +7,9 @@ import asyncio
 import dataclasses
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
 
 import numpy as np
 import pytest
@@ -174,7 +176,7 @@ def test_closed_queue_releases_waiters():
 class NoThreads(ThreadPoolExecutor):
     """A loop's default executor that fails whatever is handed to it (asyncio.to_thread)."""
 
-    def submit(self, fn, /, *args, **kwargs):  # noqa: ANN001, ANN201 - the base signature
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future:
         raise AssertionError(f"{fn!r} was sent to the loop's thread pool")
 
 
