@@ -16,9 +16,8 @@ Standard library only (Python >= 3.11 for tomllib): it runs in the bare base ima
 from __future__ import annotations
 
 import sys
-from pathlib import Path
-
 import tomllib
+from pathlib import Path
 
 ROLES = ("actor", "learner")
 

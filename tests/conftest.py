@@ -134,7 +134,7 @@ def certificate(subject: str, key, issuer: str, issuer_key, *, ca: bool,
                 names: tuple[str, ...] = ("127.0.0.1", "localhost")) -> x509.Certificate:
     """An X.509 certificate valid for one day; a leaf is valid for ``names`` (IP addresses
     or DNS names)."""
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     builder = (
         x509.CertificateBuilder()
         .subject_name(_name(subject))

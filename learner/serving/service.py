@@ -20,6 +20,7 @@ learner/serving/auth.py's interceptor refuses every RPC without it before any ha
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import logging
@@ -394,14 +395,11 @@ class LearnerServicer(pb_grpc.LearnerServicer):
 
     async def _enqueue(self, unrolls: Unrolls) -> None:
         """Hand complete unrolls to the trainer. While it is behind (the queue is full) this
-        stream waits, off the loop, so the other streams are still served."""
-        while not (self.stopping.is_set() or self.unavailable.is_set()):
-            try:
-                if (self.queue.put(unrolls, timeout=0)
-                        or await asyncio.to_thread(self.queue.put, unrolls, 0.5)):
-                    return
-            except QueueClosed:
-                return
+        stream waits its turn on an asyncio future (no thread held; streams get in in the
+        order they came), the loop serving the others, until training stops."""
+        with contextlib.suppress(QueueClosed):
+            await self.queue.put_async(unrolls, give_up=lambda: (
+                self.stopping.is_set() or self.unavailable.is_set()))
 
 
 def end_stream(session: Session, reason: str) -> None:

@@ -21,8 +21,12 @@ dtypes come from the layouts (seed_rl/spaces.py) and the action distribution.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import threading
+import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -159,12 +163,38 @@ class QueueClosed(Exception):
     """The unroll queue was closed (the learner is shutting down)."""
 
 
+@dataclass(eq=False)
+class _PutWaiter:
+    """One put waiting for room: admitted (appended) by whoever frees room, in arrival order."""
+
+    unrolls: Unrolls
+    future: asyncio.Future[bool] | None = None  # an async put's (True: admitted, False: closed)
+    admitted: bool = False
+
+
+def _settle(future: asyncio.Future[bool], admitted: bool) -> None:
+    """Wake an async put from any thread: its loop sets the result (a cancelled put's
+    future, or one whose loop is closed, has nobody to wake)."""
+
+    def resolve() -> None:
+        if not future.done():
+            future.set_result(admitted)
+
+    with contextlib.suppress(RuntimeError):  # the loop is closed
+        future.get_loop().call_soon_threadsafe(resolve)
+
+
 class UnrollQueue:
     """Bounded FIFO of complete unrolls from all sessions to the trainer.
 
-    ``put`` blocks while ``capacity`` unrolls are waiting: when training falls behind,
-    the stream handlers (and so the actors) wait instead of memory growing. ``get`` drops
-    unrolls whose oldest step is more than ``max_policy_lag`` policy versions behind.
+    A put waits while ``capacity`` unrolls are waiting: when training falls behind, the
+    stream handlers (and so the actors) wait instead of memory growing. Waiting puts get in
+    strictly in arrival order: they queue as waiters, and whoever frees room (``get``, on
+    the trainer's thread) appends the first waiters' unrolls itself and then wakes them, so
+    a put that arrives later never overtakes one that waits. The serving loop uses
+    :meth:`put_async`, an asyncio future per waiting stream (no thread held); threads (and
+    tests) use :meth:`put`. ``get`` drops unrolls whose oldest step is more than
+    ``max_policy_lag`` policy versions behind.
     """
 
     def __init__(self, capacity: int, max_policy_lag: int):
@@ -174,6 +204,7 @@ class UnrollQueue:
         self._size = 0
         self._closed = False
         self._cond = threading.Condition()
+        self._waiters: deque[_PutWaiter] = deque()
         self.dropped_stale = 0
 
     @property
@@ -181,33 +212,111 @@ class UnrollQueue:
         """Unrolls waiting."""
         return self._size
 
+    @property
+    def waiting_puts(self) -> int:
+        """Puts waiting for room."""
+        return len(self._waiters)
+
     def close(self) -> None:
+        """Refuse every put from now on; waiting ones raise QueueClosed, ``get`` returns None."""
         with self._cond:
             self._closed = True
+            for waiter in self._waiters:
+                if waiter.future is not None:
+                    _settle(waiter.future, False)
+            self._waiters.clear()
             self._cond.notify_all()
 
     def put(self, unrolls: Unrolls, timeout: float | None = None) -> bool:
-        """Append; waits for room. False on timeout; raises QueueClosed once closed."""
+        """Append, after the puts already waiting; waits for room. False on timeout (the
+        put withdrawn); raises QueueClosed once closed."""
         with self._cond:
-            if not self._cond.wait_for(
-                lambda: self._closed or self._size < self.capacity, timeout
-            ):
+            if self._try_append(unrolls):
+                return True
+            if timeout is not None and timeout <= 0:
                 return False
+            waiter = _PutWaiter(unrolls)
+            self._waiters.append(waiter)
+            self._cond.wait_for(lambda: waiter.admitted or self._closed, timeout)
+            if waiter.admitted:
+                return True
             if self._closed:
                 raise QueueClosed
-            self._parts.append(unrolls)
-            self._size += unrolls.size
-            self._cond.notify_all()
+            self._waiters.remove(waiter)
+            return False
+
+    async def put_async(self, unrolls: Unrolls, give_up: Callable[[], bool] | None = None,
+                        poll: float = 0.5) -> bool:
+        """Append from an event loop, after the puts already waiting: waits for room on an
+        asyncio future that ``get`` sets from its thread, so a waiting stream holds no
+        thread and the loop serves the others. ``give_up`` is asked before and every
+        ``poll`` s while waiting; True withdraws the put (returns False). Raises QueueClosed
+        once closed. Cancelled while waiting, the put is withdrawn (unless already in)."""
+        if give_up is not None and give_up():
+            return False
+        with self._cond:
+            if self._try_append(unrolls):
+                return True
+            waiter = _PutWaiter(unrolls, asyncio.get_running_loop().create_future())
+            self._waiters.append(waiter)
+        try:
+            while not waiter.future.done():
+                await asyncio.wait((waiter.future,), timeout=None if give_up is None else poll)
+                if not waiter.future.done() and give_up is not None and give_up():
+                    return not self._withdraw(waiter)
+        except asyncio.CancelledError:
+            self._withdraw(waiter)
+            raise
+        if not waiter.future.result():
+            raise QueueClosed
+        return True
+
+    def _try_append(self, unrolls: Unrolls) -> bool:
+        """Under the lock: append at once if open, nobody waits and there is room."""
+        if self._closed:
+            raise QueueClosed
+        if self._waiters or self._size >= self.capacity:
+            return False
+        self._parts.append(unrolls)
+        self._size += unrolls.size
+        self._cond.notify_all()
+        return True
+
+    def _withdraw(self, waiter: _PutWaiter) -> bool:
+        """Take a waiting put out of the line; False when it was admitted already."""
+        with self._cond:
+            if waiter.admitted or waiter not in self._waiters:
+                return False
+            self._waiters.remove(waiter)
             return True
+
+    def _admit(self) -> None:
+        """Under the lock, after room was freed: append the first waiting puts, in order,
+        while there is room, and wake them (threads by the condition, async puts on their
+        loops)."""
+        while self._waiters and self._size < self.capacity:
+            waiter = self._waiters.popleft()
+            self._parts.append(waiter.unrolls)
+            self._size += waiter.unrolls.size
+            waiter.admitted = True
+            if waiter.future is not None:
+                _settle(waiter.future, True)
+        self._cond.notify_all()
 
     def get(self, batch_size: int, current_version: int,
             timeout: float | None = None) -> Unrolls | None:
-        """Take exactly ``batch_size`` fresh unrolls (None on timeout or when closed)."""
+        """Take exactly ``batch_size`` fresh unrolls (None on timeout or when closed).
+
+        ``timeout`` bounds the whole call, however many parts it takes: one deadline, so a
+        replica's tick waits at most ``--replica-wait`` (learner/training/trainer.py) even
+        while unrolls trickle in, never enough for a batch."""
         taken: list[Unrolls] = []
         need = batch_size
+        deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
             while need > 0:
-                if not self._cond.wait_for(lambda: self._closed or self._size > 0, timeout):
+                left = None if deadline is None else max(0.0, deadline - time.monotonic())
+                if not self._cond.wait_for(lambda: self._closed or self._size > 0, left):
                     break
                 if self._closed:
                     break
@@ -225,7 +334,7 @@ class UnrollQueue:
                 if part.size:
                     taken.append(part)
                     need -= part.size
-                self._cond.notify_all()
+                self._admit()
             if need > 0:  # not enough: put back what we took, in order
                 for part in reversed(taken):
                     self._parts.appendleft(part)

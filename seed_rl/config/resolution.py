@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
+import tomllib
 import types
 import typing
 from dataclasses import dataclass
@@ -34,12 +34,6 @@ from seed_rl.config.fields import (
     fields_for,
     flag_name,
 )
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
-
 
 #: what a bad value's error asks for, by field type
 _EXPECTED = {bool: "true or false", int: "an integer", float: "a number",

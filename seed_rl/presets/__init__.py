@@ -12,14 +12,9 @@ the preset's ``target_return`` is out of reach, e.g. after ``--env-kwargs
 
 from __future__ import annotations
 
-import sys
+import tomllib
 from importlib import resources
 from pathlib import Path
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
 
 #: ``--preset none`` (or ``SEED_RL_PRESET=none``): apply no preset, not even the env's.
 NO_PRESET = "none"
