@@ -19,6 +19,9 @@ stream never delays it.
 Each request may also carry the final observations of environments that a time limit
 truncated this step; their values (the truncation bootstrap) come out of the same forward
 pass, computed with the environment's recurrent state before the reset.
+
+After :meth:`InferenceBatcher.stop` every waiting request and every later one is answered
+with :class:`BatcherStopped` (a batch already running finishes); nothing is left waiting.
 """
 
 from __future__ import annotations
@@ -129,13 +132,16 @@ class InferenceBatcher:
                 loop.call_soon_threadsafe(self._fail_pending,
                                           BatcherStopped("the learner is shutting down"))
 
+    def _stop_error(self) -> BaseException:
+        return self.failure or BatcherStopped("the learner is shutting down")
+
     def submit(self, request: InferenceRequest) -> InferenceRequest:
         """Queue ``request`` (on the serving loop); its waiter is done once it is answered."""
         self._loop = loop = asyncio.get_running_loop()
         if request.waiter is None:
             request.waiter = loop.create_future()
         if self._stopped:
-            request.error = self.failure or BatcherStopped("the learner is shutting down")
+            request.error = self._stop_error()
             answer([request])
             return request
         if not self._pending:
@@ -152,7 +158,11 @@ class InferenceBatcher:
 
     def _flush(self) -> None:
         """Start a batch of the oldest waiting requests, up to ``max_batch`` environments
-        (one request larger than that is a batch of its own)."""
+        (one request larger than that is a batch of its own); after stop(), answer the
+        waiting requests with the stop error instead (a timer may fire after it)."""
+        if self._stopped:
+            self._fail_pending(self._stop_error())
+            return
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -169,10 +179,15 @@ class InferenceBatcher:
         if self._pending:  # the rest start the next batch, without waiting again
             self._first_arrived = time.perf_counter()
             self._timer = self._loop.call_soon(self._flush)
-        if self._executor is not None:
-            self._executor.submit(self._run, batch, waited)
-        else:
+        if self._executor is None:
             self._run(batch, waited)
+            return
+        try:
+            self._executor.submit(self._run, batch, waited)
+        except RuntimeError:  # stop() shut the executor down since the check above
+            for request in batch:
+                request.error = self._stop_error()
+            answer(batch)
 
     def _run(self, batch: list[InferenceRequest], waited: float) -> None:
         started = time.perf_counter()

@@ -1,11 +1,12 @@
 """The inference batcher on a real event loop: partial batches after the wait, many
-concurrent streams sharing forward passes, each answer to the right caller, inline and on
-the inference thread alike."""
+concurrent streams sharing forward passes, each answer to the right caller, and stop()
+answering everyone, inline and on the inference thread alike."""
 
 from __future__ import annotations
 
 import asyncio
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -165,3 +166,28 @@ def test_no_waiting_once_every_connected_environment_has_asked(threaded):
         assert sizes == [5]
     finally:
         batcher.stop()
+
+
+@both
+def test_a_timer_that_fires_after_stop_answers_with_the_stop_error(threaded):
+    """stop() between the submits and their max_wait timer: the timer must not start a
+    batch (on the thread: into the closed executor, raising in a loop callback and losing
+    the requests; inline: answering them with actions after stop). Every request gets
+    BatcherStopped and nothing reaches the loop's exception handler."""
+    batcher = make_batcher(1000, 0.05, [], threaded)
+    errors: list[dict] = []
+
+    async def main() -> list[InferenceRequest]:
+        asyncio.get_running_loop().set_exception_handler(lambda _, context: errors.append(context))
+        requests = [batcher.submit(request([i])) for i in range(3)]
+        time.sleep(0.1)  # hold the loop past max_wait: the timer is due, not run yet
+        await asyncio.sleep(0)  # next turn: the due timer is queued right behind this step
+        batcher.stop()  # so it runs before anything stop() hands the loop
+        await asyncio.wait_for(asyncio.gather(*(r.waiter for r in requests)), 2)
+        await asyncio.sleep(0.1)
+        return requests
+
+    requests = asyncio.run(main())
+    assert [type(r.error) for r in requests] == [BatcherStopped] * 3
+    assert all(r.actions is None for r in requests)
+    assert errors == []
