@@ -2,13 +2,15 @@
 
 Stream handlers (coroutines on the serving loop, learner/serving/service.py) submit one
 :class:`InferenceRequest` per actor message (K environments) and await it. The batcher
-gathers requests on that same loop until ``max_batch`` environments are waiting, or every
-connected environment is, or ``max_wait`` has passed since the first one arrived (a partial
-batch still runs, so one slow or frozen actor never stalls the others), then runs the model
-once under ``torch.inference_mode()``, samples the actions from the model's action
-distribution (learner/training/policies.py) and hands each request its slice. Every request waiting
-when a batch starts is in it (up to ``max_batch``), in arrival order: no stream is passed
-over.
+gathers requests on that same loop and starts a batch once ``max_batch`` environments are
+waiting, or every connected environment is, or ``max_wait`` has passed since the first one
+arrived (a partial batch still runs, so one slow or frozen actor never stalls the others);
+with the forward pass on the inference thread, also only once the previous batch is done:
+requests that arrive during a forward pass gather into the next batch, which starts when
+it ends, instead of queueing small batches behind it. It runs the model once under
+``torch.inference_mode()``, samples the actions from the model's action distribution
+(learner/training/policies.py) and hands each request its slice. Every request waiting when
+a batch starts is in it (up to ``max_batch``), in arrival order: no stream is passed over.
 
 Where the forward pass runs: on a CPU device inline on the loop (a hand-over to another
 thread costs more than a small model's forward pass, and the GIL makes it wait for the
@@ -110,6 +112,8 @@ class InferenceBatcher:
         self._pending_envs = 0
         self._first_arrived = 0.0
         self._timer: asyncio.TimerHandle | None = None
+        self._overdue = False  # max_wait has passed: start the next batch as soon as it can
+        self._running = False  # a batch is on the inference thread
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopped = False
         self.failure: BaseException | None = None
@@ -146,28 +150,38 @@ class InferenceBatcher:
             return request
         if not self._pending:
             self._first_arrived = time.perf_counter()
-            self._timer = loop.call_later(self.max_wait_s, self._flush)
+            self._timer = loop.call_later(self.max_wait_s, self._on_timer)
         self._pending.append(request)
         self._pending_envs += request.num_envs
-        target = self.max_batch
-        if self.connected_envs is not None:
-            target = max(1, min(target, self.connected_envs()))
-        if self._pending_envs >= target:
-            self._flush()
+        self._maybe_flush()
         return request
 
-    def _flush(self) -> None:
-        """Start a batch of the oldest waiting requests, up to ``max_batch`` environments
-        (one request larger than that is a batch of its own); after stop(), answer the
-        waiting requests with the stop error instead (a timer may fire after it)."""
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._overdue = True
+        self._maybe_flush()
+
+    def _maybe_flush(self) -> None:
+        """Start a batch if one is ready and none is running; after stop(), answer the
+        waiting requests with the stop error instead."""
         if self._stopped:
             self._fail_pending(self._stop_error())
             return
+        if not self._pending or self._running:
+            return  # a running batch ends in _batch_done, which looks again
+        target = self.max_batch
+        if self.connected_envs is not None:
+            target = max(1, min(target, self.connected_envs()))
+        if self._overdue or self._pending_envs >= target:
+            self._flush()
+
+    def _flush(self) -> None:
+        """Start a batch of the oldest waiting requests, up to ``max_batch`` environments
+        (one request larger than that is a batch of its own)."""
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        if not self._pending:
-            return
+        self._overdue = False
         batch, envs = [], 0
         while self._pending and (not batch or envs + self._pending[0].num_envs
                                  <= self.max_batch):
@@ -175,19 +189,35 @@ class InferenceBatcher:
             batch.append(request)
             envs += request.num_envs
         self._pending_envs -= envs
-        waited = time.perf_counter() - self._first_arrived
+        now = time.perf_counter()
+        waited = now - self._first_arrived
         if self._pending:  # the rest start the next batch, without waiting again
-            self._first_arrived = time.perf_counter()
-            self._timer = self._loop.call_soon(self._flush)
+            self._first_arrived = now
+            self._overdue = True
+            self._loop.call_soon(self._maybe_flush)
         if self._executor is None:
             self._run(batch, waited)
             return
+        self._running = True
         try:
-            self._executor.submit(self._run, batch, waited)
-        except RuntimeError:  # stop() shut the executor down since the check above
+            self._executor.submit(self._run_on_thread, batch, waited)
+        except RuntimeError:  # stop() shut the executor down since _maybe_flush looked
+            self._running = False
             for request in batch:
                 request.error = self._stop_error()
             answer(batch)
+
+    def _run_on_thread(self, batch: list[InferenceRequest], waited: float) -> None:
+        try:
+            self._run(batch, waited)
+        finally:
+            with contextlib.suppress(RuntimeError):  # the loop closed: nobody waits
+                self._loop.call_soon_threadsafe(self._batch_done)
+
+    def _batch_done(self) -> None:
+        """The inference thread is free: start what gathered meanwhile, if it is ready."""
+        self._running = False
+        self._maybe_flush()
 
     def _run(self, batch: list[InferenceRequest], waited: float) -> None:
         started = time.perf_counter()

@@ -1,6 +1,7 @@
 """The inference batcher on a real event loop: partial batches after the wait, many
-concurrent streams sharing forward passes, each answer to the right caller, and stop()
-answering everyone, inline and on the inference thread alike."""
+concurrent streams sharing forward passes, each answer to the right caller, one batch in
+flight on the inference thread, and stop() answering everyone, inline and on the inference
+thread alike."""
 
 from __future__ import annotations
 
@@ -166,6 +167,46 @@ def test_no_waiting_once_every_connected_environment_has_asked(threaded):
         assert sizes == [5]
     finally:
         batcher.stop()
+
+
+def test_requests_arriving_during_a_forward_pass_start_together_after_it():
+    """On the inference thread one batch runs at a time: requests whose max_wait passes
+    while it runs gather, and all start in one batch when it ends, not one batch each
+    queued behind it."""
+
+    class SlowModel(EchoModel):
+        def __init__(self):
+            super().__init__()
+            self.entered, self.release = threading.Event(), threading.Event()
+
+        def forward(self, *args):
+            self.entered.set()
+            assert self.release.wait(10), "the test never released the forward pass"
+            return super().forward(*args)
+
+    sizes: list[int] = []
+    model = SlowModel()
+    batcher = make_batcher(1000, 0.01, sizes, True, model=model)
+
+    async def main() -> list[InferenceRequest]:
+        first = batcher.submit(request([0]))
+        assert await asyncio.to_thread(model.entered.wait, 5)  # it runs, and blocks
+        later = []
+        for i in range(1, 5):
+            later.append(batcher.submit(request([i])))
+            await asyncio.sleep(0.05)  # five times its max_wait
+        assert not first.waiter.done() and sizes == []
+        model.release.set()
+        await asyncio.wait_for(asyncio.gather(first.waiter, *(r.waiter for r in later)), 5)
+        return [first, *later]
+
+    try:
+        requests = asyncio.run(main())
+    finally:
+        model.release.set()
+        batcher.stop()
+    assert [r.actions.tolist() for r in requests] == [[i] for i in range(5)]
+    assert sizes == [1, 4]
 
 
 @both
