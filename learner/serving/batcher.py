@@ -3,7 +3,7 @@
 Stream handlers (coroutines on the serving loop, learner/serving/service.py) submit one
 :class:`InferenceRequest` per actor message (K environments) and await it. The batcher
 gathers requests on that same loop and starts a batch once ``max_batch`` environments are
-waiting, or every connected environment is, or ``max_wait`` has passed since the first one
+waiting, or every *due* environment is, or ``max_wait`` has passed since the first one
 arrived (a partial batch still runs, so one slow or frozen actor never stalls the others);
 with the forward pass on the inference thread, also only once the previous batch is done:
 requests that arrive during a forward pass gather into the next batch, which starts when
@@ -11,6 +11,19 @@ it ends, instead of queueing small batches behind it. It runs the model once und
 ``torch.inference_mode()``, samples the actions from the model's action distribution
 (learner/training/policies.py) and hands each request its slice. Every request waiting when
 a batch starts is in it (up to ``max_batch``), in arrival order: no stream is passed over.
+
+Who is due: a session (one stream; :attr:`InferenceRequest.session`) whose request went
+into batch n is away, at inference and then stepping its environments, until its next
+request. Sessions of one batch step together and come back together, so a batch waits for
+the away sessions of batch c, the one the oldest waiting request's session was last in
+(with one env group, usually every actor), and for connected environments not served yet;
+not for sessions away since another batch: one from a later batch is still stepping (with
+env groups, actors/groups.py, each actor's other group: it comes back only after this
+batch is answered), one from an earlier batch is late, and waiting for either only holds
+the batch until ``max_wait``. In numbers: it starts once the waiting environments reach
+min(``max_batch``, connected - away since a batch other than c). While no waiting request
+was served before, every away session counts as not due; a request without a session
+(tests, tools) is never away, so then it is every connected environment, as before.
 
 Where the forward pass runs: on a CPU device inline on the loop (a hand-over to another
 thread costs more than a small model's forward pass, and the GIL makes it wait for the
@@ -56,7 +69,9 @@ class InferenceRequest:
     final_env_indices: np.ndarray  # [F] int: envs whose final observation follows
     final_observations: np.ndarray  # [F, *row_shape]
     greedy: bool = False  # the most likely actions (argmax, Gaussian mean), not samples
+    session: str | None = None  # the stream's session id: who is due (module docstring)
     # Filled by the batcher:
+    previous_batch: int | None = None  # the batch of the session's previous request
     actions: np.ndarray | None = None  # [K, *action_shape]: int64 0-based, or float32
     policy_params: np.ndarray | None = None  # [K, P] float32: mu(.|x_t)
     final_values: np.ndarray | None = None  # [F] float32
@@ -103,7 +118,7 @@ class InferenceBatcher:
         self.max_wait_s = max_wait_s
         # (environments in the batch, seconds the first one waited, seconds of inference)
         self.on_batch = on_batch
-        # Environments that can be waiting at all: no point waiting for more than these.
+        # Environments of open streams: no point waiting for more than these.
         self.connected_envs = connected_envs
         self.threaded = device.type == "cuda" if threaded is None else threaded
         self._executor: ThreadPoolExecutor | None = None
@@ -117,6 +132,13 @@ class InferenceBatcher:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopped = False
         self.failure: BaseException | None = None
+        # Who is due (module docstring): each away session's batch and envs, the envs away
+        # per batch, and c: the batch the oldest waiting request's session was last in.
+        self._batches = 0  # batches started so far: the last one's number
+        self._away: dict[str, tuple[int, int]] = {}  # session -> (batch, envs)
+        self._away_envs: collections.Counter[int] = collections.Counter()
+        self._away_total = 0
+        self._cohort: int | None = None
 
     def start(self) -> None:
         if self.threaded:
@@ -148,13 +170,44 @@ class InferenceBatcher:
             request.error = self._stop_error()
             answer([request])
             return request
+        self._come_back(request)
         if not self._pending:
             self._first_arrived = time.perf_counter()
             self._timer = loop.call_later(self.max_wait_s, self._on_timer)
         self._pending.append(request)
         self._pending_envs += request.num_envs
+        if self._cohort is None:
+            self._cohort = request.previous_batch
         self._maybe_flush()
         return request
+
+    def _come_back(self, request: InferenceRequest) -> None:
+        """``request``'s session is no longer away; note the batch it was away since."""
+        away = self._away.pop(request.session, None)  # never None: only sessions go away
+        if away is not None:
+            request.previous_batch = away[0]
+            self._count_away(*away, -1)
+
+    def forget(self, session: str) -> None:
+        """``session`` closed (on the serving loop): stop expecting it back."""
+        away = self._away.pop(session, None)
+        if away is not None:
+            self._count_away(*away, -1)
+        for request in self._pending:  # its last request is still answered, then forgotten
+            if request.session == session:
+                request.session = None
+
+    def _count_away(self, batch: int, envs: int, sign: int) -> None:
+        self._away_envs[batch] += sign * envs
+        self._away_total += sign * envs
+        if not self._away_envs[batch]:
+            del self._away_envs[batch]
+
+    def _due_envs(self) -> int:
+        """Connected environments that are waiting or expected before max_wait: all but
+        those of sessions away since a batch other than the oldest waiting request's."""
+        not_due = self._away_total - self._away_envs.get(self._cohort, 0)
+        return self.connected_envs() - not_due
 
     def _on_timer(self) -> None:
         self._timer = None
@@ -171,7 +224,7 @@ class InferenceBatcher:
             return  # a running batch ends in _batch_done, which looks again
         target = self.max_batch
         if self.connected_envs is not None:
-            target = max(1, min(target, self.connected_envs()))
+            target = max(1, min(target, self._due_envs()))
         if self._overdue or self._pending_envs >= target:
             self._flush()
 
@@ -191,6 +244,14 @@ class InferenceBatcher:
         self._pending_envs -= envs
         now = time.perf_counter()
         waited = now - self._first_arrived
+        self._batches += 1
+        for request in batch:
+            if request.session is not None:
+                self._come_back(request)  # a no-op unless a session sent two at once
+                self._away[request.session] = (self._batches, request.num_envs)
+                self._count_away(self._batches, request.num_envs, +1)
+        self._cohort = next((r.previous_batch for r in self._pending
+                             if r.previous_batch is not None), None)
         if self._pending:  # the rest start the next batch, without waiting again
             self._first_arrived = now
             self._overdue = True
@@ -248,6 +309,7 @@ class InferenceBatcher:
         failed = list(self._pending)
         self._pending.clear()
         self._pending_envs = 0
+        self._cohort = None
         for request in failed:
             request.error = error
         answer(failed)

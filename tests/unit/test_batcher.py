@@ -1,7 +1,7 @@
 """The inference batcher on a real event loop: partial batches after the wait, many
-concurrent streams sharing forward passes, each answer to the right caller, one batch in
-flight on the inference thread, and stop() answering everyone, inline and on the inference
-thread alike."""
+concurrent streams sharing forward passes, each answer to the right caller, who is due
+(sessions still stepping are not waited for), one batch in flight on the inference thread,
+and stop() answering everyone, inline and on the inference thread alike."""
 
 from __future__ import annotations
 
@@ -43,12 +43,13 @@ def make_batcher(max_batch: int, max_wait_s: float, sizes: list[int], threaded: 
     return batcher
 
 
-def request(values, finals=()) -> InferenceRequest:
+def request(values, finals=(), session: str | None = None) -> InferenceRequest:
     obs = np.asarray(values, np.float32)[:, None]
     return InferenceRequest(
         observations=obs, episode_start=np.zeros(len(obs), bool), core_state=(),
         final_env_indices=np.arange(len(finals)),
-        final_observations=np.asarray(finals, np.float32).reshape(-1, 1), greedy=True)
+        final_observations=np.asarray(finals, np.float32).reshape(-1, 1), greedy=True,
+        session=session)
 
 
 async def ask(batcher: InferenceBatcher, values, finals=(), timeout: float = 10.0):
@@ -167,6 +168,114 @@ def test_no_waiting_once_every_connected_environment_has_asked(threaded):
         assert sizes == [5]
     finally:
         batcher.stop()
+
+
+@both
+def test_a_session_still_stepping_is_not_waited_for(threaded):
+    """Two env groups (actors/groups.py): while the learner answers one session, the other
+    steps. A request must not wait for a session answered in another batch and not back
+    yet: each batch starts at once, not after max_wait (10 s here)."""
+    sizes: list[int] = []
+    connected = [2]  # a alone at first; b's stream opens once a is stepping
+    batcher = make_batcher(1000, 10.0, sizes, threaded, connected_envs=lambda: connected[0])
+
+    async def main() -> float:
+        first = batcher.submit(request([1, 2], session="a"))  # every connected env: at once
+        await asyncio.wait_for(first.waiter, 1.0)
+        connected[0] = 4
+        started = time.perf_counter()
+        for round_ in range(3):  # b, then a, each while the other one steps
+            for name in ("b", "a"):
+                req = batcher.submit(request([round_, 3], session=name))
+                await asyncio.wait_for(req.waiter, 1.0)  # a tenth of max_wait at most
+                assert req.error is None and req.actions.tolist() == [round_ % A, 3]
+        return time.perf_counter() - started
+
+    try:
+        elapsed = asyncio.run(main())
+    finally:
+        batcher.stop()
+    assert elapsed < 1.0, f"6 batches took {elapsed:.2f} s: they waited for max_wait"
+    assert sizes == [2] * 7
+
+
+@both
+def test_sessions_answered_together_are_waited_for_together(threaded):
+    """One env group: sessions answered in one batch step together and come back together,
+    so the first one back waits for the others (one batch of all, not one each)."""
+    sizes: list[int] = []
+    batcher = make_batcher(1000, 10.0, sizes, threaded, connected_envs=lambda: 4)
+
+    async def main() -> None:
+        for _ in range(3):
+            a = batcher.submit(request([1, 2], session="a"))
+            await asyncio.sleep(0.2)
+            assert not a.waiter.done(), "a must wait for b, answered in the same batch"
+            b = batcher.submit(request([3, 4], session="b"))
+            await asyncio.wait_for(asyncio.gather(a.waiter, b.waiter), 1.0)
+
+    try:
+        asyncio.run(main())
+    finally:
+        batcher.stop()
+    assert sizes == [4, 4, 4]
+
+
+@both
+def test_a_late_session_holds_back_one_batch_not_every_one(threaded):
+    """A session that does not come back with the others of its batch (slow, frozen) costs
+    that batch max_wait once; later batches, of sessions answered since, do not wait for it."""
+    sizes: list[int] = []
+    batcher = make_batcher(1000, 1.0, sizes, threaded, connected_envs=lambda: 6)
+
+    async def one_round(names: str) -> float:
+        started = time.perf_counter()
+        requests = [batcher.submit(request([i, i], session=name))
+                    for i, name in enumerate(names)]
+        await asyncio.wait_for(asyncio.gather(*(r.waiter for r in requests)), 5.0)
+        return time.perf_counter() - started
+
+    async def main() -> list[float]:
+        return [await one_round("abc"), await one_round("ab"), await one_round("ab"),
+                await one_round("ab")]
+
+    try:
+        took = asyncio.run(main())
+    finally:
+        batcher.stop()
+    assert sizes == [6, 4, 4, 4]
+    assert took[0] < 0.5, "every connected env asked: no wait"
+    assert took[1] > 0.9, "c was answered with a and b: their batch waits for it"
+    assert max(took[2:]) < 0.5, f"c is late, not due: no more waiting for it ({took})"
+
+
+@both
+def test_a_closed_session_is_forgotten(threaded):
+    """forget(): a closed session away since another batch no longer counts, so the others
+    wait for each other again as before it was there (it would make them start early)."""
+    sizes: list[int] = []
+    connected = [4]  # a and b; c's stream opens once they are stepping
+    batcher = make_batcher(1000, 10.0, sizes, threaded, connected_envs=lambda: connected[0])
+
+    async def main() -> None:
+        ab = [batcher.submit(request([1, 2], session=name)) for name in "ab"]
+        await asyncio.wait_for(asyncio.gather(*(r.waiter for r in ab)), 1.0)
+        connected[0] = 6
+        c = batcher.submit(request([3, 4], session="c"))  # alone: a and b are stepping
+        await asyncio.wait_for(c.waiter, 1.0)
+        batcher.forget("c")  # its stream closed: 4 envs connected, a's and b's
+        connected[0] = 4
+        a = batcher.submit(request([1, 2], session="a"))
+        await asyncio.sleep(0.2)
+        assert not a.waiter.done(), "a must wait for b, answered in the same batch"
+        b = batcher.submit(request([1, 2], session="b"))
+        await asyncio.wait_for(asyncio.gather(a.waiter, b.waiter), 1.0)
+
+    try:
+        asyncio.run(main())
+    finally:
+        batcher.stop()
+    assert sizes == [4, 2, 4]
 
 
 def test_requests_arriving_during_a_forward_pass_start_together_after_it():
