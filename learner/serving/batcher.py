@@ -13,17 +13,15 @@ it ends, instead of queueing small batches behind it. It runs the model once und
 a batch starts is in it (up to ``max_batch``), in arrival order: no stream is passed over.
 
 Who is due: a session (one stream; :attr:`InferenceRequest.session`) whose request went
-into batch n is away, at inference and then stepping its environments, until its next
-request. Sessions of one batch step together and come back together, so a batch waits for
-the away sessions of batch c, the one the oldest waiting request's session was last in
-(with one env group, usually every actor), and for connected environments not served yet;
-not for sessions away since another batch: one from a later batch is still stepping (with
-env groups, actors/groups.py, each actor's other group: it comes back only after this
-batch is answered), one from an earlier batch is late, and waiting for either only holds
-the batch until ``max_wait``. In numbers: it starts once the waiting environments reach
-min(``max_batch``, connected - away since a batch other than c). While no waiting request
-was served before, every away session counts as not due; a request without a session
-(tests, tools) is never away, so then it is every connected environment, as before.
+into a batch is away (at inference, then stepping) until its next request. Sessions step
+about equally long, so they come back about as far apart as their batches started. A
+batch waits for connected environments not served yet and for the away sessions whose
+batch started within ``max_wait`` of the one that served its oldest waiting request's
+session (with one env group, usually every actor); not for the others, not expected
+within ``max_wait``: a later one is still stepping (with env groups, actors/groups.py, an
+actor's other group, out of phase on purpose), an earlier one is late (slow, frozen).
+While no waiting request was served before, no away session is due; a request without a
+session (tests, tools) is never away: then it is every connected environment, as before.
 
 Where the forward pass runs: on a CPU device inline on the loop (a hand-over to another
 thread costs more than a small model's forward pass, and the GIL makes it wait for the
@@ -71,7 +69,7 @@ class InferenceRequest:
     greedy: bool = False  # the most likely actions (argmax, Gaussian mean), not samples
     session: str | None = None  # the stream's session id: who is due (module docstring)
     # Filled by the batcher:
-    previous_batch: int | None = None  # the batch of the session's previous request
+    previous_start: float | None = None  # when the batch of the session's last request began
     actions: np.ndarray | None = None  # [K, *action_shape]: int64 0-based, or float32
     policy_params: np.ndarray | None = None  # [K, P] float32: mu(.|x_t)
     final_values: np.ndarray | None = None  # [F] float32
@@ -132,13 +130,13 @@ class InferenceBatcher:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopped = False
         self.failure: BaseException | None = None
-        # Who is due (module docstring): each away session's batch and envs, the envs away
-        # per batch, and c: the batch the oldest waiting request's session was last in.
+        # Who is due (module docstring): each away session's batch and envs, per batch the
+        # envs away and its start, and when the oldest waiting request's session's began.
         self._batches = 0  # batches started so far: the last one's number
         self._away: dict[str, tuple[int, int]] = {}  # session -> (batch, envs)
-        self._away_envs: collections.Counter[int] = collections.Counter()
-        self._away_total = 0
-        self._cohort: int | None = None
+        self._away_envs: dict[int, int] = {}
+        self._started: dict[int, float] = {}
+        self._reference: float | None = None
 
     def start(self) -> None:
         if self.threaded:
@@ -176,16 +174,16 @@ class InferenceBatcher:
             self._timer = loop.call_later(self.max_wait_s, self._on_timer)
         self._pending.append(request)
         self._pending_envs += request.num_envs
-        if self._cohort is None:
-            self._cohort = request.previous_batch
+        if self._reference is None:
+            self._reference = request.previous_start
         self._maybe_flush()
         return request
 
     def _come_back(self, request: InferenceRequest) -> None:
-        """``request``'s session is no longer away; note the batch it was away since."""
+        """``request``'s session is no longer away; note when its last batch started."""
         away = self._away.pop(request.session, None)  # never None: only sessions go away
         if away is not None:
-            request.previous_batch = away[0]
+            request.previous_start = self._started.get(away[0])
             self._count_away(*away, -1)
 
     def forget(self, session: str) -> None:
@@ -198,16 +196,17 @@ class InferenceBatcher:
                 request.session = None
 
     def _count_away(self, batch: int, envs: int, sign: int) -> None:
-        self._away_envs[batch] += sign * envs
-        self._away_total += sign * envs
+        self._away_envs[batch] = self._away_envs.get(batch, 0) + sign * envs
         if not self._away_envs[batch]:
-            del self._away_envs[batch]
+            del self._away_envs[batch], self._started[batch]
 
     def _due_envs(self) -> int:
-        """Connected environments that are waiting or expected before max_wait: all but
-        those of sessions away since a batch other than the oldest waiting request's."""
-        not_due = self._away_total - self._away_envs.get(self._cohort, 0)
-        return self.connected_envs() - not_due
+        """Connected environments waiting or expected within max_wait: all but those of
+        sessions away since a batch that started over max_wait from the reference."""
+        reference, window = self._reference, self.max_wait_s
+        return self.connected_envs() - sum(
+            envs for batch, envs in self._away_envs.items()
+            if reference is None or abs(self._started[batch] - reference) > window)
 
     def _on_timer(self) -> None:
         self._timer = None
@@ -249,9 +248,10 @@ class InferenceBatcher:
             if request.session is not None:
                 self._come_back(request)  # a no-op unless a session sent two at once
                 self._away[request.session] = (self._batches, request.num_envs)
+                self._started[self._batches] = now
                 self._count_away(self._batches, request.num_envs, +1)
-        self._cohort = next((r.previous_batch for r in self._pending
-                             if r.previous_batch is not None), None)
+        self._reference = next((r.previous_start for r in self._pending
+                                if r.previous_start is not None), None)
         if self._pending:  # the rest start the next batch, without waiting again
             self._first_arrived = now
             self._overdue = True
@@ -309,7 +309,7 @@ class InferenceBatcher:
         failed = list(self._pending)
         self._pending.clear()
         self._pending_envs = 0
-        self._cohort = None
+        self._reference = None
         for request in failed:
             request.error = error
         answer(failed)

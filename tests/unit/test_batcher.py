@@ -173,30 +173,32 @@ def test_no_waiting_once_every_connected_environment_has_asked(threaded):
 @both
 def test_a_session_still_stepping_is_not_waited_for(threaded):
     """Two env groups (actors/groups.py): while the learner answers one session, the other
-    steps. A request must not wait for a session answered in another batch and not back
-    yet: each batch starts at once, not after max_wait (10 s here)."""
+    steps, out of phase. A request must not wait for a session whose batch started more
+    than max_wait after its own session's last one (not expected back within max_wait):
+    each batch starts at once, not after max_wait."""
     sizes: list[int] = []
-    connected = [2]  # a alone at first; b's stream opens once a is stepping
-    batcher = make_batcher(1000, 10.0, sizes, threaded, connected_envs=lambda: connected[0])
+    connected = [2]  # a alone at first; b's stream opens half a cycle later
+    batcher = make_batcher(1000, 0.2, sizes, threaded, connected_envs=lambda: connected[0])
 
-    async def main() -> float:
-        first = batcher.submit(request([1, 2], session="a"))  # every connected env: at once
-        await asyncio.wait_for(first.waiter, 1.0)
-        connected[0] = 4
-        started = time.perf_counter()
-        for round_ in range(3):  # b, then a, each while the other one steps
-            for name in ("b", "a"):
-                req = batcher.submit(request([round_, 3], session=name))
-                await asyncio.wait_for(req.waiter, 1.0)  # a tenth of max_wait at most
-                assert req.error is None and req.actions.tolist() == [round_ % A, 3]
-        return time.perf_counter() - started
+    async def main() -> list[float]:
+        took = []
+        for step, name in enumerate("abab"):  # a steps 1 s, b likewise, 0.5 s later
+            if step:
+                await asyncio.sleep(0.5)
+            connected[0] = 4 if step else 2
+            started = time.perf_counter()
+            req = batcher.submit(request([step, 3], session=name))
+            await asyncio.wait_for(req.waiter, 2.0)
+            took.append(time.perf_counter() - started)
+            assert req.error is None and req.actions.tolist() == [step % A, 3]
+        return took
 
     try:
-        elapsed = asyncio.run(main())
+        took = asyncio.run(main())
     finally:
         batcher.stop()
-    assert elapsed < 1.0, f"6 batches took {elapsed:.2f} s: they waited for max_wait"
-    assert sizes == [2] * 7
+    assert max(took) < 0.1, f"answers took {took} s: they waited for max_wait (0.2 s)"
+    assert sizes == [2] * 4
 
 
 @both
@@ -222,18 +224,47 @@ def test_sessions_answered_together_are_waited_for_together(threaded):
 
 
 @both
+def test_sessions_answered_close_together_merge_into_one_batch(threaded):
+    """Two sessions answered in two batches a moment apart (well within max_wait) are
+    expected back a moment apart: the first one back waits for the other, so they share
+    the next batch instead of staying apart for good."""
+    sizes: list[int] = []
+    connected = [2]
+    batcher = make_batcher(1000, 10.0, sizes, threaded, connected_envs=lambda: connected[0])
+
+    async def main() -> None:
+        a = batcher.submit(request([1, 2], session="a"))  # the only connected env: at once
+        await asyncio.wait_for(a.waiter, 1.0)
+        connected[0] = 4
+        b = batcher.submit(request([3, 4], session="b"))  # not served yet: a not due
+        await asyncio.wait_for(b.waiter, 1.0)
+        a = batcher.submit(request([1, 2], session="a"))
+        await asyncio.sleep(0.2)
+        assert not a.waiter.done(), "a must wait for b, answered just after it"
+        b = batcher.submit(request([3, 4], session="b"))
+        await asyncio.wait_for(asyncio.gather(a.waiter, b.waiter), 1.0)
+
+    try:
+        asyncio.run(main())
+    finally:
+        batcher.stop()
+    assert sizes == [2, 2, 4]
+
+
+@both
 def test_a_late_session_holds_back_one_batch_not_every_one(threaded):
     """A session that does not come back with the others of its batch (slow, frozen) costs
     that batch max_wait once; later batches, of sessions answered since, do not wait for it."""
     sizes: list[int] = []
-    batcher = make_batcher(1000, 1.0, sizes, threaded, connected_envs=lambda: 6)
+    batcher = make_batcher(1000, 0.5, sizes, threaded, connected_envs=lambda: 6)
 
     async def one_round(names: str) -> float:
         started = time.perf_counter()
         requests = [batcher.submit(request([i, i], session=name))
                     for i, name in enumerate(names)]
         await asyncio.wait_for(asyncio.gather(*(r.waiter for r in requests)), 5.0)
-        return time.perf_counter() - started
+        await asyncio.sleep(0.3)  # they step
+        return time.perf_counter() - started - 0.3
 
     async def main() -> list[float]:
         return [await one_round("abc"), await one_round("ab"), await one_round("ab"),
@@ -244,29 +275,30 @@ def test_a_late_session_holds_back_one_batch_not_every_one(threaded):
     finally:
         batcher.stop()
     assert sizes == [6, 4, 4, 4]
-    assert took[0] < 0.5, "every connected env asked: no wait"
-    assert took[1] > 0.9, "c was answered with a and b: their batch waits for it"
-    assert max(took[2:]) < 0.5, f"c is late, not due: no more waiting for it ({took})"
+    assert took[0] < 0.25, "every connected env asked: no wait"
+    assert took[1] > 0.45, "c was answered with a and b: their batch waits for it"
+    assert max(took[2:]) < 0.25, f"c is late, not due: no more waiting for it ({took})"
 
 
 @both
 def test_a_closed_session_is_forgotten(threaded):
-    """forget(): a closed session away since another batch no longer counts, so the others
-    wait for each other again as before it was there (it would make them start early)."""
+    """forget(): a closed session no longer counts as away (it would count as not due and
+    let the others start before all of theirs are back)."""
     sizes: list[int] = []
     connected = [4]  # a and b; c's stream opens once they are stepping
-    batcher = make_batcher(1000, 10.0, sizes, threaded, connected_envs=lambda: connected[0])
+    batcher = make_batcher(1000, 0.4, sizes, threaded, connected_envs=lambda: connected[0])
 
     async def main() -> None:
         ab = [batcher.submit(request([1, 2], session=name)) for name in "ab"]
         await asyncio.wait_for(asyncio.gather(*(r.waiter for r in ab)), 1.0)
+        await asyncio.sleep(1.0)
         connected[0] = 6
         c = batcher.submit(request([3, 4], session="c"))  # alone: a and b are stepping
         await asyncio.wait_for(c.waiter, 1.0)
         batcher.forget("c")  # its stream closed: 4 envs connected, a's and b's
         connected[0] = 4
         a = batcher.submit(request([1, 2], session="a"))
-        await asyncio.sleep(0.2)
+        await asyncio.sleep(0.15)
         assert not a.waiter.done(), "a must wait for b, answered in the same batch"
         b = batcher.submit(request([1, 2], session="b"))
         await asyncio.wait_for(asyncio.gather(a.waiter, b.waiter), 1.0)
