@@ -2,13 +2,26 @@
 
 Stream handlers (coroutines on the serving loop, learner/serving/service.py) submit one
 :class:`InferenceRequest` per actor message (K environments) and await it. The batcher
-gathers requests on that same loop until ``max_batch`` environments are waiting, or every
-connected environment is, or ``max_wait`` has passed since the first one arrived (a partial
-batch still runs, so one slow or frozen actor never stalls the others), then runs the model
-once under ``torch.inference_mode()``, samples the actions from the model's action
-distribution (learner/training/policies.py) and hands each request its slice. Every request waiting
-when a batch starts is in it (up to ``max_batch``), in arrival order: no stream is passed
-over.
+gathers requests on that same loop and starts a batch once ``max_batch`` environments are
+waiting, or every *due* environment is, or ``max_wait`` has passed since the first one
+arrived (a partial batch still runs, so one slow or frozen actor never stalls the others);
+with the forward pass on the inference thread, also only once the previous batch is done:
+requests that arrive during a forward pass gather into the next batch, which starts when
+it ends, instead of queueing small batches behind it. It runs the model once under
+``torch.inference_mode()``, samples the actions from the model's action distribution
+(learner/training/policies.py) and hands each request its slice. Every request waiting when
+a batch starts is in it (up to ``max_batch``), in arrival order: no stream is passed over.
+
+Who is due: a session (one stream; :attr:`InferenceRequest.session`) whose request went
+into a batch is away (at inference, then stepping) until its next request. Sessions step
+about equally long, so they come back about as far apart as their batches started. A
+batch waits for connected environments not served yet and for the away sessions whose
+batch started within ``max_wait`` of the one that served its oldest waiting request's
+session (with one env group, usually every actor); not for the others, not expected
+within ``max_wait``: a later one is still stepping (with env groups, actors/groups.py, an
+actor's other group, out of phase on purpose), an earlier one is late (slow, frozen).
+While no waiting request was served before, no away session is due; a request without a
+session (tests, tools) is never away: then it is every connected environment, as before.
 
 Where the forward pass runs: on a CPU device inline on the loop (a hand-over to another
 thread costs more than a small model's forward pass, and the GIL makes it wait for the
@@ -19,6 +32,9 @@ stream never delays it.
 Each request may also carry the final observations of environments that a time limit
 truncated this step; their values (the truncation bootstrap) come out of the same forward
 pass, computed with the environment's recurrent state before the reset.
+
+After :meth:`InferenceBatcher.stop` every waiting request and every later one is answered
+with :class:`BatcherStopped` (a batch already running finishes); nothing is left waiting.
 """
 
 from __future__ import annotations
@@ -51,7 +67,9 @@ class InferenceRequest:
     final_env_indices: np.ndarray  # [F] int: envs whose final observation follows
     final_observations: np.ndarray  # [F, *row_shape]
     greedy: bool = False  # the most likely actions (argmax, Gaussian mean), not samples
+    session: str | None = None  # the stream's session id: who is due (module docstring)
     # Filled by the batcher:
+    previous_start: float | None = None  # when the batch of the session's last request began
     actions: np.ndarray | None = None  # [K, *action_shape]: int64 0-based, or float32
     policy_params: np.ndarray | None = None  # [K, P] float32: mu(.|x_t)
     final_values: np.ndarray | None = None  # [F] float32
@@ -98,7 +116,7 @@ class InferenceBatcher:
         self.max_wait_s = max_wait_s
         # (environments in the batch, seconds the first one waited, seconds of inference)
         self.on_batch = on_batch
-        # Environments that can be waiting at all: no point waiting for more than these.
+        # Environments of open streams: no point waiting for more than these.
         self.connected_envs = connected_envs
         self.threaded = device.type == "cuda" if threaded is None else threaded
         self._executor: ThreadPoolExecutor | None = None
@@ -107,9 +125,18 @@ class InferenceBatcher:
         self._pending_envs = 0
         self._first_arrived = 0.0
         self._timer: asyncio.TimerHandle | None = None
+        self._overdue = False  # max_wait has passed: start the next batch as soon as it can
+        self._running = False  # a batch is on the inference thread
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopped = False
         self.failure: BaseException | None = None
+        # Who is due (module docstring): each away session's batch and envs, per batch the
+        # envs away and its start, and when the oldest waiting request's session's began.
+        self._batches = 0  # batches started so far: the last one's number
+        self._away: dict[str, tuple[int, int]] = {}  # session -> (batch, envs)
+        self._away_envs: dict[int, int] = {}
+        self._started: dict[int, float] = {}
+        self._reference: float | None = None
 
     def start(self) -> None:
         if self.threaded:
@@ -129,26 +156,76 @@ class InferenceBatcher:
                 loop.call_soon_threadsafe(self._fail_pending,
                                           BatcherStopped("the learner is shutting down"))
 
+    def _stop_error(self) -> BaseException:
+        return self.failure or BatcherStopped("the learner is shutting down")
+
     def submit(self, request: InferenceRequest) -> InferenceRequest:
         """Queue ``request`` (on the serving loop); its waiter is done once it is answered."""
         self._loop = loop = asyncio.get_running_loop()
         if request.waiter is None:
             request.waiter = loop.create_future()
         if self._stopped:
-            request.error = self.failure or BatcherStopped("the learner is shutting down")
+            request.error = self._stop_error()
             answer([request])
             return request
+        self._come_back(request)
         if not self._pending:
             self._first_arrived = time.perf_counter()
-            self._timer = loop.call_later(self.max_wait_s, self._flush)
+            self._timer = loop.call_later(self.max_wait_s, self._on_timer)
         self._pending.append(request)
         self._pending_envs += request.num_envs
+        if self._reference is None:
+            self._reference = request.previous_start
+        self._maybe_flush()
+        return request
+
+    def _come_back(self, request: InferenceRequest) -> None:
+        """``request``'s session is no longer away; note when its last batch started."""
+        away = self._away.pop(request.session, None)  # never None: only sessions go away
+        if away is not None:
+            request.previous_start = self._started.get(away[0])
+            self._count_away(*away, -1)
+
+    def forget(self, session: str) -> None:
+        """``session`` closed (on the serving loop): stop expecting it back."""
+        away = self._away.pop(session, None)
+        if away is not None:
+            self._count_away(*away, -1)
+        for request in self._pending:  # its last request is still answered, then forgotten
+            if request.session == session:
+                request.session = None
+
+    def _count_away(self, batch: int, envs: int, sign: int) -> None:
+        self._away_envs[batch] = self._away_envs.get(batch, 0) + sign * envs
+        if not self._away_envs[batch]:
+            del self._away_envs[batch], self._started[batch]
+
+    def _due_envs(self) -> int:
+        """Connected environments waiting or expected within max_wait: all but those of
+        sessions away since a batch that started over max_wait from the reference."""
+        reference, window = self._reference, self.max_wait_s
+        return self.connected_envs() - sum(
+            envs for batch, envs in self._away_envs.items()
+            if reference is None or abs(self._started[batch] - reference) > window)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._overdue = True
+        self._maybe_flush()
+
+    def _maybe_flush(self) -> None:
+        """Start a batch if one is ready and none is running; after stop(), answer the
+        waiting requests with the stop error instead."""
+        if self._stopped:
+            self._fail_pending(self._stop_error())
+            return
+        if not self._pending or self._running:
+            return  # a running batch ends in _batch_done, which looks again
         target = self.max_batch
         if self.connected_envs is not None:
-            target = max(1, min(target, self.connected_envs()))
-        if self._pending_envs >= target:
+            target = max(1, min(target, self._due_envs()))
+        if self._overdue or self._pending_envs >= target:
             self._flush()
-        return request
 
     def _flush(self) -> None:
         """Start a batch of the oldest waiting requests, up to ``max_batch`` environments
@@ -156,8 +233,7 @@ class InferenceBatcher:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        if not self._pending:
-            return
+        self._overdue = False
         batch, envs = [], 0
         while self._pending and (not batch or envs + self._pending[0].num_envs
                                  <= self.max_batch):
@@ -165,14 +241,44 @@ class InferenceBatcher:
             batch.append(request)
             envs += request.num_envs
         self._pending_envs -= envs
-        waited = time.perf_counter() - self._first_arrived
+        now = time.perf_counter()
+        waited = now - self._first_arrived
+        self._batches += 1
+        for request in batch:
+            if request.session is not None:
+                self._come_back(request)  # a no-op unless a session sent two at once
+                self._away[request.session] = (self._batches, request.num_envs)
+                self._started[self._batches] = now
+                self._count_away(self._batches, request.num_envs, +1)
+        self._reference = next((r.previous_start for r in self._pending
+                                if r.previous_start is not None), None)
         if self._pending:  # the rest start the next batch, without waiting again
-            self._first_arrived = time.perf_counter()
-            self._timer = self._loop.call_soon(self._flush)
-        if self._executor is not None:
-            self._executor.submit(self._run, batch, waited)
-        else:
+            self._first_arrived = now
+            self._overdue = True
+            self._loop.call_soon(self._maybe_flush)
+        if self._executor is None:
             self._run(batch, waited)
+            return
+        self._running = True
+        try:
+            self._executor.submit(self._run_on_thread, batch, waited)
+        except RuntimeError:  # stop() shut the executor down since _maybe_flush looked
+            self._running = False
+            for request in batch:
+                request.error = self._stop_error()
+            answer(batch)
+
+    def _run_on_thread(self, batch: list[InferenceRequest], waited: float) -> None:
+        try:
+            self._run(batch, waited)
+        finally:
+            with contextlib.suppress(RuntimeError):  # the loop closed: nobody waits
+                self._loop.call_soon_threadsafe(self._batch_done)
+
+    def _batch_done(self) -> None:
+        """The inference thread is free: start what gathered meanwhile, if it is ready."""
+        self._running = False
+        self._maybe_flush()
 
     def _run(self, batch: list[InferenceRequest], waited: float) -> None:
         started = time.perf_counter()
@@ -203,6 +309,7 @@ class InferenceBatcher:
         failed = list(self._pending)
         self._pending.clear()
         self._pending_envs = 0
+        self._reference = None
         for request in failed:
             request.error = error
         answer(failed)

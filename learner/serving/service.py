@@ -224,6 +224,7 @@ class LearnerServicer(pb_grpc.LearnerServicer):
             # Unfinished unrolls are dropped, never trained on nor resumed by a new session.
             partial = session.num_envs if session.builder.row > 0 else 0
             self.dropped_partial_unrolls += partial
+        self.batcher.forget(session.session_id)  # no longer due (on the loop, as here)
         log.info("actor %s (run %s) disconnected: %s; %d partial unrolls dropped",
                  session.actor_id, session.run_id[:8], reason, partial)
 
@@ -367,7 +368,7 @@ class LearnerServicer(pb_grpc.LearnerServicer):
         inference = self.batcher.submit(InferenceRequest(
             observations=step.observations, episode_start=step.episode_start,
             core_state=session.core_state, final_env_indices=step.final_envs,
-            final_observations=step.final_observations))
+            final_observations=step.final_observations, session=session.session_id))
         await inference.waiter
         resumed = time.perf_counter()
         if inference.error is not None:
