@@ -23,7 +23,7 @@ Why the NumPy path stays (measured for issue 25, which asked for one path if it 
     0.303 ms; [80, 256]: 4.7x vs 6.3x; [100, 1024]: 3.4x vs 3.9x; 2 cores, torch 2.13, TorchRL
     0.14.1). Doing the recursion with torch operators too, so that no NumPy is left, is slower
     still: 2.3x, 2.7x and 2.6x TorchRL on the three sizes. Both paths are checked against the
-    same oracle (``tests/test_vtrace.py`` runs its oracle tests through each); they differ by
+    same oracle (``tests/unit/test_vtrace.py`` runs its oracle tests through each); they differ by
     float32 rounding only (NumPy's and torch's ``exp`` differ in the last bit).
 """
 
