@@ -1,4 +1,4 @@
-"""Third-party-like environments and wrappers for tests/test_envs_*.py, importable by a
+"""Third-party-like environments and wrappers for the test_envs_*.py tests, importable by a
 subprocess with tests/ on PYTHONPATH (``--env-import support.envs_plugin``).
 
 Importing it registers:
