@@ -1,17 +1,23 @@
 """The actor's gRPC channel to the learner: TLS / mutual TLS credentials, keepalive and
 message size limits (docs/architecture.md, "Wire contract"), one channel shared by the
-groups of an actor process (:class:`SharedChannels`), reconnect backoff. Torch-free."""
+groups of an actor process (:class:`SharedChannels`), reconnect backoff, and the plumbing of
+one Step stream (its request side, :class:`RequestQueue`; a clean end, :func:`finish_stream`).
+Torch-free."""
 
 from __future__ import annotations
 
+import queue
 import random
 import threading
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 
 from actors.env_loop import PermanentError
 from seed_rl.config import Config
+from seed_rl.proto.seed_rl.v1 import seed_rl_pb2 as pb
 
 KEEPALIVE_OPTIONS = (
     ("grpc.keepalive_time_ms", 10_000),
@@ -101,3 +107,42 @@ def backoff_delay(failures: int, cap: float, rng: random.Random) -> float:
     capped at ``cap``, scaled by a random factor in [0.5, 1] so actors do not retry in step."""
     ceiling = min(cap, BACKOFF_BASE_S * (2.0 ** min(failures, 30)))
     return ceiling * rng.uniform(0.5, 1.0)
+
+
+class RequestQueue:
+    """The request iterator of a Step call: yields what :meth:`put` hands it, ends on
+    :meth:`close` (which half-closes the stream)."""
+
+    _END = object()
+
+    def __init__(self) -> None:
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+
+    def put(self, request: pb.StepRequest) -> None:
+        self._queue.put(request)
+
+    def close(self) -> None:
+        self._queue.put(self._END)
+
+    def __iter__(self) -> Iterator[pb.StepRequest]:
+        while True:
+            item = self._queue.get()
+            if item is self._END:
+                return
+            yield item
+
+
+def finish_stream(requests: RequestQueue, responses: Any, grace_s: float) -> None:
+    """End a Step stream cleanly: half-close it and read the learner's end, cancelling the
+    call if that takes longer than ``grace_s`` seconds."""
+    requests.close()
+    timer = threading.Timer(grace_s, responses.cancel)
+    timer.daemon = True
+    timer.start()
+    try:
+        for _ in responses:
+            pass
+    except grpc.RpcError:
+        pass
+    finally:
+        timer.cancel()

@@ -27,19 +27,25 @@ from __future__ import annotations
 
 import json
 import logging
-import queue
 import random
 import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import grpc
 import numpy as np
 
-from actors.channel import SharedChannels, backoff_delay, channel_credentials, redirect_target
+from actors.channel import (
+    RequestQueue,
+    SharedChannels,
+    backoff_delay,
+    channel_credentials,
+    finish_stream,
+    redirect_target,
+)
 from actors.counters import Counters
 from actors.env_loop import EnvLoop, PermanentError, env_seeds, registered_here
 from seed_rl import wire
@@ -81,28 +87,6 @@ def actor_id_for(config: Config, actor_index: int) -> str:
     """``HOST-INDEX`` by default; ``--actor-id-prefix`` replaces the host name part."""
     return f"{config.actor_id_prefix or socket.gethostname()}-{actor_index}"
 
-
-class _RequestQueue:
-    """The request iterator of a Step call: yields what :meth:`put` hands it, ends on
-    :meth:`close` (which half-closes the stream)."""
-
-    _END = object()
-
-    def __init__(self) -> None:
-        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
-
-    def put(self, request: pb.StepRequest) -> None:
-        self._queue.put(request)
-
-    def close(self) -> None:
-        self._queue.put(self._END)
-
-    def __iter__(self) -> Iterator[pb.StepRequest]:
-        while True:
-            item = self._queue.get()
-            if item is self._END:
-                return
-            yield item
 
 
 class ActorClient:
@@ -353,7 +337,7 @@ class ActorClient:
         envs = self.envs
         assert envs is not None
         metadata = (*self._metadata, (wire.SESSION_METADATA_KEY, handshake.session_id))
-        requests = _RequestQueue()
+        requests = RequestQueue()
         responses = stub.Step(iter(requests), metadata=metadata)
         self._set_call(responses)
         try:
@@ -370,10 +354,10 @@ class ActorClient:
                 self._record_round_trip(time.perf_counter() - sent)
                 self._progressed = True
                 if response.training_over:
-                    self._finish(requests, responses)
+                    finish_stream(requests, responses, STOP_GRACE_S)
                     return "training_over"
                 if self.stop.is_set():
-                    self._finish(requests, responses)
+                    finish_stream(requests, responses, STOP_GRACE_S)
                     return "stopped"
                 envs.step(envs.decode_actions(response))
         finally:
@@ -389,19 +373,3 @@ class ActorClient:
             p50, p99 = np.percentile(trips, [50, 99]) * 1000.0
             self.counters.set_round_trip(float(p50), float(p99))
             trips.clear()
-
-    @staticmethod
-    def _finish(requests: _RequestQueue, responses: Any) -> None:
-        """End the stream cleanly (half-close, read the learner's end); bounded in time."""
-        requests.close()
-        timer = threading.Timer(STOP_GRACE_S, responses.cancel)
-        timer.daemon = True
-        timer.start()
-        try:
-            for _ in responses:
-                pass
-        except grpc.RpcError:
-            pass
-        finally:
-            timer.cancel()
-

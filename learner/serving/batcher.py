@@ -13,15 +13,15 @@ it ends, instead of queueing small batches behind it. It runs the model once und
 a batch starts is in it (up to ``max_batch``), in arrival order: no stream is passed over.
 
 Who is due: a session (one stream; :attr:`InferenceRequest.session`) whose request went
-into a batch is away (at inference, then stepping) until its next request. Sessions step
-about equally long, so they come back about as far apart as their batches started. A
-batch waits for connected environments not served yet and for the away sessions whose
-batch started within ``max_wait`` of the one that served its oldest waiting request's
-session (with one env group, usually every actor); not for the others, not expected
-within ``max_wait``: a later one is still stepping (with env groups, actors/groups.py, an
-actor's other group, out of phase on purpose), an earlier one is late (slow, frozen).
-While no waiting request was served before, no away session is due; a request without a
-session (tests, tools) is never away: then it is every connected environment, as before.
+into a batch is away (at inference, then stepping) until its next request; sessions step
+about equally long, so they come back about as far apart as their batches started. A batch
+waits for connected environments not served yet and for the away sessions whose batch
+started within ``max_wait`` of the one that served its oldest waiting request's session
+(with one env group, usually every actor); not for the others: a later one is still
+stepping (an actor's other env group, actors/groups.py, out of phase on purpose), an
+earlier one is late (slow, frozen). While no waiting request was served before, no away
+session is due; a request without a session (tests, tools) is never away: then every
+connected environment is due.
 
 Where the forward pass runs: on a CPU device inline on the loop (a hand-over to another
 thread costs more than a small model's forward pass, and the GIL makes it wait for the
@@ -31,10 +31,9 @@ stream never delays it.
 
 Each request may also carry the final observations of environments that a time limit
 truncated this step; their values (the truncation bootstrap) come out of the same forward
-pass, computed with the environment's recurrent state before the reset.
-
-After :meth:`InferenceBatcher.stop` every waiting request and every later one is answered
-with :class:`BatcherStopped` (a batch already running finishes); nothing is left waiting.
+pass, computed with the environment's recurrent state before the reset. After
+:meth:`InferenceBatcher.stop` every waiting and later request is answered with
+:class:`BatcherStopped` (a running batch finishes); nothing is left waiting.
 """
 
 from __future__ import annotations

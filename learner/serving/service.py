@@ -28,13 +28,13 @@ import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
 
 import grpc
 import numpy as np
 import torch
 
 from learner.serving.batcher import InferenceBatcher, InferenceRequest
+from learner.serving.session import Session, end_stream
 from learner.serving.validation import (
     HandshakeRejected,
     LearnerSpec,
@@ -73,26 +73,6 @@ def add_to_server(servicer: LearnerServicer, server: grpc.Server) -> None:
     name = pb.DESCRIPTOR.services_by_name["Learner"].full_name
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(name, handlers),))
 
-
-@dataclass
-class Session:
-    """One actor incarnation's connection: K environments and their unfinished unrolls."""
-
-    session_id: str
-    actor_id: str
-    run_id: str
-    peer: str
-    num_envs: int
-    slot_ids: list[int]
-    builder: UnrollBuilder
-    core_state: tuple[torch.Tensor, ...]
-    created: float = field(default_factory=time.monotonic)
-    last_seen: float = field(default_factory=time.monotonic)
-    stream: asyncio.Task | None = None  # the Step handler, while the stream is open
-    ended_by_learner: str = ""  # why the learner cancelled the stream (idle, replaced)
-    closed: bool = False
-    busy: bool = False  # the learner holds its request (inference, backpressure): not idle
-    steps: int = 0  # messages handled; the first carries x_0 alone, no transition
 
 
 class LearnerServicer(pb_grpc.LearnerServicer):
@@ -401,10 +381,3 @@ class LearnerServicer(pb_grpc.LearnerServicer):
         with contextlib.suppress(QueueClosed):
             await self.queue.put_async(unrolls, give_up=lambda: (
                 self.stopping.is_set() or self.unavailable.is_set()))
-
-
-def end_stream(session: Session, reason: str) -> None:
-    """End the session's open Step stream (its actor sees CANCELLED and reconnects)."""
-    if session.stream is not None and not session.stream.done():
-        session.ended_by_learner = reason
-        session.stream.cancel()
