@@ -191,8 +191,8 @@ class Config:
                                LOGGING)
     eval_every: float = knob(0.0, "seconds between greedy evaluations during training "
                              "(0: off)", LEARNER, LOGGING)
-    eval_episodes: int = knob(5, "episodes per evaluation", ("learner", "train", "eval"),
-                              LOGGING)
+    eval_episodes: int = knob(5, "episodes per periodic evaluation (--eval-every; seed-rl "
+                              "eval plays --episodes)", LEARNER, LOGGING)
     wandb: bool = knob(False, "also log the metrics and the config to Weights & Biases "
                        "(pip install 'seed-rl[wandb]'); the same scalars as TensorBoard",
                        LEARNER, LOGGING)
