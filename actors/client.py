@@ -88,7 +88,6 @@ def actor_id_for(config: Config, actor_index: int) -> str:
     return f"{config.actor_id_prefix or socket.gethostname()}-{actor_index}"
 
 
-
 class ActorClient:
     """Steps environments for the learner at ``config.learner``, over one session at a time.
 

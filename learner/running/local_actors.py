@@ -33,7 +33,6 @@ OUTPUT_TAIL_LINES = 40
 _STARTUP_RETRY = "cannot reach the learner"
 
 
-
 def _flag_value(value: Any) -> str:
     if isinstance(value, dict):
         return json.dumps(value, sort_keys=True)

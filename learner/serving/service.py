@@ -1,20 +1,23 @@
 """The gRPC face of the learner: handshakes, actor sessions and the step stream.
 
-A handshake opens a session (K environments, their slots, their unfinished unrolls); the
-Step stream on it sends x_t for all K environments and gets their actions back, through
-the inference batcher; complete unrolls go to the trainer's queue (docs/architecture.md,
-"Data path" and "Wire contract"). The handlers are coroutines on the server's one event
-loop (learner/serving/server.py): a stream waiting for its actions costs no thread, and everything
-that touches the sessions runs on that loop, one piece at a time. Every request is checked by learner/serving/validation.py
+A handshake opens a session (K environments, their slots, their unfinished unrolls:
+learner/serving/session.py); the Step stream on it sends x_t for all K environments and
+gets their actions back, through the inference batcher; complete unrolls go to the
+trainer's queue (docs/architecture.md, "Data path" and "Wire contract"). The handlers are
+coroutines on the server's one event loop (learner/serving/server.py): a stream waiting
+for its actions costs no thread, and everything that touches the sessions runs on that
+loop, one piece at a time. Every request is checked by learner/serving/validation.py
 before anything else sees it; bad input ends only that actor's RPC, with a status code and
 a message a person can act on. The other actors keep training.
 
 Codes answered here, besides the validation's (docs/reliability.md has the full table):
-FAILED_PRECONDITION for a Step stream without a handshake; ALREADY_EXISTS for a second live
-incarnation of one actor id; RESOURCE_EXHAUSTED for more environments than
---max-total-envs across all actors or more sessions than --max-streams (grpc itself
-answers it for a message over --max-message-bytes); UNAVAILABLE while shutting down. The auth token is not checked here:
-learner/serving/auth.py's interceptor refuses every RPC without it before any handler runs.
+NOT_FOUND for a Step stream whose session is not (or no longer) here, which actors retry
+with a new handshake; FAILED_PRECONDITION for a second stream on one session;
+ALREADY_EXISTS for a second live incarnation of one actor id; RESOURCE_EXHAUSTED for more
+environments than --max-total-envs across all actors or more sessions than --max-streams
+(grpc itself answers it for a message over --max-message-bytes); UNAVAILABLE while
+shutting down. The auth token is not checked here: learner/serving/auth.py's interceptor
+refuses every RPC without it before any handler runs.
 """
 
 from __future__ import annotations
@@ -58,7 +61,6 @@ from seed_rl.spaces import action_layout
 log = logging.getLogger(__name__)
 
 
-
 def add_to_server(servicer: LearnerServicer, server: grpc.Server) -> None:
     """Register the Learner service like the generated ``add_LearnerServicer_to_server``,
     but with :func:`lenient_parser` so unparseable requests get INVALID_ARGUMENT."""
@@ -72,7 +74,6 @@ def add_to_server(servicer: LearnerServicer, server: grpc.Server) -> None:
     }
     name = pb.DESCRIPTOR.services_by_name["Learner"].full_name
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(name, handlers),))
-
 
 
 class LearnerServicer(pb_grpc.LearnerServicer):

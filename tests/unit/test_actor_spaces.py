@@ -42,8 +42,6 @@ def learner(learners):
     return learners
 
 
-
-
 def answered_pairs(steps: list[Step]) -> Iterator[tuple[Step, Step]]:
     """(request n, request n+1) where request n was answered with actions."""
     for previous, current in zip(steps, steps[1:], strict=False):

@@ -70,8 +70,6 @@ def test_an_actor_without_the_learners_wrapper_is_told_which_it_is() -> None:
         in str(rejected.value)
 
 
-
-
 @pytest.mark.parametrize("own", [False, True], ids=["learners", "own"])
 def test_an_actor_that_asks_takes_the_learners_wrapper_unless_it_has_its_own(own: bool) -> None:
     learners = ["no_such_module_for_seed_rl:Wrap"] if own else WRAPPER
