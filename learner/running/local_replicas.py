@@ -60,9 +60,7 @@ def run_replicas(config: Config, state: RunState, spawn_actors, serving: threadi
     threading.Thread(target=watch, name="actor-monitor", daemon=True).start()
     rc = launch_replicas(config, on_signal=on_signal)
     done.set()
-    actors_rc = state.actors.stop()
-    if actors_rc not in (0, None) and not state.actors_failure and not state.signals:
-        log.warning("the actor processes exited with code %d after training", actors_rc)
+    state.stop_actors()
     curve_path = write_curve(config)
     if curve_path is None:
         rc = rc or 1

@@ -260,9 +260,7 @@ def main(resolved: cfg.Resolved, args: argparse.Namespace | None = None) -> int:
                 target=_monitor_actors, args=(state,), name="actor-monitor", daemon=True
             ).start()
             rc = learner.serve_forever(on_metrics=status.update)
-            actors_rc = state.actors.stop()
-            if actors_rc not in (0, None) and not state.actors_failure and not state.signals:
-                log.warning("the actor processes exited with code %d after training", actors_rc)
+            state.stop_actors()
         curve_path = write_curve(config)
         if curve_path is None:
             rc = rc or 1

@@ -29,6 +29,13 @@ class RunState:
     learner: Any = None
     actors: LocalActors | None = None
 
+    def stop_actors(self) -> None:
+        """Stop the actors once training is over; a non-zero exit then is only a warning
+        (unless their failure or a signal already explains it)."""
+        code = self.actors.stop() if self.actors is not None else None
+        if code not in (0, None) and not self.actors_failure and not self.signals:
+            log.warning("the actor processes exited with code %d after training", code)
+
 
 @dataclasses.dataclass
 class RunTotals:
