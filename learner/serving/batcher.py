@@ -113,10 +113,8 @@ class InferenceBatcher:
         self.version_fn = version_fn
         self.max_batch = max_batch
         self.max_wait_s = max_wait_s
-        # (environments in the batch, seconds the first one waited, seconds of inference)
-        self.on_batch = on_batch
-        # Environments of open streams: no point waiting for more than these.
-        self.connected_envs = connected_envs
+        self.on_batch = on_batch  # (envs in the batch, first one's wait s, inference s)
+        self.connected_envs = connected_envs  # envs of open streams: never wait for more
         self.threaded = device.type == "cuda" if threaded is None else threaded
         self._executor: ThreadPoolExecutor | None = None
         self._cuda_stream = None
@@ -125,6 +123,7 @@ class InferenceBatcher:
         self._first_arrived = 0.0
         self._timer: asyncio.TimerHandle | None = None
         self._overdue = False  # max_wait has passed: start the next batch as soon as it can
+        self.waited_out = 0  # batches started because max_wait passed, not a rule
         self._running = False  # a batch is on the inference thread
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopped = False
@@ -180,7 +179,7 @@ class InferenceBatcher:
 
     def _come_back(self, request: InferenceRequest) -> None:
         """``request``'s session is no longer away; note when its last batch started."""
-        away = self._away.pop(request.session, None)  # never None: only sessions go away
+        away = self._away.pop(request.session, None)  # None: a session's first request
         if away is not None:
             request.previous_start = self._started.get(away[0])
             self._count_away(*away, -1)
@@ -232,6 +231,7 @@ class InferenceBatcher:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        self.waited_out += self._overdue
         self._overdue = False
         batch, envs = [], 0
         while self._pending and (not batch or envs + self._pending[0].num_envs
