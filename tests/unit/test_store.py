@@ -115,7 +115,7 @@ def test_queue_get_timeout_is_one_deadline_while_parts_trickle_in():
     assert batch is None
     # A per-part timeout would return only after the last part (8 x 0.6 = 4.8 timeouts)
     # plus one more timeout; one deadline returns after one, with a wide margin for load.
-    assert timeout * 0.9 <= elapsed < 2 * timeout, f"get took {elapsed:.2f} s"
+    assert timeout * 0.9 <= elapsed < 3 * timeout, f"get took {elapsed:.2f} s"
     put = queue.depth // K
     assert 1 <= put < len(parts)  # some arrived, the rest were never made
     rest = queue.get(queue.depth, current_version=0, timeout=0)
