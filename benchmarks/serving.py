@@ -33,6 +33,7 @@ import argparse
 import asyncio
 import collections
 import contextlib
+import functools
 import json
 import math
 import multiprocessing
@@ -99,6 +100,7 @@ class Load:
     answered_streams: int = 0
     refused: collections.Counter = field(default_factory=collections.Counter)
     refusal_details: dict[str, str] = field(default_factory=dict)  # one message per code
+    handshake_s: list[float] = field(default_factory=list)  # session start to its handshake
     first_answer_s: list[float] = field(default_factory=list)  # session start to 1st answer
     messages_in_window: int = 0
     latencies_s: list[float] = field(default_factory=list)
@@ -122,13 +124,18 @@ def step_request(k: int) -> bytes:
     return request.SerializeToString()
 
 
-def handshake_request(k: int, index: int) -> pb.HandshakeRequest:
+@functools.cache
+def cartpole_spaces() -> tuple[pb.Space, pb.Space]:
     env = gym.make("CartPole-v1")
+    return wire.encode_space(env.observation_space), wire.encode_space(env.action_space)
+
+
+def handshake_request(k: int, index: int) -> pb.HandshakeRequest:
+    observation_space, action_space = cartpole_spaces()
     return pb.HandshakeRequest(
         protocol_version=wire.PROTOCOL_VERSION, actor_id=f"load-{uuid.uuid4().hex[:8]}-{index}",
         run_id=uuid.uuid4().hex, num_envs=k, env_id="CartPole-v1", env_kwargs_json="{}",
-        observation_space=wire.encode_space(env.observation_space),
-        action_space=wire.encode_space(env.action_space))
+        observation_space=observation_space, action_space=action_space)
 
 
 async def one_session(target: str, k: int, index: int, load: Load, deadline: float,
@@ -136,7 +143,8 @@ async def one_session(target: str, k: int, index: int, load: Load, deadline: flo
     """After ``index / ramp_per_s`` seconds: handshake, send the first step and wait until
     every session has its first answer or its refusal (or ``deadline``), then keep one
     Step request in flight until the window ends."""
-    await asyncio.sleep(index / ramp_per_s)
+    if ramp_per_s > 0:
+        await asyncio.sleep(index / ramp_per_s)
     options = [("grpc.use_local_subchannel_pool", 1)]  # its own connection, like an actor
     started = time.monotonic()
     phase = "handshake"
@@ -147,6 +155,7 @@ async def one_session(target: str, k: int, index: int, load: Load, deadline: flo
                 response_deserializer=pb.HandshakeResponse.FromString)(
                     handshake_request(k, index), timeout=max(1.0, deadline - started))
             phase = "step"
+            load.handshake_s.append(time.monotonic() - started)
             call = channel.stream_stream(STEP)(
                 metadata=((wire.SESSION_METADATA_KEY, answer.session_id),))
             request = step_request(k)
@@ -180,13 +189,18 @@ async def one_session(target: str, k: int, index: int, load: Load, deadline: flo
 
 
 async def run_load(target: str, streams: int, k: int, warmup: float, seconds: float,
-                   ramp_per_s: float = 500.0) -> Load:
+                   ramp_per_s: float = 500.0, start_at: float | None = None) -> Load:
     """``streams`` sessions of K environments, starting ``ramp_per_s`` a second (a fleet
     arrives over time; a burst of over ~1,000 connections in a second makes gRPC cancel
     some, even against the bare echo server); each waits after its first answer until all
     have theirs or were refused (at most ``warmup`` seconds), then all run for a window of
     ``seconds``. Every session either answers, fails with a status code, or is counted as
-    hanging."""
+    hanging. ``ramp_per_s`` 0 opens every session at once (a storm, as after a learner
+    restart), at wall-clock time ``start_at`` when given (the generator processes together).
+    """
+    cartpole_spaces()
+    if start_at is not None:
+        await asyncio.sleep(max(0.0, start_at - time.time()))
     load = Load(streams)
     deadline = time.monotonic() + warmup
 
@@ -203,30 +217,32 @@ async def run_load(target: str, streams: int, k: int, warmup: float, seconds: fl
     return load
 
 
-def load_part(args: tuple[str, int, int, float, float, float]) -> Load:
+def load_part(args: tuple[str, int, int, float, float, float, float]) -> Load:
     load = asyncio.run(run_load(*args))
     load.go = None  # an asyncio.Event does not cross processes
     return load
 
 
 def run_load_in_processes(target: str, streams: int, k: int, warmup: float,
-                          seconds: float) -> Load:
+                          seconds: float, ramp_per_s: float = RAMP_PER_S) -> Load:
     """run_load with at most STREAMS_PER_PROCESS sessions per generator process (a gRPC
     channel holds several file descriptors; actors are separate processes anyway); the
     parts' windows open together within the warm-up, their counts are summed."""
     parts = math.ceil(streams / STREAMS_PER_PROCESS)
     if parts == 1:
-        return asyncio.run(run_load(target, streams, k, warmup, seconds, RAMP_PER_S))
+        return asyncio.run(run_load(target, streams, k, warmup, seconds, ramp_per_s))
     shares = [streams // parts + (i < streams % parts) for i in range(parts)]
     with multiprocessing.get_context("spawn").Pool(parts) as pool:
-        results = pool.map(load_part, [(target, n, k, warmup, seconds, RAMP_PER_S / parts)
-                                       for n in shares])
+        start_at = time.time() + 5.0  # every part imported and ready: a storm opens together
+        results = pool.map(load_part, [(target, n, k, warmup, seconds, ramp_per_s / parts,
+                                        start_at) for n in shares])
     total = Load(streams)
     for part in results:
         total.answered_streams += part.answered_streams
         total.refused.update(part.refused)
         for code, detail in part.refusal_details.items():
             total.refusal_details.setdefault(code, detail)
+        total.handshake_s += part.handshake_s
         total.first_answer_s += part.first_answer_s
         total.messages_in_window += part.messages_in_window
         total.latencies_s += part.latencies_s
@@ -266,32 +282,35 @@ def cpu_seconds(pid: int) -> float:
 
 
 def start_server(kind: str, port: int, workdir: Path, streams: int, k: int,
-                 learner_flags: list[str]) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+                 learner_flags: list[str], repo: Path = REPO) -> subprocess.Popen:
+    """The echo server, or ``seed-rl learner`` run from the checkout at ``repo``."""
+    env = {**os.environ, "PYTHONPATH": str(repo)}
     if kind == "echo":
         command = [sys.executable, __file__, "--serve-echo", str(port)]
     else:
         command = [sys.executable, "-m", "seed_rl", "learner", "--env", "CartPole-v1",
                    "--device", "cpu", "--address", f"127.0.0.1:{port}",
-                   "--logdir", str(workdir / f"{kind}-{streams}x{k}"),
+                   "--logdir", str(workdir / f"{kind}-{streams}x{k}-{port}"),
                    "--status-every", "0", "--checkpoint-every", "3600",
                    "--max-total-envs", str(max(16384, streams * k)), *learner_flags]
         if kind == "learner idle":
             command += ["--unroll-length", str(IDLE_UNROLL_LENGTH)]
-    return subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+    return subprocess.Popen(command, cwd=repo, env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
 
 
 def measure(kind: str, streams: int, k: int, warmup: float, seconds: float, workdir: Path,
-            learner_flags: list[str]) -> dict:
+            learner_flags: list[str], ramp_per_s: float = RAMP_PER_S,
+            repo: Path = REPO, label: str = "") -> dict:
     port = free_port()
-    server = start_server(kind, port, workdir, streams, k, learner_flags)
+    server = start_server(kind, port, workdir, streams, k, learner_flags, repo)
     try:
         wait_for_port(port, server, time.monotonic() + 120)
         time.sleep(1.0)
         server_cpu, own = cpu_seconds(server.pid), generator_cpu()
         started = time.monotonic()
-        load = run_load_in_processes(f"127.0.0.1:{port}", streams, k, warmup, seconds)
+        load = run_load_in_processes(f"127.0.0.1:{port}", streams, k, warmup, seconds,
+                                     ramp_per_s)
         elapsed = time.monotonic() - started
         server_cpu = cpu_seconds(server.pid) - server_cpu
         own_cpu = generator_cpu() - own
@@ -302,12 +321,15 @@ def measure(kind: str, streams: int, k: int, warmup: float, seconds: float, work
         except subprocess.TimeoutExpired:
             server.kill()
     return {
-        "server": kind, "streams": streams, "k": k,
+        "server": kind + label, "streams": streams, "k": k,
         "messages_per_s": load.messages_in_window / seconds,
         "p50_ms": 1000 * percentile(load.latencies_s, 0.5),
         "p99_ms": 1000 * percentile(load.latencies_s, 0.99),
         "first_p50_s": percentile(load.first_answer_s, 0.5),
         "first_p99_s": percentile(load.first_answer_s, 0.99),
+        "first_max_s": max(load.first_answer_s, default=math.nan),
+        "handshake_max_s": max(load.handshake_s, default=math.nan),
+        "first_within_5s": sum(t <= 5.0 for t in load.first_answer_s),
         "answered": load.answered_streams, "refused": dict(load.refused),
         "refusal_details": load.refusal_details,
         "hanging": streams - load.answered_streams - sum(
@@ -326,15 +348,17 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def print_table(rows: list[dict]) -> None:
-    print("| streams x K | server | msgs/s | reply p50 / p99 | first answer p50 / p99 | "
-          "streams answered | answers per stream, fewest / median | refused | hanging | "
-          "server cores | generator cores |")
-    print("|---|---|---:|---:|---:|---:|---:|---|---:|---:|---:|")
+    print("| streams x K | server | msgs/s | reply p50 / p99 | handshake max | first answer "
+          "p50 / p99 / max | first answer within 5 s | streams answered | answers per stream, "
+          "fewest / median | refused | hanging | server cores | generator cores |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|")
     for row in rows:
         refused = ", ".join(f"{n} {code}" for code, n in row["refused"].items()) or "-"
         print(f"| {row['streams']} x {row['k']} | {row['server']} | "
               f"{row['messages_per_s']:,.0f} | {row['p50_ms']:.0f} ms / {row['p99_ms']:.0f} ms "
-              f"| {row['first_p50_s']:.1f} s / {row['first_p99_s']:.1f} s "
+              f"| {row['handshake_max_s']:.1f} s "
+              f"| {row['first_p50_s']:.1f} s / {row['first_p99_s']:.1f} s / "
+              f"{row['first_max_s']:.1f} s | {row['first_within_5s']} "
               f"| {row['answered']} of {row['streams']} | {row['fewest_per_stream']} / "
               f"{row['median_per_stream']:.0f} | {refused} | {row['hanging']} | "
               f"{row['server_cores']:.2f} | {row['generator_cores']:.2f} |")
@@ -349,6 +373,11 @@ def main() -> None:
                                                           "echo"])
     parser.add_argument("--warmup", type=float, default=5.0, help="seconds before measuring")
     parser.add_argument("--seconds", type=float, default=10.0, help="measurement window")
+    parser.add_argument("--ramp", type=float, default=RAMP_PER_S,
+                        help="new sessions a second; 0 opens them all at once (a storm)")
+    parser.add_argument("--before", type=Path, metavar="CHECKOUT",
+                        help="also run each learner row from this checkout (another commit), "
+                             "labelled (before)")
     parser.add_argument("--learner-flags", default="", help="extra seed-rl learner flags")
     parser.add_argument("--json", type=Path, help="also write the rows here")
     parser.add_argument("--serve-echo", type=int, help=argparse.SUPPRESS)
@@ -358,13 +387,17 @@ def main() -> None:
         return
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # one socket per session
+    runs = [(kind, REPO, "") for kind in args.servers]
+    if args.before:
+        runs = [(kind, args.before.resolve(), " (before)") for kind in args.servers
+                if kind != "echo"] + runs
     rows = []
     with tempfile.TemporaryDirectory(prefix="seed-rl-serving-") as workdir:
         for point in args.points:
             streams, k = (int(x) for x in point.split("x"))
-            for kind in args.servers:
+            for kind, repo, label in runs:
                 row = measure(kind, streams, k, args.warmup, args.seconds, Path(workdir),
-                              args.learner_flags.split())
+                              args.learner_flags.split(), args.ramp, repo, label)
                 print(json.dumps(row), file=sys.stderr, flush=True)
                 rows.append(row)
     print_table(rows)
