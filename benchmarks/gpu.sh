@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The GPU checks, as one script a lent GPU machine runs as is (under 8 minutes):
-#   1. the CUDA test subset (every test parametrized over devices, on cuda);
+#   1. the CUDA test subset (every test parametrized over devices, on cuda), among them
+#      tests/unit/test_weights.py: forward passes on the batcher's CUDA stream racing the
+#      trainer's weight copies (the events of learner/training/weights.py order them);
 #   2. the V-trace CUDA rows (benchmarks/vtrace.py --device cuda);
 #   3. the Pong preset (ALE, the IMPALA ResNet) on cuda for PONG_SECONDS, reporting env
 #      steps/s, inference batch sizes, GPU utilisation and the return trend;
@@ -33,6 +35,7 @@ PY
 
 echo "== 1. CUDA tests"
 python3 -m pytest -q -k cuda tests/unit/test_vtrace.py tests/unit/test_loss.py tests/unit/test_policies.py \
+    tests/unit/test_weights.py \
     2>&1 | tee "$OUT/tests.txt" | tail -3
 
 echo "== 2. V-trace on CUDA"

@@ -130,10 +130,8 @@ class Learner:
                                "counters": {"policy_version": self.trainer.policy_version}})
             torch.manual_seed(torch.initial_seed() + self.group.rank)  # own action samples
         self.batcher = InferenceBatcher(
-            self.trainer.inference_model, self.device, self.trainer.weights_lock,
-            lambda: self.trainer.policy_version,
-            max_batch=config.max_batch, max_wait_s=config.max_wait_ms / 1000.0,
-            on_batch=self.metrics.add_batch,
+            self.trainer.weights, self.device, max_batch=config.max_batch,
+            max_wait_s=config.max_wait_ms / 1000.0, on_batch=self.metrics.add_batch,
             connected_envs=lambda: self.servicer.streaming_envs)
         self.servicer = LearnerServicer(
             config, self.spec, self.batcher, self.queue, self.metrics,
@@ -280,7 +278,7 @@ class Learner:
         self.metrics.close()
         if not self._trainer.is_alive():  # a stuck collective would hang the group's end
             self.group.close()
-        digest = f", weights {self.trainer.weights_digest()}" if self.group.distributed else ""
+        digest = f", weights {self.trainer.weights.digest()}" if self.group.distributed else ""
         log.info("learner stopped (%s): %d env steps, %d train steps, policy version %d%s",
                  self.stop_reason, self.metrics.env_steps, self.metrics.train_steps,
                  self.trainer.policy_version, digest)

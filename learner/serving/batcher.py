@@ -27,7 +27,8 @@ Where the forward pass runs: on a CPU device inline on the loop (a hand-over to 
 thread costs more than a small model's forward pass, and the GIL makes it wait for the
 loop anyway); on CUDA on one inference thread with its own CUDA stream, so the loop keeps
 reading and checking messages while the GPU works and a backward pass on the default
-stream never delays it.
+stream never delays it (CUDA events order that stream and the trainer's weight copy:
+learner/training/weights.py).
 
 Each request may also carry the final observations of environments that a time limit
 truncated this step; their values (the truncation bootstrap) come out of the same forward
@@ -42,7 +43,6 @@ import asyncio
 import collections
 import contextlib
 import logging
-import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -51,7 +51,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from learner.training.models import ActorCritic
+from learner.training.weights import PublishedWeights
 
 log = logging.getLogger(__name__)
 
@@ -87,30 +87,27 @@ class BatcherStopped(Exception):
 
 
 class InferenceBatcher:
-    """Gathers requests into batches for ``model``; ``weights_lock`` guards its weights.
+    """Gathers requests into batches for the published ``weights``' forward passes.
 
-    ``version_fn`` returns the policy version of the weights; it is read under the lock so
-    the version stamped on an action is the version that produced it. ``submit`` is called
-    on the serving loop; ``threaded`` (default: on CUDA) runs forward passes on one
-    inference thread instead of inline on the loop.
+    Each forward pass reads ``weights`` (learner/training/weights.py) through its reader, so
+    it sees the weights of one publication and stamps its actions with their version (on
+    CUDA, events order its stream and the trainer's copy). ``submit`` is called on the
+    serving loop; ``threaded`` (default: on CUDA) runs forward passes on one inference
+    thread instead of inline on the loop.
     """
 
     def __init__(
         self,
-        model: ActorCritic,
+        weights: PublishedWeights,
         device: torch.device,
-        weights_lock: threading.Lock,
-        version_fn: Callable[[], int],
         max_batch: int,
         max_wait_s: float,
         on_batch: Callable[[int, float, float], None] | None = None,
         connected_envs: Callable[[], int] | None = None,
         threaded: bool | None = None,
     ):
-        self.model = model
+        self.weights = weights
         self.device = device
-        self.weights_lock = weights_lock
-        self.version_fn = version_fn
         self.max_batch = max_batch
         self.max_wait_s = max_wait_s
         self.on_batch = on_batch  # (envs in the batch, first one's wait s, inference s)
@@ -336,9 +333,8 @@ class InferenceBatcher:
                           + [r.core_state[i][torch.from_numpy(r.final_env_indices)]
                              for r in batch]).to(self.device, non_blocking=True)
                 for i in range(layers))
-        with torch.inference_mode(), self.weights_lock:
-            output = self.model(obs.unsqueeze(0), episode_start.unsqueeze(0), core_state)
-            version = self.version_fn()
+        with torch.inference_mode(), self.weights.read() as (model, version):
+            output = model(obs.unsqueeze(0), episode_start.unsqueeze(0), core_state)
         params = output.policy_params[0, :num_regular]
         actions = self._sample(params, [r.greedy for r in batch for _ in range(r.num_envs)])
         actions_np = actions.cpu().numpy()
@@ -359,7 +355,7 @@ class InferenceBatcher:
     def _sample(self, params: torch.Tensor, greedy: list[bool]) -> torch.Tensor:
         """Actions ``[N, *action_shape]`` for ``params [N, P]``: the most likely action for
         the rows whose request asked for ``greedy``, a sample for the others."""
-        distribution = self.model.distribution
+        distribution = self.weights.distribution
         if all(greedy) or not any(greedy):
             return distribution.sample(params, greedy=bool(greedy and greedy[0]))
         sampled = distribution.sample(params)

@@ -1,9 +1,10 @@
 """The trainer: B unrolls -> model -> IMPALA loss -> one optimizer step -> new weights.
 
-:class:`Trainer` owns everything an update changes: the model and its optimizer, the
-inference copy the batcher reads, and the policy version. Its thread loops: take B unrolls
-from the queue, update, publish the weights to the inference copy, bump the version.
-Checkpoints read a :meth:`Trainer.snapshot`, taken between two updates.
+:class:`Trainer` owns everything an update changes: the model and its optimizer, and the
+published weights (learner/training/weights.py: the inference copy the batcher and the
+evaluator read, and the policy version). Its thread loops: take B unrolls from the queue,
+update, publish the new weights with the next version. Checkpoints read a
+:meth:`Trainer.snapshot`, taken between two updates.
 
 The update's maths (V-trace, the three losses) is one pure function,
 seed_rl/functional/impala.py; read it next to Espeholt et al. 2018 (IMPALA), section 4.
@@ -34,7 +35,6 @@ only the entropies; for Discrete actions this is the softmax IMPALA of the paper
 
 from __future__ import annotations
 
-import copy
 import logging
 import math
 import threading
@@ -49,6 +49,7 @@ from torch import Tensor
 from learner.training.distributed import ReplicaGroup
 from learner.training.models import ActorCritic, ModelOutput
 from learner.training.store import UnrollQueue, Unrolls
+from learner.training.weights import PublishedWeights
 from learner.watching.metrics import Metrics
 from seed_rl.config import Config
 from seed_rl.functional import impala
@@ -227,11 +228,13 @@ def train_step(model: ActorCritic, optimizer: torch.optim.Optimizer, batch: Batc
 
 
 class Trainer:
-    """Owns the model being trained, its optimizer, the inference copy and the policy version.
+    """Owns the model being trained, its optimizer and the published weights.
 
-    :meth:`run` is the trainer thread: B unrolls -> :func:`train_step` -> weights copied to
-    ``inference_model`` under ``weights_lock`` -> policy version + 1. The batcher reads the
-    inference copy under the same lock, so it never sees half-copied weights.
+    :meth:`run` is the trainer thread: B unrolls -> :func:`train_step` -> the new weights
+    published to ``weights`` (a :class:`~learner.training.weights.PublishedWeights`) with
+    policy version + 1. The batcher, the evaluator and the digest read them through
+    ``weights`` only: its lock, and on CUDA its events, keep a reader from ever seeing
+    half-copied weights or a version that did not produce them.
     """
 
     def __init__(self, model: ActorCritic, config: Config, device: torch.device,
@@ -253,11 +256,7 @@ class Trainer:
         self.optimizer = build_optimizer(self.model, config)
         self.group_env_steps = metrics.env_steps  # the group's, agreed at each tick
         metrics.shared = self.group.distributed
-        self.policy_version = 0
-        self.inference_model = copy.deepcopy(self.model).eval()
-        for parameter in self.inference_model.parameters():
-            parameter.requires_grad_(False)
-        self.weights_lock = threading.Lock()  # the inference copy and the policy version
+        self.weights = PublishedWeights(self.model, version=0)  # the inference copy
         self._update_lock = threading.Lock()  # an update, or a snapshot between two
 
     def load(self, state: dict[str, Any]) -> None:
@@ -265,7 +264,13 @@ class Trainer:
         with self._update_lock:
             self.model.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
-            self._publish(int(state["counters"]["policy_version"]))
+            self.weights.publish(self.model, int(state["counters"]["policy_version"]))
+
+    @property
+    def policy_version(self) -> int:
+        """The version of the published weights (updates published so far, resumed ones
+        included); it changes only with a publication."""
+        return self.weights.version
 
     def run(self, stop: threading.Event) -> None:
         """Update on every B fresh unrolls until ``stop`` is set (a replica: until any
@@ -320,7 +325,7 @@ class Trainer:
                             "(%d skipped so far)", stats.loss_total, stats.grad_norm,
                             self.metrics.skipped_updates)
             else:
-                self._publish(self.policy_version + 1)
+                self.weights.publish(self.model, self.policy_version + 1)
                 if unrolls is None:
                     self.metrics.add_train_step()
                     self.metrics.add_time("train", time.perf_counter() - started)
@@ -331,22 +336,6 @@ class Trainer:
                                        trained - float(acted.mean()), trained - int(acted.min()))
         self.metrics.add_time("train", time.perf_counter() - started)
         return stats
-
-    def _publish(self, policy_version: int) -> None:
-        with self.weights_lock:
-            self.inference_model.load_state_dict(self.model.state_dict())
-            self.policy_version = policy_version
-
-    def weights_digest(self) -> str:
-        """A short hash of the published weights (replicas compare theirs in the log)."""
-        import hashlib
-
-        digest = hashlib.sha256()
-        with self.weights_lock:
-            for name, tensor in self.inference_model.state_dict().items():
-                digest.update(name.encode())
-                digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-        return digest.hexdigest()[:16]
 
     def snapshot(self, timeout: float | None = None,
                  give_up: threading.Event | None = None) -> dict[str, Any] | None:

@@ -15,7 +15,6 @@ TensorBoard.
 
 from __future__ import annotations
 
-import copy
 import logging
 import threading
 from dataclasses import dataclass, field
@@ -127,15 +126,17 @@ def play_episodes(
 class PeriodicEvaluator:
     """Greedy evaluation in a learner thread every ``config.eval_every`` seconds.
 
-    It keeps its own copy of the model (weights copied from the learner's inference model
-    under its lock, so a half-updated model is never read) and its own environment. A
+    It keeps its own copy of the model and its own environment. Each round copies the
+    published weights in through their reader (``learner.trainer.weights``, a
+    learner/training/weights.py ``PublishedWeights``: lock, version and CUDA events), so a
+    half-copied model is never read and the version is the one of the weights played. A
     failure stops the learner (``learner.failure``), it is never swallowed.
     """
 
     def __init__(self, learner: Any):
         self.learner = learner
         self.config: Config = learner.config
-        self.model = copy.deepcopy(learner.trainer.inference_model).eval()
+        self.model = learner.trainer.weights.clone().eval()
         self.stop_event = threading.Event()
         self.evaluations = 0
         self._thread = threading.Thread(target=self._run, name="evaluator", daemon=True)
@@ -151,12 +152,7 @@ class PeriodicEvaluator:
         """Play one round of greedy episodes with the current weights; log and return the
         summary (None when stopped midway)."""
         learner = self.learner
-        with learner.trainer.weights_lock:
-            for target, source in zip(
-                self.model.parameters(), learner.trainer.inference_model.parameters(), strict=True
-            ):
-                target.copy_(source)
-            version = learner.trainer.policy_version
+        version = learner.trainer.weights.copy_to(self.model)
         config = self.config
         env = make_env(config.env, config.env_kwargs, config.env_import, config.env_wrapper,
                        "periodic evaluator")

@@ -17,6 +17,7 @@ from torch import nn
 from learner.serving.batcher import BatcherStopped, InferenceBatcher, InferenceRequest
 from learner.training.models import ModelOutput
 from learner.training.policies import Categorical
+from learner.training.weights import PublishedWeights
 
 A = 5
 
@@ -35,8 +36,8 @@ class EchoModel(nn.Module):
 
 def make_batcher(max_batch: int, max_wait_s: float, sizes: list[int], threaded: bool,
                  model: nn.Module | None = None, connected_envs=None) -> InferenceBatcher:
-    batcher = InferenceBatcher(model or EchoModel(), torch.device("cpu"), threading.Lock(),
-                               lambda: 7, max_batch=max_batch, max_wait_s=max_wait_s,
+    batcher = InferenceBatcher(PublishedWeights(model or EchoModel(), version=7),
+                               torch.device("cpu"), max_batch=max_batch, max_wait_s=max_wait_s,
                                on_batch=lambda envs, waited, busy: sizes.append(envs),
                                connected_envs=connected_envs, threaded=threaded)
     batcher.start()
@@ -310,36 +311,34 @@ def test_requests_arriving_during_a_forward_pass_start_together_after_it():
     while it runs gather, and all start in one batch when it ends, not one batch each
     queued behind it."""
 
-    class SlowModel(EchoModel):
-        def __init__(self):
-            super().__init__()
-            self.entered, self.release = threading.Event(), threading.Event()
+    # outside the model: the batcher serves a deep copy of it (PublishedWeights)
+    entered, release = threading.Event(), threading.Event()
 
+    class SlowModel(EchoModel):
         def forward(self, *args):
-            self.entered.set()
-            assert self.release.wait(10), "the test never released the forward pass"
+            entered.set()
+            assert release.wait(10), "the test never released the forward pass"
             return super().forward(*args)
 
     sizes: list[int] = []
-    model = SlowModel()
-    batcher = make_batcher(1000, 0.01, sizes, True, model=model)
+    batcher = make_batcher(1000, 0.01, sizes, True, model=SlowModel())
 
     async def main() -> list[InferenceRequest]:
         first = batcher.submit(request([0]))
-        assert await asyncio.to_thread(model.entered.wait, 5)  # it runs, and blocks
+        assert await asyncio.to_thread(entered.wait, 5)  # it runs, and blocks
         later = []
         for i in range(1, 5):
             later.append(batcher.submit(request([i])))
             await asyncio.sleep(0.05)  # five times its max_wait
         assert not first.waiter.done() and sizes == []
-        model.release.set()
+        release.set()
         await asyncio.wait_for(asyncio.gather(first.waiter, *(r.waiter for r in later)), 5)
         return [first, *later]
 
     try:
         requests = asyncio.run(main())
     finally:
-        model.release.set()
+        release.set()
         batcher.stop()
     assert [r.actions.tolist() for r in requests] == [[i] for i in range(5)]
     assert sizes == [1, 4]

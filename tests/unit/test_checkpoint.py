@@ -25,7 +25,8 @@ def make_learner(tmp_path, **overrides) -> Learner:
 
 def test_resume_continues_counters_weights_and_optimizer(tmp_path):
     first = make_learner(tmp_path, optimizer="adam")
-    first.metrics.env_steps, first.metrics.train_steps, first.trainer.policy_version = 1234, 56, 56
+    first.metrics.env_steps, first.metrics.train_steps = 1234, 56
+    first.trainer.weights.publish(first.trainer.model, 56)
     first.metrics.returns.extend([10.0, 20.0])
     with torch.no_grad():
         for p in first.trainer.model.parameters():
@@ -42,8 +43,10 @@ def test_resume_continues_counters_weights_and_optimizer(tmp_path):
     for a, b in zip(first.trainer.model.parameters(), second.trainer.model.parameters(), strict=True):
         torch.testing.assert_close(a, b)
     # Inference starts from the resumed weights too.
-    for a, b in zip(first.trainer.model.parameters(), second.trainer.inference_model.parameters(), strict=True):
-        torch.testing.assert_close(a, b)
+    with second.trainer.weights.read() as (served, version):
+        assert version == 56
+        for a, b in zip(first.trainer.model.parameters(), served.parameters(), strict=True):
+            torch.testing.assert_close(a, b)
     second.metrics.close()
 
     third = make_learner(tmp_path, resume=False)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import threading
 
 import gymnasium as gym
 import numpy as np
@@ -29,6 +28,7 @@ from learner.training.models import (
 )
 from learner.training.store import UnrollBuilder
 from learner.training.trainer import Batch, build_optimizer, train_step
+from learner.training.weights import PublishedWeights
 from seed_rl.config import Config
 from seed_rl.spaces import UnsupportedSpace, observation_layout
 
@@ -179,8 +179,8 @@ def serve(model: ActorCritic, space: gym.Space, steps: int, num_envs: int,
           unroll_length: int) -> list:
     """Serve ``steps`` inference requests of ``num_envs`` envs through the real batcher and
     store them as the service does; returns the complete unrolls."""
-    batcher = InferenceBatcher(model, torch.device("cpu"), threading.Lock(), lambda: 0,
-                               max_batch=64, max_wait_s=0.001)
+    batcher = InferenceBatcher(PublishedWeights(model), torch.device("cpu"), max_batch=64,
+                               max_wait_s=0.001)
     builder = UnrollBuilder.for_layouts(
         unroll_length, num_envs, model.observation_layout, model.action_layout,
         model.distribution.num_params,

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import threading
 
 import grpc
 import gymnasium as gym
@@ -24,6 +23,7 @@ from support.learner_harness import make_config, running_learner
 from learner.serving.batcher import InferenceBatcher, InferenceRequest
 from learner.training.models import ActorCritic, build_model
 from learner.training.trainer import Batch, vtrace_inputs
+from learner.training.weights import PublishedWeights
 from seed_rl.config import Config
 
 OBS, A, H = 4, 3, 8
@@ -122,9 +122,8 @@ def check_final_values(model: ActorCritic, script: Script,
 
 def make_batcher(model: ActorCritic, sizes: list[int], envs: int) -> InferenceBatcher:
     # Every connected environment asks each step, so each step is one batch of all of them.
-    return InferenceBatcher(model, torch.device("cpu"), threading.Lock(), lambda: 0,
-                            max_batch=1000, max_wait_s=600.0,
-                            on_batch=lambda n, waited, busy: sizes.append(n),
+    return InferenceBatcher(PublishedWeights(model), torch.device("cpu"), max_batch=1000,
+                            max_wait_s=600.0, on_batch=lambda n, waited, busy: sizes.append(n),
                             connected_envs=lambda: envs)
 
 
@@ -205,7 +204,7 @@ def test_the_service_stores_the_truncation_value_of_the_continued_state(tmp_path
         actor.close()
         unrolls = learner.queue.get(K, learner.trainer.policy_version, timeout=5)
         assert unrolls is not None
-        model = learner.trainer.inference_model
+        model = learner.trainer.weights.clone()  # not training: the weights it served
         cut = 0
         for slot, k in zip(*np.nonzero(unrolls.truncated), strict=True):
             length, episode = LENGTHS[k], unrolls.observations[slot, k, 1] - 1
