@@ -86,13 +86,13 @@ def measure(ns: NetworkNamespace, method: str, impairment: Impairment,
             args: argparse.Namespace, workdir: Path) -> Row:
     """One condition: a fresh learner and actors inside ``ns`` behind ``impairment``."""
     logdir = Path(tempfile.mkdtemp(prefix="run-", dir=workdir))
-    env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(REPO),
+    env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(args.repo.resolve()),
                                                        os.environ.get("PYTHONPATH")]))}
     with ImpairedPath(ns, method, impairment, LEARNER_PORT, PROXY_PORT) as path:
         through_proxy = method == "proxy" and impairment.proxied
         echo_ms = echo_round_trip_ms(ns, impairment.added_rtt_ms, through_proxy)[1]
         learner = ns.start(
-            [sys.executable, "-m", "learner", "--env", "CartPole-v1", "--address",
+            [sys.executable, "-P", "-m", "learner", "--env", "CartPole-v1", "--address",
              f"127.0.0.1:{LEARNER_PORT}", "--logdir", str(logdir), "--log-every", "1",
              "--status-every", "0", "--no-resume", "--target-return", "nan",
              "--checkpoint-every", "3600", "--device", "cpu",
@@ -101,7 +101,7 @@ def measure(ns: NetworkNamespace, method: str, impairment: Impairment,
         try:
             learner.wait_for_line(r"learner serving", 120.0)
             actors = ns.start(
-                [sys.executable, "-m", "actors", "--learner", f"127.0.0.1:{path.port}",
+                [sys.executable, "-P", "-m", "actors", "--learner", f"127.0.0.1:{path.port}",
                  "--num-actors", str(args.num_actors), "--envs-per-actor",
                  str(args.envs_per_actor), "--status-every", "2",
                  *shlex.split(args.actor_flags)], env)
@@ -193,6 +193,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--actor-flags", default="", help='more actor flags, e.g. "--env-groups 2"')
     parser.add_argument("--learner-flags", default="", help="more learner flags")
     parser.add_argument("--method", choices=("auto", "netem", "proxy"), default="auto")
+    parser.add_argument("--repo", type=Path, default=REPO, metavar="CHECKOUT",
+                        help="run the learner and actors from this checkout, e.g. another "
+                             "commit's worktree, to measure before and after (python -P: "
+                             "PYTHONPATH picks the code, not the working directory)")
     args = parser.parse_args(argv)
     exit_cleanly_on_sigterm()
     remove_stale_namespaces()
@@ -213,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     total = args.num_actors * args.envs_per_actor
     print(f"\n{args.num_actors} actors x {args.envs_per_actor} envs (E = {total}), CartPole-v1, "
           f"{args.seconds:g} s per row after {args.warmup:g} s; actor flags: "
-          f"{args.actor_flags or '(none)'}; impairment: {method}\n")
+          f"{args.actor_flags or '(none)'}; impairment: {method}; code: {args.repo}\n")
     print_table(rows, total)
     print(f"\nmachine: {cpu_model()}, {os.cpu_count()} CPUs; "
           f"load average before {load_before[0]:.2f}, after {os.getloadavg()[0]:.2f}")

@@ -142,7 +142,9 @@ async def one_session(target: str, k: int, index: int, load: Load, deadline: flo
                       ramp_per_s: float) -> None:
     """After ``index / ramp_per_s`` seconds: handshake, send the first step and wait until
     every session has its first answer or its refusal (or ``deadline``), then keep one
-    Step request in flight until the window ends."""
+    Step request in flight until the window ends. In a storm (``ramp_per_s`` 0) a session
+    does not wait after its first answer: it steps on at once, as a reconnected actor does,
+    while the others are still handshaking."""
     if ramp_per_s > 0:
         await asyncio.sleep(index / ramp_per_s)
     options = [("grpc.use_local_subchannel_pool", 1)]  # its own connection, like an actor
@@ -173,8 +175,9 @@ async def one_session(target: str, k: int, index: int, load: Load, deadline: flo
                     load.answered_streams += 1
                     load.first_answer_s.append(now - started)
                     load.check_all_started()
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(load.go.wait(), max(0.0, deadline - now))
+                    if ramp_per_s > 0:  # a ramp starts together; a storm steps on at once
+                        with contextlib.suppress(TimeoutError):
+                            await asyncio.wait_for(load.go.wait(), max(0.0, deadline - now))
                 elif load.window[0] <= now < load.window[1]:
                     in_window += 1
                     load.latencies_s.append(now - sent)

@@ -132,7 +132,7 @@ class Learner:
         self.batcher = InferenceBatcher(
             self.trainer.weights, self.device, max_batch=config.max_batch,
             max_wait_s=config.max_wait_ms / 1000.0, on_batch=self.metrics.add_batch,
-            connected_envs=lambda: self.servicer.streaming_envs)
+            connected_envs=lambda: self.servicer.session_envs)
         self.servicer = LearnerServicer(
             config, self.spec, self.batcher, self.queue, self.metrics,
             initial_core_state=lambda k: tuple(

@@ -15,7 +15,9 @@ a batch starts is in it (up to ``max_batch``), in arrival order: no stream is pa
 Who is due: a session (one stream; :attr:`InferenceRequest.session`) whose request went
 into a batch is away (at inference, then stepping) until its next request; sessions step
 about equally long, so they come back about as far apart as their batches started. A batch
-waits for connected environments not served yet and for the away sessions whose batch
+waits for connected environments not served yet (a session's, from its handshake on: an
+actor opens its stream right after, and in a reconnect storm a batch that waits for it
+leaves the loop time to accept it) and for the away sessions whose batch
 started within ``max_wait`` of the one that served its oldest waiting request's session
 (with one env group, usually every actor); not for the others: a later one is still
 stepping (an actor's other env group, actors/groups.py, out of phase on purpose), an
@@ -111,7 +113,7 @@ class InferenceBatcher:
         self.max_batch = max_batch
         self.max_wait_s = max_wait_s
         self.on_batch = on_batch  # (envs in the batch, first one's wait s, inference s)
-        self.connected_envs = connected_envs  # envs of open streams: never wait for more
+        self.connected_envs = connected_envs  # envs of live sessions: never wait for more
         self.threaded = device.type == "cuda" if threaded is None else threaded
         self._executor: ThreadPoolExecutor | None = None
         self._cuda_stream = None

@@ -103,6 +103,7 @@ class LearnerServicer(pb_grpc.LearnerServicer):
         self._by_actor: dict[str, Session] = {}
         self._slot_ids = itertools.count()
         self.streaming_envs = 0  # environments of sessions whose stream is open
+        self.opening_envs = 0  # environments of sessions handshaken, stream not open yet
         # A replica of a data-parallel learner: its group, every replica's advertised
         # address and connected environments (learner/running/learner.py sets them).
         self.group = None
@@ -123,9 +124,9 @@ class LearnerServicer(pb_grpc.LearnerServicer):
 
     @property
     def session_envs(self) -> int:
-        """Environments of all live sessions (streaming, or handshaken and not yet)."""
-        with self._lock:
-            return sum(s.num_envs for s in self._sessions.values())
+        """Environments of all live sessions (streaming, or handshaken and not yet): the
+        batcher expects each of them (a handshaken actor opens its stream at once)."""
+        return self.streaming_envs + self.opening_envs
 
     def sessions(self) -> list[Session]:
         """A snapshot of the live sessions (streaming, or handshaken and not yet streaming)."""
@@ -174,6 +175,7 @@ class LearnerServicer(pb_grpc.LearnerServicer):
         with self._lock:
             self._sessions[session.session_id] = session
             self._by_actor[actor_id] = session
+            self.opening_envs += k
         log.info("actor %s (run %s) joined from %s with %d envs", actor_id, run_id[:8], peer, k)
         return session
 
@@ -190,6 +192,7 @@ class LearnerServicer(pb_grpc.LearnerServicer):
                 return None
             session.stream = stream
             self.streaming_envs += session.num_envs
+            self.opening_envs -= session.num_envs
             return session
 
     def _close_session(self, session: Session, reason: str) -> None:
@@ -199,6 +202,8 @@ class LearnerServicer(pb_grpc.LearnerServicer):
             session.closed = True
             if session.stream is not None:
                 self.streaming_envs -= session.num_envs
+            else:
+                self.opening_envs -= session.num_envs
             self._sessions.pop(session.session_id, None)
             if self._by_actor.get(session.actor_id) is session:
                 del self._by_actor[session.actor_id]

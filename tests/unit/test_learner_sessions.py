@@ -4,11 +4,17 @@ count transitions, not messages (a session's first message is a reset)."""
 
 from __future__ import annotations
 
+import threading
+import time
+
 import grpc
 import numpy as np
 import pytest
 from support.learner_client import ScriptedActor, handshake_request, step_request
 from support.learner_harness import make_config, running_learner
+
+from seed_rl import wire
+from seed_rl.proto.seed_rl.v1 import seed_rl_pb2_grpc as pb_grpc
 
 ENV = "seed_rl.testing:RevealAction-v0"
 K, T = 2, 4
@@ -75,3 +81,37 @@ def test_env_steps_count_transitions_not_messages_across_reconnects(tmp_path):
             assert learner.metrics.env_steps == counted
             actor.close()
         assert counted == (2 + 3 + 1) * K
+
+
+def test_a_handshaken_session_is_expected_until_its_stream_opens_and_ends(tmp_path):
+    """A session counts for the batcher from its handshake on: its actor opens the stream
+    right after, so a batch waits for it (in a reconnect storm that wait leaves the serving
+    loop time to accept the streams); it stops counting when its session ends."""
+    config = make_config(tmp_path, env=ENV)
+    with running_learner(config, train=False) as learner:
+        address = f"127.0.0.1:{learner.port}"
+        with grpc.insecure_channel(address) as channel:
+            stub = pb_grpc.LearnerStub(channel)
+            late = stub.Handshake(handshake_request(ENV, K, actor_id="late"), timeout=10)
+            assert learner.servicer.session_envs == K
+            waited = learner.batcher.waited_out
+            first = ScriptedActor(address, handshake_request(ENV, K, actor_id="first"))
+            assert len(first.actions(first.step(step_request(observations(1, 0))))) == K
+            # Not started early: the late session's environments were due too.
+            assert learner.batcher.waited_out == waited + 1
+            done = threading.Event()
+
+            def steps():  # one step, then the stream stays open until done
+                yield step_request(observations(2, 0))
+                done.wait(10)
+
+            stream = stub.Step(steps(), timeout=10, metadata=[
+                (wire.SESSION_METADATA_KEY, late.session_id)])
+            assert len(wire.decode_tensor(next(stream).actions)) == K
+            assert learner.servicer.session_envs == 2 * K
+            done.set()
+            first.close()
+        deadline = time.monotonic() + 10
+        while learner.servicer.session_envs and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert learner.servicer.session_envs == 0
