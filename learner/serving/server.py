@@ -6,6 +6,9 @@ standard gRPC health service. A stream costs a coroutine, not a thread, so one l
 holds thousands of actor streams; past ``--max-streams`` a handshake is answered
 RESOURCE_EXHAUSTED at once (learner/serving/service.py), and gRPC itself refuses RPCs beyond that
 limit plus a margin for handshakes and health checks, so nothing waits unanswered.
+``--listeners`` servers share the port (SO_REUSEPORT), all serving the one servicer on the
+one loop: a grpc.aio server takes new RPCs one per round trip through its loop, which a
+loop busy with thousands of streams makes slow; several take a reconnect storm faster.
 
 Keepalives are tuned for actors on other machines (a dead peer is noticed in ~15 s); the
 token interceptor (:mod:`learner.serving.auth`) runs before any handler; with ``--tls-cert`` the
@@ -16,8 +19,10 @@ port is TLS, with ``--tls-client-ca`` mutual TLS. Other threads reach the loop o
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import resource
+import socket
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -49,7 +54,7 @@ class LearnerServer:
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, name="serving-loop",
                                         daemon=True)
-        self._server: grpc.aio.Server | None = None
+        self._servers: list[grpc.aio.Server] = []  # the listeners (--listeners)
         self._health: health.aio.HealthServicer | None = None
         self.port = 0
 
@@ -59,7 +64,7 @@ class LearnerServer:
         be used or a PEM file cannot be read."""
         check_config(self.config)
         credentials = server_credentials(self.config)
-        raise_open_file_limit(self.config.max_streams + RPC_MARGIN)
+        raise_open_file_limit(self.config.max_streams + RPC_MARGIN + self.config.listeners)
         self._thread.start()
         self.port = self._run(self._start(credentials))
         if self.port == 0:
@@ -69,7 +74,39 @@ class LearnerServer:
         return self.port
 
     async def _start(self, credentials: grpc.ServerCredentials | None) -> int:
-        """The bound port (0: the address cannot be used), the server started."""
+        """The bound port (0: the address cannot be used), every listener started.
+
+        ``--listeners`` gRPC servers share the port (SO_REUSEPORT; the kernel spreads new
+        connections over them), all with the one servicer on this loop: a grpc.aio server
+        asks gRPC core for one new RPC at a time, a round trip through a busy loop, so
+        several listeners accept a reconnect storm several times faster. SO_REUSEPORT
+        would also let a second learner of the same user bind the port: a plain bind
+        checks first that nothing listens there."""
+        config = self.config
+        self._health = health.aio.HealthServicer()
+        for name in (SERVICE_NAME, ""):
+            await self._health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+        if config.listeners > 1 and port_in_use(config.address):
+            return 0
+        host = config.address.rsplit(":", 1)[0]
+        port = 0
+        for index in range(config.listeners):
+            server = self._new_server()
+            address = config.address if index == 0 else f"{host}:{port}"
+            try:
+                bound = (server.add_secure_port(address, credentials) if credentials
+                         else server.add_insecure_port(address))
+            except RuntimeError:  # recent grpc raises where older ones returned port 0
+                bound = 0
+            if not bound or (index and bound != port):
+                return 0
+            port = bound
+            await server.start()
+            self._servers.append(server)
+        return port
+
+    def _new_server(self) -> grpc.aio.Server:
+        """One listener: the learner and health services, the token interceptor."""
         config = self.config
         options = [
             ("grpc.max_receive_message_length", config.max_message_bytes),
@@ -79,7 +116,7 @@ class LearnerServer:
             ("grpc.http2.min_recv_ping_interval_without_data_ms", 5_000),
             ("grpc.http2.max_ping_strikes", 0),
             ("grpc.keepalive_permit_without_calls", 1),
-            ("grpc.so_reuseport", 0),
+            ("grpc.so_reuseport", int(config.listeners > 1)),
             # New RPCs wait in gRPC core until the loop takes them (slowly while every
             # stream is busy): let them wait rather than be cancelled at core's limits.
             ("grpc.server.max_pending_requests", config.max_streams + RPC_MARGIN),
@@ -91,19 +128,8 @@ class LearnerServer:
         server = grpc.aio.server(options=options, interceptors=interceptors,
                                  maximum_concurrent_rpcs=config.max_streams + RPC_MARGIN)
         add_to_server(self.servicer, server)  # unparseable requests: INVALID_ARGUMENT
-        self._health = health.aio.HealthServicer()
-        for name in (SERVICE_NAME, ""):
-            await self._health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
-        try:
-            port = (server.add_secure_port(config.address, credentials) if credentials
-                    else server.add_insecure_port(config.address))
-        except RuntimeError:  # recent grpc raises where older ones returned port 0
-            port = 0
-        if port:
-            await server.start()
-            self._server = server
-        return port
+        return server
 
     def set_serving(self, serving: bool) -> None:
         """What the health service reports for the learner service and overall."""
@@ -136,12 +162,15 @@ class LearnerServer:
 
     def stop(self, grace: float) -> None:
         """Stop accepting RPCs, give open ones ``grace`` seconds, then stop the loop."""
-        if self._server is not None:
+        if self._servers:
+            async def stop_all() -> None:
+                await asyncio.gather(*(server.stop(grace) for server in self._servers))
+
             try:
-                self._run(self._server.stop(grace), timeout=grace + 5)
+                self._run(stop_all(), timeout=grace + 5)
             except TimeoutError:
                 log.warning("the gRPC server did not stop within %.0f s", grace + 5)
-            self._server = None
+            self._servers = []
         if self.loop.is_running():
             self.loop.call_soon_threadsafe(self.loop.stop)
             self._thread.join(timeout=5)
@@ -180,6 +209,29 @@ def raise_open_file_limit(wanted: int) -> None:
     if hard != resource.RLIM_INFINITY and hard < wanted:
         log.warning("this process may open %d files, fewer than --max-streams plus margin "
                     "(%d): streams beyond it fail to connect; raise `ulimit -n`", hard, wanted)
+
+
+def port_in_use(address: str) -> bool:
+    """Whether something listens on ``HOST:PORT`` already (port 0: never). A plain bind
+    (SO_REUSEADDR, as gRPC's own, so a restart's TIME_WAIT connections do not count)
+    fails on a port with a listener, SO_REUSEPORT or not."""
+    host, _, port = address.rpartition(":")
+    if int(port) == 0:
+        return False
+    try:
+        infos = socket.getaddrinfo(host.strip("[]") or None, int(port),
+                                   type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror:
+        return False  # gRPC says the address cannot be used
+    for family, kind, proto, _, sockaddr in infos:
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(sockaddr)
+            except OSError as error:
+                if error.errno == errno.EADDRINUSE:
+                    return True
+    return False
 
 
 def read_pem(path: str, flag: str) -> bytes:

@@ -16,7 +16,7 @@ def validate(config: Config) -> None:
     """Reject values that cannot work, saying which knob and what would."""
     positive = ["num_actors", "envs_per_actor", "unroll_length", "batch_size", "max_batch",
                 "queue_size", "max_envs_per_actor", "lstm_size", "max_message_bytes",
-                "max_total_envs", "max_streams", "learning_rate", "reward_scale", "rmsprop_eps",
+                "max_total_envs", "max_streams", "listeners", "learning_rate", "reward_scale", "rmsprop_eps",
                 "adam_eps",
                 "clip_rho_threshold", "clip_pg_rho_threshold", "stream_idle_timeout",
                 "log_every", "checkpoint_every", "eval_episodes", "replicas",

@@ -148,6 +148,10 @@ class Config:
     max_streams: int = knob(4096, "most actor streams (sessions) at once, each a coroutine "
                             "and a socket in the learner; beyond it handshakes get "
                             "RESOURCE_EXHAUSTED and actors retry", LEARNER, SERVING)
+    listeners: int = knob(256, "gRPC servers sharing the learner's port (SO_REUSEPORT), each "
+                          "accepting new RPCs by itself: gRPC's asyncio server takes one new "
+                          "RPC per turn of a busy loop, so more listeners take a reconnect "
+                          "storm faster", LEARNER, SERVING)
     stream_idle_timeout: float = knob(30.0, "an actor silent this long (seconds) is "
                                       "disconnected and its slots freed", LEARNER, SERVING)
     reconnect_max_backoff: float = knob(2.0, "cap of the reconnect backoff, seconds (a "
