@@ -2,7 +2,12 @@
 
 Used by the handshake check (learner/serving/validation.py): an actor whose environment differs from
 the learner's (type, shape, dtype, bounds, n, start, Dict keys and their order) is refused
-with what differs and where, never trained on.
+with what differs, where (the path of the part inside a Dict / Tuple), and both sides'
+values: Box bounds and MultiDiscrete nvec / start are compared element by element, so the
+message names the first element that differs and prints both arrays (shortened when large)
+with every value exact. An actor written in another language can then see that, say, its
+float32 bound is not the learner's, or that it sent inf where the learner has the float32
+maximum (docs/protocol.md).
 """
 
 from __future__ import annotations
@@ -13,6 +18,9 @@ import gymnasium as gym
 import numpy as np
 
 from seed_rl import wire
+
+EDGE_VALUES = 3  # a large array prints its first and last this many values
+MAX_MISMATCH = 1600  # characters of one mismatch (a hostile handshake controls part of it)
 
 
 @dataclass(frozen=True)
@@ -39,14 +47,23 @@ def _mismatch(expected: gym.Space, got: gym.Space, path: str) -> SpaceMismatch |
     if isinstance(expected, gym.spaces.Box):
         if expected.shape != got.shape or expected.dtype != got.dtype:
             return differ
-        if not (np.array_equal(expected.low, got.low) and np.array_equal(expected.high, got.high)):
-            return SpaceMismatch(f"bounds differ{' ' + at[:-2] if path else ''}: {sides}")
+        found = [d for d in (_first_difference("low", expected.low, got.low),
+                             _first_difference("high", expected.high, got.high)) if d]
+        if found:
+            return SpaceMismatch(wire.shorten(
+                f"bounds differ{' ' + at[:-2] if path else ''}: {'; '.join(found)}; learner "
+                f"has {_box_text(expected)}, actor has {_box_text(got)}", MAX_MISMATCH))
         return None
     if isinstance(expected, gym.spaces.MultiDiscrete):
-        same = (expected.shape == got.shape and expected.dtype == got.dtype
-                and np.array_equal(expected.nvec, got.nvec)
-                and np.array_equal(expected.start, got.start))
-        return None if same else differ
+        if expected.shape != got.shape or expected.dtype != got.dtype:
+            return differ
+        found = [d for d in (_first_difference("nvec", expected.nvec, got.nvec),
+                             _first_difference("start", expected.start, got.start)) if d]
+        if found:
+            return SpaceMismatch(wire.shorten(
+                f"{at}{'; '.join(found)}; learner has {_multi_discrete_text(expected)}, "
+                f"actor has {_multi_discrete_text(got)}", MAX_MISMATCH))
+        return None
     if isinstance(expected, gym.spaces.MultiBinary):
         return None if expected.shape == got.shape else differ
     if isinstance(expected, gym.spaces.Dict):
@@ -72,3 +89,46 @@ def _mismatch(expected: gym.Space, got: gym.Space, path: str) -> SpaceMismatch |
                 return found
         return None
     return SpaceMismatch(f"unsupported space {wire.describe_space(expected)}")
+
+
+def _first_difference(name: str, mine: np.ndarray, theirs: np.ndarray) -> str | None:
+    """``NAME[i, j] is A on the learner, B on the actor (N of M values differ)`` for the
+    first element (C order) where two arrays of one shape differ; None when none does."""
+    differs = mine != theirs
+    if not differs.any():
+        return None
+    positions = np.flatnonzero(differs)
+    index = np.unravel_index(positions[0], mine.shape)
+    where = f"[{', '.join(str(int(i)) for i in index)}]" if mine.ndim else ""
+    return (f"{name}{where} is {_value(mine[index])} on the learner, {_value(theirs[index])} on "
+            f"the actor ({positions.size} of {mine.size} values differ)")
+
+
+def _value(scalar: np.generic) -> str:
+    """One value, exactly: the shortest text that reads back as the same value of its dtype
+    (a float32 prints as float32, so two different float32 values never print alike)."""
+    return str(scalar)
+
+
+def _values_text(array: np.ndarray) -> str:
+    """All values of ``array`` flattened in C order, each exact; one value when they are
+    all equal; the first and last EDGE_VALUES when there are many."""
+    flat = array.reshape(-1)
+    if flat.size and (flat == flat[0]).all():
+        return _value(flat[0])
+    if flat.size <= 2 * EDGE_VALUES:
+        return f"[{', '.join(map(_value, flat))}]"
+    head, tail = flat[:EDGE_VALUES], flat[-EDGE_VALUES:]
+    return f"[{', '.join(map(_value, head))}, ..., {', '.join(map(_value, tail))}]"
+
+
+def _box_text(box: gym.spaces.Box) -> str:
+    """A Box with both bounds printed value by value (describe_space hides varied ones)."""
+    return (f"Box(shape={tuple(box.shape)}, dtype={box.dtype}, low={_values_text(box.low)}, "
+            f"high={_values_text(box.high)})")
+
+
+def _multi_discrete_text(space: gym.spaces.MultiDiscrete) -> str:
+    """A MultiDiscrete with nvec and start printed value by value."""
+    return (f"MultiDiscrete(shape={tuple(space.shape)}, dtype={space.dtype}, "
+            f"nvec={_values_text(space.nvec)}, start={_values_text(space.start)})")

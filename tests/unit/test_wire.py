@@ -433,3 +433,44 @@ def test_space_mismatch_names_both_sides(learner, actor, fragments) -> None:
 def test_space_mismatch_is_none_for_equal_spaces() -> None:
     for space in SPACES.values():
         assert space_mismatch(space, space) is None
+
+
+def test_differing_bounds_are_printed_value_by_value_and_shortened() -> None:
+    """The first element that differs, with both values exact (float32 as float32), how
+    many differ, and both sides' bounds: every value when few, the ends when many."""
+    learner = S.Dict({"pos": S.Box(np.float32(-1), np.array([1, 2, 3], np.float32)),
+                      "image": IMAGE})
+    actor = S.Dict({"pos": S.Box(np.float32(-1), np.array([1, 2, 3.0000002], np.float32)),
+                    "image": IMAGE})
+    what = space_mismatch(learner, actor).what
+    assert what == (
+        "bounds differ at ['pos']: high[2] is 3.0 on the learner, 3.0000002 on the actor (1 of "
+        "3 values differ); learner has Box(shape=(3,), dtype=float32, low=-1.0, high=[1.0, "
+        "2.0, 3.0]), actor has Box(shape=(3,), dtype=float32, low=-1.0, high=[1.0, 2.0, "
+        "3.0000002])")
+    high = np.full(IMAGE.shape, 255, np.uint8)
+    high[1, 2, 0] = high[-1, -1, -1] = 254
+    what = space_mismatch(learner, S.Dict({"pos": learner["pos"], "image": S.Box(
+        0, high, dtype=np.uint8)})).what
+    assert what == (
+        "bounds differ at ['image']: high[1, 2, 0] is 255 on the learner, 254 on the actor "
+        "(2 of 90 values differ); learner has Box(shape=(6, 5, 3), dtype=uint8, low=0, "
+        "high=255), actor has Box(shape=(6, 5, 3), dtype=uint8, low=0, high=[255, 255, 255, "
+        "..., 255, 255, 254])")
+    low = np.arange(1000, dtype=np.float64)
+    what = space_mismatch(S.Box(low, 1e6, dtype=np.float64),
+                          S.Box(2 * low, 1e6, dtype=np.float64)).what
+    assert what.startswith("bounds differ: low[1] is 1.0 on the learner, 2.0 on the actor "
+                           "(999 of 1000 values differ)")
+    assert "learner has Box(shape=(1000,), dtype=float64, low=[0.0, 1.0, 2.0, ..., 997.0, " \
+           "998.0, 999.0], high=1000000.0)" in what
+    assert "actor has Box(shape=(1000,), dtype=float64, low=[0.0, 2.0, 4.0, ..., 1994.0, " \
+           "1996.0, 1998.0], high=1000000.0)" in what
+
+
+def test_differing_multi_discrete_values_are_named() -> None:
+    what = space_mismatch(S.MultiDiscrete([3] * 20), S.MultiDiscrete([3] * 19 + [4])).what
+    assert what == ("nvec[19] is 3 on the learner, 4 on the actor (1 of 20 values differ); "
+                    "learner has MultiDiscrete(shape=(20,), dtype=int64, nvec=3, start=0), "
+                    "actor has MultiDiscrete(shape=(20,), dtype=int64, nvec=[3, 3, 3, ..., 3, "
+                    "3, 4], start=0)")
