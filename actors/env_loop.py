@@ -17,9 +17,9 @@ An environment whose episode ended is reset at once, so x_t is then the first ob
 of its next episode; on truncation (not termination) the final observation of the old
 episode travels in ``final_observation_envs`` / ``final_observations`` (the learner
 bootstraps from it). Finished episodes (env index, return, length) ride along for the
-learner's statistics. The first request of every session carries reward 0 and no flags:
-the learner starts a fresh trajectory per session, and what an old session never
-acknowledged belongs to no trajectory.
+learner's statistics. Each session's first message carries reward 0 and no flags (the
+learner refuses any other): the learner starts a fresh trajectory per session, and what an
+old session never acknowledged belongs to no trajectory.
 
 Observations travel as rows of the layout of the observation space (seed_rl/spaces.py): a
 Box, Discrete, MultiDiscrete or MultiBinary as itself, a Dict or Tuple packed into one uint8

@@ -349,7 +349,7 @@ class LearnerServicer(pb_grpc.LearnerServicer):
         """Check one message, get its actions from the batcher, store the step."""
         started = time.perf_counter()
         k = session.num_envs
-        step = self._validator.check(request, k)
+        step = self._validator.check(request, k, first=session.steps == 0)
         handled = time.perf_counter() - started  # a submit may run the batch: inference
         inference = self.batcher.submit(InferenceRequest(
             observations=step.observations, episode_start=step.episode_start,

@@ -3,9 +3,10 @@
 Handshakes are checked against the :class:`LearnerSpec` (protocol version, ids, environment,
 spaces, how many environments fit a message) and every step message against the spec and
 its session's K (decode, shapes, dtypes, flag bytes, final observations, episode
-statistics, and the values of every part of an observation: floats finite, categorical
-values in range, bits and bools 0 or 1, so that nothing a client sends can crash or poison
-inference and training). A broken rule raises a :class:`Rejected` carrying the status code and
+statistics, the values of every part of an observation: floats finite, categorical values
+in range, bits and bools 0 or 1, so that nothing a client sends can crash or poison
+inference and training; and a session's first message carries no transition: rewards 0,
+no episode ends). A broken rule raises a :class:`Rejected` carrying the status code and
 a message a person can act on; the service turns it into the end of that one RPC, and the
 other actors keep training (docs/architecture.md, "Wire contract"; docs/reliability.md has
 the table of status codes).
@@ -205,9 +206,11 @@ class StepValidator:
         self.observation_dtype = self.layout.row_dtype
         self.max_message_bytes = max_message_bytes
 
-    def check(self, request: pb.StepRequest, num_envs: int) -> CheckedStep:
+    def check(self, request: pb.StepRequest, num_envs: int, *,
+              first: bool = False) -> CheckedStep:
         """Decode ``request`` for a session of ``num_envs`` environments, or raise
-        :class:`StepRejected` saying what is wrong."""
+        :class:`StepRejected` saying what is wrong. ``first``: the session's first message,
+        which must carry no transition (:func:`check_first_message`)."""
         k, shape, dtype = num_envs, self.observation_shape, self.observation_dtype
         observations = self._decode(request.observations, "observations")
         rewards = self._decode(request.rewards, "rewards")
@@ -248,6 +251,8 @@ class StepValidator:
             raise StepRejected(grpc.StatusCode.INVALID_ARGUMENT,
                                "truncated environments must send their final observation "
                                "(final_observation_envs / final_observations)")
+        if first:
+            check_first_message(rewards, terminated, truncated)
         return CheckedStep(observations, rewards, terminated, truncated, final_envs,
                            final_observations, [e.episode_return for e in episodes],
                            [e.episode_length for e in episodes])
@@ -300,6 +305,22 @@ class StepValidator:
             return wire.decode_tensor(tensor, name=name, max_bytes=self.max_message_bytes)
         except wire.WireError as error:
             raise StepRejected(grpc.StatusCode.INVALID_ARGUMENT, str(error)) from None
+
+
+def check_first_message(rewards: np.ndarray, terminated: np.ndarray,
+                        truncated: np.ndarray) -> None:
+    """Each session's first message carries x_0 alone (the reset observations, or the
+    current ones after a reconnect): no transition of this session led to it, so every
+    reward is 0 and no episode ended. The learner starts each session's trajectories
+    afresh; a client that sent the reward or an episode end of a step its old session never
+    had answered would have it dropped silently, so it is refused instead, saying the rule."""
+    bad = np.flatnonzero((rewards != 0) | terminated | truncated)
+    if bad.size:
+        raise StepRejected(grpc.StatusCode.INVALID_ARGUMENT,
+                           "each session's first message must carry reward 0 and "
+                           "terminated = truncated = false for every environment (its "
+                           "observations start the session: no transition led to them); "
+                           f"environments {bad[:5].tolist()} break it")
 
 
 def _bad_rows(leaf: Leaf, values: np.ndarray) -> np.ndarray | None:
