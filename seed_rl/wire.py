@@ -17,7 +17,7 @@ import numpy as np
 
 from seed_rl.proto.seed_rl.v1 import seed_rl_pb2 as pb
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 1  # the proto's ProtocolVersion.PROTOCOL_VERSION_1 (tests/unit/test_proto.py)
 SESSION_METADATA_KEY = "seed-rl-session"
 AUTH_METADATA_KEY = "authorization"
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})

@@ -242,11 +242,13 @@ class LearnerServicer(pb_grpc.LearnerServicer):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.describe())
         if self.stopping.is_set() or self.unavailable.is_set():
             await context.abort(grpc.StatusCode.UNAVAILABLE, "the learner is shutting down")
+        observation_space, action_space = self.spec.wire_spaces  # on every answer
         answer = pb.HandshakeResponse(
             env_id=self.spec.env_id, env_kwargs_json=json.dumps(self.spec.env_kwargs),
             max_message_bytes=self.config.max_message_bytes,
             policy_version=self.policy_version(), learner_version=__version__,
-            env_import=list(self.config.env_import), env_wrapper=list(self.config.env_wrapper))
+            env_import=list(self.config.env_import), env_wrapper=list(self.config.env_wrapper),
+            observation_space=observation_space, action_space=action_space)
         try:
             check_protocol_and_ids(request)
             if not request.env_id:  # the actor asks which environment to make

@@ -19,6 +19,7 @@ protocol version, environment or spaces that do not match the learner's.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -106,6 +107,13 @@ class LearnerSpec:
     env_wrapper: tuple[str, ...] = ()  # --env-wrapper: the spaces are the wrapped env's
     max_episode_steps: int | None = None  # the env's step limit (TimeLimit), when it has one
 
+    @functools.cached_property
+    def wire_spaces(self) -> tuple[pb.Space, pb.Space]:
+        """The observation and action spaces as every HandshakeResponse carries them, so a
+        client can copy them exactly; encoded once (a reconnect storm answers thousands of
+        handshakes). WireError for a space the wire cannot carry (make_spec refuses it)."""
+        return wire.encode_space(self.observation_space), wire.encode_space(self.action_space)
+
 
 # -- handshakes ------------------------------------------------------------------------------
 
@@ -142,7 +150,7 @@ def check_actor_matches(request: pb.HandshakeRequest, spec: LearnerSpec, *,
         raise HandshakeRejected(grpc.StatusCode.INVALID_ARGUMENT,
                                 f"bad handshake: {type(error).__name__}: {str(error)[:200]}"
                                 ) from None
-    problems = []
+    problems, spaces_differ = [], False
     if request.env_id != spec.env_id or kwargs != spec.env_kwargs:
         problems.append(f"environment: learner runs {spec.env_id} {spec.env_kwargs}, actor "
                         f"runs {echo(request.env_id)} {echo(kwargs)}")
@@ -151,14 +159,18 @@ def check_actor_matches(request: pb.HandshakeRequest, spec: LearnerSpec, *,
         mismatch = space_mismatch(mine, theirs)
         if mismatch is not None:
             problems.append(f"{name}: {mismatch.what}")
+            spaces_differ = True
     if problems:
         # The actor's own text is echoed cut short: a hostile handshake cannot bloat it.
         wrapped = (f" and its --env-wrapper {','.join(spec.env_wrapper)}" if spec.env_wrapper
                    else "")
+        copy = (" A client of its own can copy the learner's spaces from any HandshakeResponse "
+                "(a handshake with an empty env_id asks for them; docs/protocol.md)."
+                if spaces_differ else "")
         raise HandshakeRejected(grpc.StatusCode.FAILED_PRECONDITION,
                                 "actor and learner disagree: " + "; ".join(problems)
                                 + f". Start the actors with the learner's --env{wrapped} (or "
-                                "no --env: they then take the learner's).")
+                                f"no --env: they then take the learner's).{copy}")
     k = request.num_envs
     if not 0 < k <= max_envs_per_actor:
         raise HandshakeRejected(grpc.StatusCode.INVALID_ARGUMENT,
@@ -371,7 +383,8 @@ def make_spec(config: Config) -> LearnerSpec:
         env.close()
     try:
         check_spaces(spec.observation_space, spec.action_space, config)
-    except ValueError as error:  # UnsupportedSpace, or a conv torso that cannot fit
+        spec.wire_spaces  # noqa: B018 - every HandshakeResponse carries them
+    except ValueError as error:  # UnsupportedSpace, a conv torso that cannot fit, WireError
         raise SystemExit(f"--env {config.env}: {error}") from None
     for warning in symbol_grids:
         log.warning("--env %s: %s", config.env, warning)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
+from seed_rl import wire
 from seed_rl.proto import generate
 
 
@@ -72,7 +74,8 @@ ADDED_V1 = {  # additions since, all new numbers
               "dict": (5, "DictSpace"), "tuple": (6, "TupleSpace")},
     "HandshakeResponse": {"env_import": (8, "repeated string"),
                           "redirect_address": (9, "string"),
-                          "env_wrapper": (10, "repeated string")},
+                          "env_wrapper": (10, "repeated string"),
+                          "observation_space": (11, "Space"), "action_space": (12, "Space")},
     "HandshakeRequest": {"redirected": (9, "bool")},
     "MultiDiscreteSpace": {"shape": (1, "repeated int64"), "nvec": (2, "repeated int64"),
                            "start": (3, "repeated int64"), "dtype": (4, "string")},
@@ -110,3 +113,25 @@ def test_the_wire_contract_only_grows() -> None:
         if message in SHIPPED_V1 or message in ("Space", "HandshakeResponse", "HandshakeRequest"):
             continue
         assert {f.name for f in messages[message].fields} == set(fields), message
+
+
+def test_the_proto_states_the_protocol_version_that_seed_rl_wire_speaks() -> None:
+    """A client in another language reads the version from the .proto: the comment on
+    HandshakeRequest.protocol_version and the ProtocolVersion enum name it."""
+    from seed_rl.proto.seed_rl.v1 import seed_rl_pb2
+
+    text = (generate.PROTO_ROOT / "seed_rl/v1/seed_rl.proto").read_text()
+    comment = re.search(r"((?:  //.*\n)+)  uint32 protocol_version = 1;", text)
+    assert comment, "no comment on HandshakeRequest.protocol_version"
+    stated = re.search(r"the current value is (\d+)", " ".join(comment.group(1).split()))
+    assert stated and int(stated.group(1)) == wire.PROTOCOL_VERSION
+    versions = {int(name): int(number)
+                for name, number in re.findall(r"PROTOCOL_VERSION_(\d+) = (\d+);", text)}
+    assert versions and all(name == number for name, number in versions.items())
+    assert max(versions) == wire.PROTOCOL_VERSION
+    prose = " ".join(re.sub(r"^\s*//", "", text, flags=re.M).split())  # comments as text
+    assert re.search(rf"current version is PROTOCOL_VERSION_{wire.PROTOCOL_VERSION} = "
+                     rf"{wire.PROTOCOL_VERSION}\b", prose)
+    enum = seed_rl_pb2.ProtocolVersion
+    assert enum.Value(f"PROTOCOL_VERSION_{wire.PROTOCOL_VERSION}") == wire.PROTOCOL_VERSION
+    assert max(enum.values()) == wire.PROTOCOL_VERSION

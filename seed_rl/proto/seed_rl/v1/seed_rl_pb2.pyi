@@ -1,10 +1,18 @@
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class ProtocolVersion(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    PROTOCOL_VERSION_UNSPECIFIED: _ClassVar[ProtocolVersion]
+    PROTOCOL_VERSION_1: _ClassVar[ProtocolVersion]
+PROTOCOL_VERSION_UNSPECIFIED: ProtocolVersion
+PROTOCOL_VERSION_1: ProtocolVersion
 
 class Tensor(_message.Message):
     __slots__ = ("dtype", "shape", "data")
@@ -107,7 +115,7 @@ class HandshakeRequest(_message.Message):
     def __init__(self, protocol_version: _Optional[int] = ..., actor_id: _Optional[str] = ..., run_id: _Optional[str] = ..., num_envs: _Optional[int] = ..., env_id: _Optional[str] = ..., env_kwargs_json: _Optional[str] = ..., observation_space: _Optional[_Union[Space, _Mapping]] = ..., action_space: _Optional[_Union[Space, _Mapping]] = ..., redirected: _Optional[bool] = ...) -> None: ...
 
 class HandshakeResponse(_message.Message):
-    __slots__ = ("env_id", "env_kwargs_json", "session_id", "slot_ids", "max_message_bytes", "policy_version", "learner_version", "env_import", "redirect_address", "env_wrapper")
+    __slots__ = ("env_id", "env_kwargs_json", "session_id", "slot_ids", "max_message_bytes", "policy_version", "learner_version", "env_import", "redirect_address", "env_wrapper", "observation_space", "action_space")
     ENV_ID_FIELD_NUMBER: _ClassVar[int]
     ENV_KWARGS_JSON_FIELD_NUMBER: _ClassVar[int]
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
@@ -118,6 +126,8 @@ class HandshakeResponse(_message.Message):
     ENV_IMPORT_FIELD_NUMBER: _ClassVar[int]
     REDIRECT_ADDRESS_FIELD_NUMBER: _ClassVar[int]
     ENV_WRAPPER_FIELD_NUMBER: _ClassVar[int]
+    OBSERVATION_SPACE_FIELD_NUMBER: _ClassVar[int]
+    ACTION_SPACE_FIELD_NUMBER: _ClassVar[int]
     env_id: str
     env_kwargs_json: str
     session_id: str
@@ -128,7 +138,9 @@ class HandshakeResponse(_message.Message):
     env_import: _containers.RepeatedScalarFieldContainer[str]
     redirect_address: str
     env_wrapper: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, env_id: _Optional[str] = ..., env_kwargs_json: _Optional[str] = ..., session_id: _Optional[str] = ..., slot_ids: _Optional[_Iterable[int]] = ..., max_message_bytes: _Optional[int] = ..., policy_version: _Optional[int] = ..., learner_version: _Optional[str] = ..., env_import: _Optional[_Iterable[str]] = ..., redirect_address: _Optional[str] = ..., env_wrapper: _Optional[_Iterable[str]] = ...) -> None: ...
+    observation_space: Space
+    action_space: Space
+    def __init__(self, env_id: _Optional[str] = ..., env_kwargs_json: _Optional[str] = ..., session_id: _Optional[str] = ..., slot_ids: _Optional[_Iterable[int]] = ..., max_message_bytes: _Optional[int] = ..., policy_version: _Optional[int] = ..., learner_version: _Optional[str] = ..., env_import: _Optional[_Iterable[str]] = ..., redirect_address: _Optional[str] = ..., env_wrapper: _Optional[_Iterable[str]] = ..., observation_space: _Optional[_Union[Space, _Mapping]] = ..., action_space: _Optional[_Union[Space, _Mapping]] = ...) -> None: ...
 
 class EpisodeStats(_message.Message):
     __slots__ = ("env_index", "episode_return", "episode_length")

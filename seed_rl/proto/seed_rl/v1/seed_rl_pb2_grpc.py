@@ -50,14 +50,24 @@ class LearnerServicer:
     """Missing associated documentation comment in .proto file."""
 
     def Handshake(self, request, context):
-        """Opens a session: checks the protocol version and spaces, assigns slots.
+        """Opens a session: checks the protocol version and spaces, assigns slots. With an empty
+        env_id only answers which environment to run (no session). With an auth token set on
+        the learner, every RPC carries metadata "authorization: Bearer <token>".
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def Step(self, request_iterator, context):
-        """One StepRequest -> one StepResponse, in order, for the life of the session.
+        """One StepRequest -> one StepResponse, in order, for the life of the session; the call
+        carries metadata "seed-rl-session: <session_id>" (one Step stream per handshake).
+        Exactly one request is in flight: a client sends request t+1 only after response t
+        (its observations come from stepping with response t's actions). The learner reads a
+        stream's requests one at a time and answers each in order, so a request sent early is
+        not refused: it waits, and is taken as the next step.
+        The stream ends when the client half-closes it, when the learner refuses a request
+        (a status code), or when training is over: the learner answers the next request with
+        training_over = true and returns (status OK).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
