@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 from learner.serving.batcher import InferenceBatcher, InferenceRequest
-from learner.serving.session import Session, end_stream
+from learner.serving.session import Session, end_stream, ended_by_learner
 from learner.serving.validation import (
     HandshakeRejected,
     LearnerSpec,
@@ -306,8 +306,16 @@ class LearnerServicer(pb_grpc.LearnerServicer):
                                 "call Handshake again and send its session_id as metadata "
                                 f"{wire.SESSION_METADATA_KEY!r}")
         reason = "stream ended"
+        requests = aiter(request_iterator)
         try:
-            async for request in request_iterator:
+            while not session.ended_by_learner:
+                session.reading = True  # end_stream cancels the task only while it reads
+                try:
+                    request = await anext(requests)
+                except StopAsyncIteration:
+                    return
+                finally:
+                    session.reading = False
                 session.last_seen = time.monotonic()
                 if isinstance(request, MalformedMessage):
                     reason = "rejected: malformed message"
@@ -333,14 +341,12 @@ class LearnerServicer(pb_grpc.LearnerServicer):
                     session.busy = False
                     session.last_seen = time.monotonic()
                 yield response
-                if session.closed:
-                    reason = "closed"
-                    return
+            reason = session.ended_by_learner  # (session.py, end_stream) after its answer
+            await context.abort(grpc.StatusCode.CANCELLED, ended_by_learner(reason))
         except asyncio.CancelledError:
             if session.ended_by_learner:  # tell the actor; a cancelled task alone says nothing
                 reason = session.ended_by_learner
-                await context.abort(grpc.StatusCode.CANCELLED,
-                                    f"the learner ended this stream: {reason}; reconnect")
+                await context.abort(grpc.StatusCode.CANCELLED, ended_by_learner(reason))
             reason = "cancelled"
             raise
         finally:
@@ -379,13 +385,15 @@ class LearnerServicer(pb_grpc.LearnerServicer):
         self.metrics.add_env_steps(transitions, step.episode_returns, step.episode_lengths,
                                    handling_s=handled + time.perf_counter() - resumed)
         if unrolls is not None:
-            await self._enqueue(unrolls)  # may wait for the trainer: backpressure
+            await self._enqueue(unrolls, session)  # may wait for the trainer
         return response
 
-    async def _enqueue(self, unrolls: Unrolls) -> None:
+    async def _enqueue(self, unrolls: Unrolls, session: Session) -> None:
         """Hand complete unrolls to the trainer. While it is behind (the queue is full) this
         stream waits its turn on an asyncio future (no thread held; streams get in in the
-        order they came), the loop serving the others, until training stops."""
+        order they came), the loop serving the others, until training stops or the learner
+        ends the stream."""
         with contextlib.suppress(QueueClosed):
             await self.queue.put_async(unrolls, give_up=lambda: (
-                self.stopping.is_set() or self.unavailable.is_set()))
+                self.stopping.is_set() or self.unavailable.is_set()
+                or bool(session.ended_by_learner)))

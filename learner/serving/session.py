@@ -34,11 +34,27 @@ class Session:
     ended_by_learner: str = ""  # why the learner cancelled the stream (idle, replaced)
     closed: bool = False
     busy: bool = False  # the learner holds its request (inference, backpressure): not idle
+    reading: bool = False  # the Step handler waits for the actor's next message
     steps: int = 0  # messages handled; the first carries x_0 alone, no transition
 
 
-def end_stream(session: Session, reason: str) -> None:
-    """End the session's open Step stream (its actor sees CANCELLED and reconnects)."""
-    if session.stream is not None and not session.stream.done():
-        session.ended_by_learner = reason
-        session.stream.cancel()
+def end_stream(session: Session, reason: str, grace: float = 5.0) -> None:
+    """End the session's open Step stream (on the serving loop): its actor gets CANCELLED
+    with the reason and reconnects. A handler waiting for the actor's next message is
+    cancelled at once; one holding a step (inference, backpressure, its answer being
+    written) answers it and then ends the stream itself, because a task cancelled inside
+    gRPC's write ends the RPC with no status and its actor would wait forever. One that
+    has not within ``grace`` seconds (a client that reads no answers) is cancelled."""
+    stream = session.stream
+    if stream is None or stream.done():
+        return
+    session.ended_by_learner = reason
+    if session.reading:
+        stream.cancel()
+    else:
+        asyncio.get_running_loop().call_later(grace, lambda: stream.done() or stream.cancel())
+
+
+def ended_by_learner(reason: str) -> str:
+    """The CANCELLED details an actor gets when the learner ends its stream."""
+    return f"the learner ended this stream: {reason}; reconnect"

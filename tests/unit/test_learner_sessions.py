@@ -13,6 +13,7 @@ import pytest
 from support.learner_client import ScriptedActor, handshake_request, step_request
 from support.learner_harness import make_config, running_learner
 
+from learner.serving.session import end_stream
 from seed_rl import wire
 from seed_rl.proto.seed_rl.v1 import seed_rl_pb2_grpc as pb_grpc
 
@@ -115,3 +116,39 @@ def test_a_handshaken_session_is_expected_until_its_stream_opens_and_ends(tmp_pa
         while learner.servicer.session_envs and time.monotonic() < deadline:
             time.sleep(0.05)
         assert learner.servicer.session_envs == 0
+
+
+def test_a_stream_the_learner_ends_while_it_steps_is_told_cancelled(tmp_path):
+    """The learner ends a stream (replaced, idle) whatever the handler is doing: reading,
+    at inference or writing an answer. Cancelling its task inside gRPC's write ended the
+    RPC with no status, and the actor waited forever (here: until its deadline)."""
+    env, x0 = "CartPole-v1", np.zeros((1, 4), np.float32)
+    with running_learner(make_config(tmp_path, env=env), train=False) as learner:
+        outcomes = []
+        for trial in range(10):
+            actor = ScriptedActor(f"127.0.0.1:{learner.port}",
+                                  handshake_request(env, 1, actor_id=f"busy-{trial}"))
+            ended: list = []
+
+            def step_until_ended(actor=actor, ended=ended) -> None:
+                try:
+                    actor.step(step_request(x0))
+                    while True:  # as fast as answers come: the handler is rarely reading
+                        actor.step(step_request(x0, rewards=[1.0]))
+                except grpc.RpcError as error:
+                    ended.append((error.code(), error.details()))
+
+            stepping = threading.Thread(target=step_until_ended, daemon=True)
+            stepping.start()
+            deadline = time.monotonic() + 10
+            while (learner.servicer.session_envs < 1 or learner.metrics.env_steps
+                   < 20 * (trial + 1)) and time.monotonic() < deadline:
+                time.sleep(0.01)
+            session = next(s for s in learner.servicer.sessions()
+                           if s.actor_id == f"busy-{trial}")
+            learner.server.call_soon(lambda session=session: end_stream(session, "test"))
+            stepping.join(20)
+            outcomes.append(ended[0] if ended else "no status within 20 s")
+            actor.channel.close()
+        assert outcomes == [(grpc.StatusCode.CANCELLED,
+                             "the learner ended this stream: test; reconnect")] * 10
