@@ -102,8 +102,9 @@ class LearnerServicer(pb_grpc.LearnerServicer):
         self._sessions: dict[str, Session] = {}  # by session id
         self._by_actor: dict[str, Session] = {}
         self._slot_ids = itertools.count()
-        self.streaming_envs = 0  # environments of sessions whose stream is open
-        self.opening_envs = 0  # environments of sessions handshaken, stream not open yet
+        # Environments of all live sessions, streaming or handshaken and not yet: the
+        # batcher expects each of them (a handshaken actor opens its stream at once).
+        self.session_envs = 0
         # A replica of a data-parallel learner: its group, every replica's advertised
         # address and connected environments (learner/running/learner.py sets them).
         self.group = None
@@ -122,12 +123,6 @@ class LearnerServicer(pb_grpc.LearnerServicer):
         with self._lock:
             return sum(1 for s in self._sessions.values() if s.stream is not None)
 
-    @property
-    def session_envs(self) -> int:
-        """Environments of all live sessions (streaming, or handshaken and not yet): the
-        batcher expects each of them (a handshaken actor opens its stream at once)."""
-        return self.streaming_envs + self.opening_envs
-
     def sessions(self) -> list[Session]:
         """A snapshot of the live sessions (streaming, or handshaken and not yet streaming)."""
         with self._lock:
@@ -145,15 +140,16 @@ class LearnerServicer(pb_grpc.LearnerServicer):
                     f"actor id {actor_id!r} is already connected (run {existing.run_id[:8]}, "
                     f"from {existing.peer}); give each actor a unique id (--actor-id-prefix), "
                     "or wait for the old one to time out")
-            others = [s for s in self._sessions.values() if s is not existing]
-            if len(others) >= self.config.max_streams:
+            # Counted, not summed: a reconnect storm brings thousands of handshakes.
+            others = len(self._sessions) - (existing is not None)
+            if others >= self.config.max_streams:
                 raise HandshakeRejected(
                     grpc.StatusCode.RESOURCE_EXHAUSTED,
-                    f"the learner is full: it serves {len(others)} actor streams, the most "
+                    f"the learner is full: it serves {others} actor streams, the most "
                     f"--max-streams {self.config.max_streams} allows; retry later (actors "
                     "do), spread the actors over learner replicas (--replicas), or raise "
                     "the learner's --max-streams")
-            in_use = sum(s.num_envs for s in others)
+            in_use = self.session_envs - (existing.num_envs if existing is not None else 0)
             if in_use + k > self.config.max_total_envs:
                 raise HandshakeRejected(
                     grpc.StatusCode.RESOURCE_EXHAUSTED,
@@ -175,7 +171,7 @@ class LearnerServicer(pb_grpc.LearnerServicer):
         with self._lock:
             self._sessions[session.session_id] = session
             self._by_actor[actor_id] = session
-            self.opening_envs += k
+            self.session_envs += k
         log.info("actor %s (run %s) joined from %s with %d envs", actor_id, run_id[:8], peer, k)
         return session
 
@@ -191,8 +187,6 @@ class LearnerServicer(pb_grpc.LearnerServicer):
             if session is None or session.stream is not None:
                 return None
             session.stream = stream
-            self.streaming_envs += session.num_envs
-            self.opening_envs -= session.num_envs
             return session
 
     def _close_session(self, session: Session, reason: str) -> None:
@@ -200,10 +194,7 @@ class LearnerServicer(pb_grpc.LearnerServicer):
             if session.closed:
                 return
             session.closed = True
-            if session.stream is not None:
-                self.streaming_envs -= session.num_envs
-            else:
-                self.opening_envs -= session.num_envs
+            self.session_envs -= session.num_envs
             self._sessions.pop(session.session_id, None)
             if self._by_actor.get(session.actor_id) is session:
                 del self._by_actor[session.actor_id]
@@ -278,8 +269,8 @@ class LearnerServicer(pb_grpc.LearnerServicer):
             return ""
         envs = list(self.replica_envs())
         with self._lock:  # ours now: every session but this actor's own previous one
-            envs[self.group.rank] = sum(s.num_envs for s in self._sessions.values()
-                                        if s.actor_id != request.actor_id)
+            previous = self._by_actor.get(request.actor_id)
+            envs[self.group.rank] = self.session_envs - (previous.num_envs if previous else 0)
         best = min(range(len(envs)), key=lambda r: (envs[r], r))
         if best != self.group.rank and envs[self.group.rank] - envs[best] >= request.num_envs:
             return self.replica_addresses[best]

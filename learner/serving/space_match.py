@@ -21,6 +21,8 @@ from seed_rl import wire
 
 EDGE_VALUES = 3  # a large array prints its first and last this many values
 MAX_MISMATCH = 1600  # characters of one mismatch (a hostile handshake controls part of it)
+#: the arrays of a space kind compared element by element and printed value by value
+ARRAYS = {gym.spaces.Box: ("low", "high"), gym.spaces.MultiDiscrete: ("nvec", "start")}
 
 
 @dataclass(frozen=True)
@@ -44,26 +46,19 @@ def _mismatch(expected: gym.Space, got: gym.Space, path: str) -> SpaceMismatch |
         return differ
     if isinstance(expected, gym.spaces.Discrete):
         return differ if (expected.n, expected.start) != (got.n, got.start) else None
-    if isinstance(expected, gym.spaces.Box):
+    names = next((names for kind, names in ARRAYS.items() if isinstance(expected, kind)), None)
+    if names is not None:  # Box, MultiDiscrete
         if expected.shape != got.shape or expected.dtype != got.dtype:
             return differ
-        found = [d for d in (_first_difference("low", expected.low, got.low),
-                             _first_difference("high", expected.high, got.high)) if d]
-        if found:
-            return SpaceMismatch(wire.shorten(
-                f"bounds differ{' ' + at[:-2] if path else ''}: {'; '.join(found)}; learner "
-                f"has {_box_text(expected)}, actor has {_box_text(got)}", MAX_MISMATCH))
-        return None
-    if isinstance(expected, gym.spaces.MultiDiscrete):
-        if expected.shape != got.shape or expected.dtype != got.dtype:
-            return differ
-        found = [d for d in (_first_difference("nvec", expected.nvec, got.nvec),
-                             _first_difference("start", expected.start, got.start)) if d]
-        if found:
-            return SpaceMismatch(wire.shorten(
-                f"{at}{'; '.join(found)}; learner has {_multi_discrete_text(expected)}, "
-                f"actor has {_multi_discrete_text(got)}", MAX_MISMATCH))
-        return None
+        found = [d for d in (_first_difference(name, getattr(expected, name),
+                                               getattr(got, name)) for name in names) if d]
+        if not found:
+            return None
+        lead = (f"bounds differ{' ' + at[:-2] if path else ''}: "
+                if isinstance(expected, gym.spaces.Box) else at)
+        return SpaceMismatch(wire.shorten(
+            f"{lead}{'; '.join(found)}; learner has {_arrays_text(expected, names)}, actor "
+            f"has {_arrays_text(got, names)}", MAX_MISMATCH))
     if isinstance(expected, gym.spaces.MultiBinary):
         return None if expected.shape == got.shape else differ
     if isinstance(expected, gym.spaces.Dict):
@@ -122,13 +117,8 @@ def _values_text(array: np.ndarray) -> str:
     return f"[{', '.join(map(_value, head))}, ..., {', '.join(map(_value, tail))}]"
 
 
-def _box_text(box: gym.spaces.Box) -> str:
-    """A Box with both bounds printed value by value (describe_space hides varied ones)."""
-    return (f"Box(shape={tuple(box.shape)}, dtype={box.dtype}, low={_values_text(box.low)}, "
-            f"high={_values_text(box.high)})")
-
-
-def _multi_discrete_text(space: gym.spaces.MultiDiscrete) -> str:
-    """A MultiDiscrete with nvec and start printed value by value."""
-    return (f"MultiDiscrete(shape={tuple(space.shape)}, dtype={space.dtype}, "
-            f"nvec={_values_text(space.nvec)}, start={_values_text(space.start)})")
+def _arrays_text(space: gym.Space, names: tuple[str, str]) -> str:
+    """The space with its arrays ``names`` printed value by value (describe_space hides
+    varied ones): ``Box(shape=.., dtype=.., low=.., high=..)``, likewise MultiDiscrete."""
+    arrays = ", ".join(f"{name}={_values_text(getattr(space, name))}" for name in names)
+    return f"{type(space).__name__}(shape={tuple(space.shape)}, dtype={space.dtype}, {arrays})"

@@ -59,6 +59,14 @@ def step_request(observations, rewards=None, terminated=None, truncated=None,
     return request
 
 
+def open_step_stream(channel: grpc.Channel, session_id: str, requests,
+                     timeout: float = 30.0):
+    """The Step stream of the session ``session_id`` (its id as metadata), sending
+    ``requests`` (any iterable: it may block to keep the stream open) on ``channel``."""
+    return pb_grpc.LearnerStub(channel).Step(
+        iter(requests), timeout=timeout, metadata=[(wire.SESSION_METADATA_KEY, session_id)])
+
+
 class ScriptedActor:
     """Handshake, then send step requests one at a time and read each response."""
 

@@ -10,7 +10,12 @@ import time
 import grpc
 import numpy as np
 import pytest
-from support.learner_client import ScriptedActor, handshake_request, step_request
+from support.learner_client import (
+    ScriptedActor,
+    handshake_request,
+    open_step_stream,
+    step_request,
+)
 from support.learner_harness import make_config, running_learner
 
 from learner.serving.session import end_stream
@@ -106,8 +111,7 @@ def test_a_handshaken_session_is_expected_until_its_stream_opens_and_ends(tmp_pa
                 yield step_request(observations(2, 0))
                 done.wait(10)
 
-            stream = stub.Step(steps(), timeout=10, metadata=[
-                (wire.SESSION_METADATA_KEY, late.session_id)])
+            stream = open_step_stream(channel, late.session_id, steps(), timeout=10)
             assert len(wire.decode_tensor(next(stream).actions)) == K
             assert learner.servicer.session_envs == 2 * K
             done.set()

@@ -15,7 +15,12 @@ import grpc
 import gymnasium as gym
 import numpy as np
 import pytest
-from support.learner_client import ScriptedActor, handshake_request, step_request
+from support.learner_client import (
+    ScriptedActor,
+    handshake_request,
+    open_step_stream,
+    step_request,
+)
 from support.learner_harness import make_config, running_learner
 from support.procs import WAIT
 
@@ -110,9 +115,8 @@ def test_a_query_opens_no_session_and_checks_only_version_and_ids(tmp_path) -> N
         assert asked.max_message_bytes == learner.config.max_message_bytes
         assert learner.servicer.sessions() == []
         with grpc.insecure_channel(address) as channel:  # nothing to stream on
-            stream = pb_grpc.LearnerStub(channel).Step(
-                iter([step_request(np.zeros((K, 4), np.float32))]), timeout=10,
-                metadata=[(wire.SESSION_METADATA_KEY, asked.session_id)])
+            stream = open_step_stream(channel, asked.session_id,
+                                      [step_request(np.zeros((K, 4), np.float32))], timeout=10)
             with pytest.raises(grpc.RpcError) as refused:
                 next(stream)
             assert refused.value.code() == grpc.StatusCode.NOT_FOUND
@@ -248,9 +252,7 @@ def test_requests_are_answered_one_at_a_time_in_order(tmp_path) -> None:
         opened = handshake(address, handshake_request(ENV, K))
         requests: queue.Queue = queue.Queue()
         with grpc.insecure_channel(address) as channel:
-            stream = pb_grpc.LearnerStub(channel).Step(
-                iter(requests.get, None), timeout=30,
-                metadata=[(wire.SESSION_METADATA_KEY, opened.session_id)])
+            stream = open_step_stream(channel, opened.session_id, iter(requests.get, None))
             requests.put(step_request(np.zeros((K, 4), np.float32)))
             requests.put(step_request(np.ones((K, 4), np.float32), rewards=[1, 1]))
             answers = [next(stream), next(stream)]
@@ -272,9 +274,7 @@ def test_at_the_end_of_training_the_learner_answers_training_over_and_ends_the_s
         opened = handshake(address, handshake_request(ENV, K))
         requests: queue.Queue = queue.Queue()
         with grpc.insecure_channel(address) as channel:
-            stream = pb_grpc.LearnerStub(channel).Step(
-                iter(requests.get, None), timeout=30,
-                metadata=[(wire.SESSION_METADATA_KEY, opened.session_id)])
+            stream = open_step_stream(channel, opened.session_id, iter(requests.get, None))
             requests.put(step_request(np.zeros((K, 4), np.float32)))
             assert not next(stream).training_over
             learner.servicer.stopping.set()
