@@ -8,7 +8,8 @@ and the test fails on
 - actors/ importing learner/ or torch (an actor install has no torch);
 - seed_rl/ importing actors/ or learner/ (the CLI names the roles' modules as strings), or
   torch outside seed_rl/functional/;
-- a learner role importing a role above it: watching < training < serving < running.
+- a learner role importing a role above it: watching < training < serving < running <
+  deploying.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("seed_rl", "actors", "learner")
 #: learner roles, lowest first: a role may import itself and the roles before it
-LEARNER_LAYERS = ("watching", "training", "serving", "running")
+LEARNER_LAYERS = ("watching", "training", "serving", "running", "deploying")
 
 
 def module_name(path: Path) -> str:
