@@ -15,7 +15,7 @@ from typing import Any
 
 import grpc
 
-from actors.env_loop import PermanentError
+from actors.messages import PermanentError
 from seed_rl.config import Config
 from seed_rl.proto.seed_rl.v1 import seed_rl_pb2 as pb
 

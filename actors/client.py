@@ -1,5 +1,6 @@
 """The gRPC client of one actor (or of one group of an actor process's environments,
-actors/groups.py): connects to the learner and drives an :class:`EnvLoop`.
+actors/groups.py): connects to the learner and drives an :class:`EnvLoop` (or the
+hand-over of a simulator that owns its loop, actors/simulator.py).
 
 It owns everything about the connection (docs/architecture.md, "Wire contract"): the
 channel (keepalive, message size limits), TLS / mutual TLS credentials, the auth token as
@@ -47,7 +48,8 @@ from actors.channel import (
     redirect_target,
 )
 from actors.counters import Counters
-from actors.env_loop import EnvLoop, PermanentError, env_seeds, registered_here
+from actors.env_loop import EnvLoop, env_seeds, registered_here
+from actors.messages import PermanentError, StepMessages
 from seed_rl import wire
 from seed_rl.config import Config
 from seed_rl.envs.making import EnvImportError, run_env_imports
@@ -102,29 +104,31 @@ class ActorClient:
     envs (K_g = len(seeds)), the process's ``run_id`` and ``channels``; ``env_known`` says
     the process already ran ``--env-import`` and ``config.env`` is the env to make.
     ``report``, when given, gets the permanent error that ends it instead of the log.
+    ``envs``, when given, are the environments' messages of a loop it does not own (a
+    simulator's, actors/simulator.py): their env id, spaces and K replace the config's.
     """
 
     def __init__(self, config: Config, actor_index: int, *,
                  stop: threading.Event | None = None, counters: Counters | None = None,
                  actor_id: str = "", seeds: Sequence[int] | None = None, run_id: str = "",
                  channels: SharedChannels | None = None, env_known: bool = False,
-                 report: Report | None = None):
+                 report: Report | None = None, envs: StepMessages | None = None):
         self.config = config
         self.actor_index = actor_index
         self.actor_id = actor_id or actor_id_for(config, actor_index)
         self.run_id = run_id or uuid.uuid4().hex  # this incarnation
         self.seeds = list(seeds if seeds is not None else
                           env_seeds(config.seed, self.actor_id, int(config.envs_per_actor)))
-        self.num_envs = len(self.seeds)
+        self.num_envs = len(self.seeds) if envs is None else envs.num_envs
         self.stop = stop if stop is not None else threading.Event()
         self.counters = counters if counters is not None else Counters()
         self.channels = channels if channels is not None else SharedChannels()
-        self.env_known = env_known
+        self.env_known = env_known or envs is not None
         self.report = report
-        self.env_id = config.env
+        self.env_id = config.env if envs is None else envs.env_id
         self.env_kwargs: dict[str, Any] = dict(config.env_kwargs)
         self.env_wrapper: list[str] = list(config.env_wrapper)  # or the learner's, if asked
-        self.envs: EnvLoop | None = None
+        self.envs: StepMessages | None = envs
         self.session_id = ""
         self.outcome = ""  # how run() ended: "training_over" or "stopped" (exit 0)
         self._max_message_bytes = DEFAULT_MAX_MESSAGE_BYTES
@@ -166,8 +170,10 @@ class ActorClient:
                         "the network path can read it", self.actor_id)
         if self.config.env_import and not self.env_known:  # its own; the learner's is ignored
             run_env_imports(self.config.env_import, process=f"actor {self.actor_id}")
-        if self.env_id and (self.env_known or self.config.env_import
-                            or registered_here(self.env_id)):
+        if self.envs is not None:
+            pass  # a loop it does not own: the environments exist
+        elif self.env_id and (self.env_known or self.config.env_import
+                              or registered_here(self.env_id)):
             self._make_envs()
         elif self.env_id:
             log.info("actor %s: %s is not registered here and this actor has no --env-import; "
@@ -359,6 +365,9 @@ class ActorClient:
                     finish_stream(requests, responses, STOP_GRACE_S)
                     return "stopped"
                 envs.step(envs.decode_actions(response))
+                if self.stop.is_set():  # stopped while the envs stepped: nothing to send
+                    finish_stream(requests, responses, STOP_GRACE_S)
+                    return "stopped"
         finally:
             requests.close()
             self._set_call(None)

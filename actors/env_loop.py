@@ -44,17 +44,10 @@ import gymnasium as gym
 import numpy as np
 
 from actors.counters import Counters
-from seed_rl import wire
+from actors.messages import PermanentError, StepMessages
 from seed_rl.envs.making import EnvironmentUnavailable, make_env
-from seed_rl.proto.seed_rl.v1 import seed_rl_pb2 as pb
-from seed_rl.spaces import UnsupportedSpace, action_layout, observation_layout
 
 log = logging.getLogger("actors.env_loop")
-
-
-class PermanentError(Exception):
-    """Retrying cannot help (an environment that cannot be made, spaces the wire cannot
-    carry, malformed actions, a refusing learner); the text says what to change."""
 
 
 def env_seeds(seed: int, actor_id: str, num_envs: int) -> list[int]:
@@ -104,8 +97,9 @@ def close_envs(envs: Sequence[gym.Env]) -> None:
             log.debug("env.close() failed", exc_info=True)
 
 
-class EnvLoop:
-    """K environments of ``env_id`` and the buffers of the next ``StepRequest``.
+class EnvLoop(StepMessages):
+    """K environments of ``env_id`` and the buffers of the next ``StepRequest``
+    (:class:`actors.messages.StepMessages`).
 
     ``seeds`` has one seed per environment (K = ``len(seeds)``); env i is reset with
     ``seeds[i]`` once, here, and afterwards only when its episode ends (unseeded, so its
@@ -124,143 +118,33 @@ class EnvLoop:
         process: str = "actor",
         env_wrapper: Sequence[str] = (),
     ):
-        self.env_id = env_id
         self.env_kwargs = dict(env_kwargs)
-        self.num_envs = k = len(seeds)
-        self.counters = counters if counters is not None else Counters()
         self.env_wrapper = list(env_wrapper)
-        self.envs = make_envs(env_id, self.env_kwargs, k, process, self.env_wrapper)
-        self.observation_space = self.envs[0].observation_space
-        self.action_space = self.envs[0].action_space
-        try:  # the handshake describes both spaces; reject what the wire cannot carry now
-            self.observation_layout = observation_layout(self.observation_space)
-            self.action_layout = action_layout(self.action_space)
-            self.observation_space_msg = wire.encode_space(self.observation_space)
-            self.action_space_msg = wire.encode_space(self.action_space)
-        except (UnsupportedSpace, wire.WireError) as error:
+        self.envs = make_envs(env_id, self.env_kwargs, len(seeds), process, self.env_wrapper)
+        try:
+            super().__init__(env_id, self.envs[0].observation_space,
+                             self.envs[0].action_space, len(seeds), counters)
+        except PermanentError:
             close_envs(self.envs)
-            raise PermanentError(f"environment {env_id}: {error}") from None
-        layout = self.observation_layout
-        shape, dtype = layout.row_shape, layout.row_dtype  # one row per env
-        self.observation_shape, self.observation_dtype = shape, dtype
-
-        # What the next request carries (slot convention above), one row per env.
-        self.observations = np.zeros((k, *shape), dtype=dtype)  # x_t
-        self.rewards = np.zeros(k, dtype=np.float32)  # reward of the transition into x_t
-        self.terminated = np.zeros(k, dtype=bool)
-        self.truncated = np.zeros(k, dtype=bool)
-        self.final_env_indices: list[int] = []  # truncated envs, ascending
-        self.final_observations = np.zeros((k, *shape), dtype=dtype)  # their rows, same order
-        self.finished_episodes: list[tuple[int, float, int]] = []  # (env, return, length)
-        self._empty_finals = wire.encode_tensor(np.zeros((0, *shape), dtype=dtype))
-
-        # The running episode of each env.
-        self.episode_returns = [0.0] * k
-        self.episode_lengths = [0] * k
-
+            raise
         for i, (env, seed) in enumerate(zip(self.envs, seeds, strict=True)):
             observation, _ = env.reset(seed=seed)
-            layout.write(self.observations, i, observation)
-
-    def describe(self) -> str:
-        """For the log: ``3 x CartPole-v1, observations (4,) float32, actions Discrete(2)``
-        (a Dict or Tuple observation: its description and its packed row)."""
-        observations = f"{self.observation_shape} {self.observation_dtype}"
-        if self.observation_layout.packed:
-            observations = (f"{wire.describe_space(self.observation_space)} packed as "
-                            f"{observations} rows")
-        return (f"{self.num_envs} x {self.env_id}, observations {observations}, "
-                f"actions {wire.describe_space(self.action_space)}")
-
-    def worst_request_bytes(self) -> int:
-        """An upper bound on one request's size: every env may be truncated at once (a
-        shared time limit), so observations travel twice, plus per-env scalars."""
-        return 2 * self.observations.nbytes + 64 * self.num_envs + 1024
-
-    def start_session(self) -> None:
-        """Make the next request a session's first: current observations, reward 0, no
-        episode ends, nothing final (what the old session did not answer is dropped)."""
-        self.rewards[:] = 0.0
-        self.terminated[:] = False
-        self.truncated[:] = False
-        self.final_env_indices = []
-        self.finished_episodes = []
-
-    def build_request(self) -> pb.StepRequest:
-        """The ``StepRequest`` for stream step t: x_t of all K envs ``[K, *obs_shape]``,
-        rewards ``[K]`` float32, terminated / truncated ``[K]`` bool, the final observations
-        ``[F, *obs_shape]`` of the F envs truncated into x_t, and the finished episodes."""
-        request = pb.StepRequest()
-        wire.encode_tensor(self.observations, out=request.observations)
-        wire.encode_tensor(self.rewards, out=request.rewards)
-        wire.encode_tensor(self.terminated, out=request.terminated)
-        wire.encode_tensor(self.truncated, out=request.truncated)
-        if self.final_env_indices:
-            request.final_observation_envs.extend(self.final_env_indices)
-            finals = self.final_observations[:len(self.final_env_indices)]
-            wire.encode_tensor(finals, out=request.final_observations)
-        else:
-            request.final_observations.CopyFrom(self._empty_finals)
-        for env_index, episode_return, length in self.finished_episodes:
-            request.episodes.add(
-                env_index=env_index, episode_return=episode_return, episode_length=length
-            )
-        return request
-
-    def decode_actions(self, response: pb.StepResponse) -> np.ndarray:
-        """The K actions a_t of a ``StepResponse``, ``[K, *layout.shape]``; PermanentError
-        unless shape and dtype are the action layout's (int64 for Discrete and
-        MultiDiscrete, finite float32 for Box)."""
-        layout = self.action_layout
-        try:
-            actions = wire.decode_tensor(response.actions, name="StepResponse.actions")
-        except wire.WireError as error:
-            raise PermanentError(f"the learner sent malformed actions: {error}") from None
-        expected = (self.num_envs, *layout.shape)
-        if actions.shape != expected or actions.dtype != layout.dtype:
-            raise PermanentError(
-                f"the learner sent actions of shape {list(actions.shape)} and dtype "
-                f"{actions.dtype}; expected {list(expected)} {layout.dtype} for the action "
-                f"space {wire.describe_space(self.action_space)}")
-        if layout.kind == "box" and not np.isfinite(actions).all():
-            raise PermanentError("the learner sent actions that are not finite (NaN or inf)")
-        return actions.copy()  # writable, and not a view of the message: envs may keep it
+            self.set_observation(i, observation)
 
     def step(self, actions: Sequence[Any] | np.ndarray) -> None:
         """Apply a_t to every env once and fill the buffers of request t+1: x_{t+1}, the
         reward and flags of the transition into it, and (episode ended) reset the env.
         ``actions[i]`` is env i's action as it travels (``decode_actions``)."""
-        layout, to_env = self.observation_layout, self.action_layout.to_env
-        rewards = [0.0] * self.num_envs
-        terminated = [False] * self.num_envs
-        truncated = [False] * self.num_envs
-        final_env_indices: list[int] = []
-        finished_episodes: list[tuple[int, float, int]] = []
-        returns, lengths = self.episode_returns, self.episode_lengths
+        to_env, record = self.action_layout.to_env, self.record
+        self.begin_step()
         for i, env in enumerate(self.envs):
             observation, reward, term, trunc, _ = env.step(to_env(actions[i]))
-            reward = float(reward)
-            returns[i] += reward
-            lengths[i] += 1
-            rewards[i] = reward
             if term or trunc:
-                terminated[i] = bool(term)
-                truncated[i] = bool(trunc)
-                if trunc and not term:  # the learner bootstraps from the true last state
-                    layout.write(self.final_observations, len(final_env_indices), observation)
-                    final_env_indices.append(i)
-                finished_episodes.append((i, returns[i], lengths[i]))
-                self.counters.add_episode(returns[i])
-                returns[i] = 0.0
-                lengths[i] = 0
-                observation, _ = env.reset()  # x_{t+1} is the next episode's first
-            layout.write(self.observations, i, observation)
-        self.rewards[:] = rewards
-        self.terminated[:] = terminated
-        self.truncated[:] = truncated
-        self.final_env_indices = final_env_indices
-        self.finished_episodes = finished_episodes
-        self.counters.add_steps(self.num_envs)
+                final, (observation, _) = observation, env.reset()  # x_{t+1}: next episode's
+                record(i, observation, float(reward), bool(term), bool(trunc), final)
+            else:
+                record(i, observation, float(reward), False, False)
+        self.end_step()
 
     def close(self) -> None:
         close_envs(self.envs)

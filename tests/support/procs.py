@@ -17,10 +17,11 @@ WAIT = 30.0  # seconds: generous bound for anything to happen on a busy 2-core m
 class Process:
     """A subprocess whose stderr is collected line by line in the background."""
 
-    def __init__(self, args: list[str], env: dict[str, str] | None = None):
+    def __init__(self, args: list[str], env: dict[str, str] | None = None,
+                 cwd: Path = REPO):
         self.popen = subprocess.Popen(
             args,
-            cwd=REPO,
+            cwd=cwd,
             env={**os.environ, **(env or {})},
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
