@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 from learner.serving.batcher import InferenceBatcher, InferenceRequest
-from learner.serving.session import Session, end_stream, ended_by_learner
+from learner.serving.session import EpisodeTally, Session, end_stream, ended_by_learner
 from learner.serving.validation import (
     HandshakeRejected,
     LearnerSpec,
@@ -167,7 +167,7 @@ class LearnerServicer(pb_grpc.LearnerServicer):
             builder=UnrollBuilder.for_layouts(
                 self.config.unroll_length, k, self._validator.layout, self._action_layout,
                 self._num_policy_params, tuple(tuple(s.shape) for s in core_state)),
-            core_state=core_state)
+            core_state=core_state, episodes=EpisodeTally(k))
         with self._lock:
             self._sessions[session.session_id] = session
             self._by_actor[actor_id] = session
@@ -369,12 +369,18 @@ class LearnerServicer(pb_grpc.LearnerServicer):
         session.core_state = inference.next_core_state
         # A session's first message is x_0 alone (reset observations, or the current ones
         # after a reconnect): no transition led to it in this session, so no env steps.
-        transitions = k if session.steps > 0 else 0
+        transitions, returns, lengths = 0, [], []
+        if session.steps > 0:
+            transitions = k
+            returns, lengths = session.episodes.add(
+                step.rewards, step.terminated, step.truncated,
+                dict(zip(step.episode_envs, step.episode_lengths, strict=True)))
         session.steps += 1
         response = pb.StepResponse(policy_version=inference.policy_version)
         wire.encode_tensor(self._action_layout.to_wire(inference.actions), out=response.actions)
-        self.metrics.add_env_steps(transitions, step.episode_returns, step.episode_lengths,
-                                   handling_s=handled + time.perf_counter() - resumed)
+        self.metrics.add_env_steps(transitions, returns, lengths,
+                                   handling_s=handled + time.perf_counter() - resumed,
+                                   reported_returns=step.episode_returns)
         if unrolls is not None:
             await self._enqueue(unrolls, session)  # may wait for the trainer
         return response

@@ -199,7 +199,8 @@ class CheckedStep:
     truncated: np.ndarray  # [K] bool
     final_envs: np.ndarray  # int64 indices of the truncated envs that sent a final obs
     final_observations: np.ndarray  # [len(final_envs), *row_shape]
-    episode_returns: list[float]
+    episode_envs: list[int]  # what the actor reports of its finished episodes (env index,
+    episode_returns: list[float]  # return, length); the learner keeps its own count
     episode_lengths: list[int]
 
     @property
@@ -266,7 +267,8 @@ class StepValidator:
         if first:
             check_first_message(rewards, terminated, truncated)
         return CheckedStep(observations, rewards, terminated, truncated, final_envs,
-                           final_observations, [e.episode_return for e in episodes],
+                           final_observations, [e.env_index for e in episodes],
+                           [e.episode_return for e in episodes],
                            [e.episode_length for e in episodes])
 
     def _final_observations(self, request: pb.StepRequest, k: int,

@@ -39,6 +39,9 @@ class Metrics:
         self.episodes = episodes
         self.returns: deque[float] = deque(recent_returns or [], maxlen=RETURN_WINDOW)
         self.lengths: deque[int] = deque(maxlen=RETURN_WINDOW)
+        # what the actors say their episodes returned (StepRequest.episodes): their figure,
+        # shown beside the learner's own, never used for a stop
+        self.reported_returns: deque[float] = deque(maxlen=RETURN_WINDOW)
         self.best_return_mean = -math.inf
         self.skipped_updates = 0
         self.shared = False  # a replica: counts what it has not yet shared with the others
@@ -66,10 +69,14 @@ class Metrics:
 
     # -- fed by the serving and training threads -----------------------------------------
     def add_env_steps(self, steps: int, episode_returns: list[float],
-                      episode_lengths: list[int], handling_s: float | None = None) -> None:
-        """One actor message: its transitions, finished episodes and, from the service,
-        the seconds its handling took (not counting inference)."""
+                      episode_lengths: list[int], handling_s: float | None = None,
+                      reported_returns: list[float] = ()) -> None:
+        """One actor message: its transitions, the episodes they finished as the learner
+        saw them (learner/serving/session.py, EpisodeTally), and, from the service, the
+        seconds its handling took (not counting inference) and the returns the actor
+        reported for its finished episodes."""
         with self._lock:
+            self.reported_returns.extend(reported_returns)
             if handling_s is not None:
                 self._timers.setdefault("step_handling", []).append(handling_s)
             if self.shared:
@@ -153,6 +160,7 @@ class Metrics:
                 "episodes": self.episodes,
                 "episode_return_mean": _mean(self.returns),
                 "episode_length_mean": _mean(self.lengths),
+                "actor_reported_return_mean": _mean(self.reported_returns),
                 "batch_size_mean": _mean(self._batch_envs),
                 "batch_wait_ms_mean": 1000 * _mean(self._batch_waits),
                 "inference_batches": len(self._batch_envs),
