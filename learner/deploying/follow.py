@@ -34,6 +34,7 @@ from learner.training import checkpoint
 from learner.training.checkpoint import CheckpointError
 from learner.training.models import ActorCritic
 from learner.training.weights import PublishedWeights
+from seed_rl import wire
 from seed_rl.config import Config, ConfigError
 
 log = logging.getLogger("serve")
@@ -93,11 +94,16 @@ def load_served(target: str | Path, device: torch.device | str = "cpu") -> Serve
             return read_served(path, device)
         except CheckpointError as error:
             if target.is_file():
-                raise SystemExit(f"--checkpoint: {error}") from None
+                raise SystemExit(f"--checkpoint: {one_line(error)}") from None
             log.warning("%s; trying an older checkpoint", error)
     raise SystemExit(f"no readable checkpoint in {target} (looked in "
                      f"{checkpoint.checkpoint_dir(target)}); train first with `seed-rl train "
                      f"--logdir {target}`, or serve a running job with --follow {target}")
+
+
+def one_line(error: BaseException, limit: int = 400) -> str:
+    """An error's text on one line, cut to ``limit`` characters (torch's are paragraphs)."""
+    return wire.shorten(" ".join(str(error).split()), limit)
 
 
 def run_directory(target: str | Path) -> Path:
@@ -151,7 +157,7 @@ def newest_after(run: Path, after: tuple[int, int], refused: set,
             served = read_served(path, device)
             fault = check(served) if check is not None else ""
         except CheckpointError as error:
-            fault = str(error)
+            fault = one_line(error)
             served = None
         if not fault:
             return served

@@ -81,12 +81,12 @@ def main(resolved: cfg.Resolved, args: argparse.Namespace | None = None) -> int:
             server.request_stop(reason[-1])
 
     server: PolicyServer | None = None
-    signal.signal(signal.SIGTERM, handle)
-    signal.signal(signal.SIGINT, handle)
     device = select_device(resolved.config.device)
     if target:
         served = load_served(target, device)
-    else:
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, handle)
+    if not target:
         served = wait_for_first(follow_run, device, resolved.config.follow_every, stop)
         if served is None:  # stopped while waiting: nothing served, nothing to say
             print(f"seed-rl serve: stopped ({reason[-1]}) before {follow_run} had a checkpoint")
