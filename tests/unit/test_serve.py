@@ -6,9 +6,11 @@ test_serve_command.py."""
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import math
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -236,3 +238,24 @@ def test_bad_checkpoints_and_flags_end_with_one_line(tmp_path, case):
     message = str(exited.value.code)
     assert message.startswith("seed-rl serve: error: ") and "\n" not in message
     assert expected in message
+
+
+def test_the_serve_page_shows_commands_the_cli_takes_and_paths_that_exist():
+    text = (Path(__file__).resolve().parents[2] / "docs" / "serve.md").read_text()
+    shell = "\n".join(re.findall(r"```bash\n(.*?)```", text, re.S))
+    commands = re.findall(r"^\s*seed-rl (\w+[^#\n]*)", shell, re.M)
+    assert {c.split()[0] for c in commands} >= {"serve", "actors"}
+    for command in commands:
+        cli.build_parser().parse_args(command.split())  # exits on a flag it does not have
+    root = Path(__file__).resolve().parents[2]
+    for path in set(re.findall(r"(?:deploy|tests|benchmarks|docker)/[\w./-]*\w", text)):
+        assert (root / path).exists(), f"docs/serve.md names {path}, which does not exist"
+    serve_parser = argparse.ArgumentParser()
+    cli.add_arguments(serve_parser, "serve")
+    cli.add_serve_arguments(serve_parser)
+    flags = set(re.findall(r"--[a-z-]+", serve_parser.format_help()))
+    # flags of the roles that train, named as what a checkpoint was trained with
+    trained = {"--env", "--env-kwargs", "--env-import", "--env-wrapper", "--hidden-sizes",
+               "--lstm", "--lstm-size", "--conv-net", "--checkpoint-every"}
+    for flag in re.findall(r"`(--[a-z-]+)", text):
+        assert flag in flags | trained | {"--serve"}, flag  # --serve: the benchmark's
