@@ -11,6 +11,8 @@ import contextlib
 import math
 import os
 import re
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -259,3 +261,31 @@ def test_the_serve_page_shows_commands_the_cli_takes_and_paths_that_exist():
                "--lstm", "--lstm-size", "--conv-net", "--checkpoint-every"}
     for flag in re.findall(r"`(--[a-z-]+)", text):
         assert flag in flags | trained | {"--serve"}, flag  # --serve: the benchmark's
+
+
+def test_stopping_says_not_serving_and_tells_the_actor_it_is_over(tmp_path):
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    path = write_checkpoint(tmp_path / "run", policy_version=4)
+    with policy_server(path, tmp_path) as server:
+        address = f"127.0.0.1:{server.port}"
+        actor = ScriptedActor(address, handshake_request("CartPole-v1", 1))
+        try:
+            assert actor.step(step_request(observations(1))).policy_version == 4
+            # shutdown waits (a few seconds at most) for the connected actor to hear it
+            stopping = threading.Thread(target=server.shutdown)
+            stopping.start()
+            with grpc.insecure_channel(address) as channel:
+                health = health_pb2_grpc.HealthStub(channel)
+                request = health_pb2.HealthCheckRequest(service="seed_rl.v1.Learner")
+                deadline = time.monotonic() + 10
+                while health.Check(request, timeout=5).status == \
+                        health_pb2.HealthCheckResponse.SERVING:
+                    assert time.monotonic() < deadline, "still SERVING while stopping"
+                    time.sleep(0.01)
+            over = actor.step(step_request(observations(1)))
+            assert over.training_over and over.policy_version == 4
+            stopping.join(timeout=30)
+            assert not stopping.is_alive()
+        finally:
+            actor.close()
