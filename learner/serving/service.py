@@ -2,14 +2,15 @@
 
 A handshake opens a session (K environments, their slots, their unfinished unrolls:
 learner/serving/session.py); the Step stream on it sends x_t for all K environments and
-gets their actions back, through the inference batcher; complete unrolls go to the
-trainer's queue through the unroll recorder (learner/serving/recording.py; ``seed-rl serve``
-has none and keeps nothing; docs/architecture.md, "Data path" and "Wire contract"). The handlers are
-coroutines on the server's one event loop (learner/serving/server.py): a stream waiting
-for its actions costs no thread, and everything that touches the sessions runs on that
-loop, one piece at a time. Every request is checked by learner/serving/validation.py
-before anything else sees it; bad input ends only that actor's RPC, with a status code and
-a message a person can act on. The other actors keep training.
+gets their actions back, through the inference batcher; the unroll recorder
+(learner/serving/recording.py) writes the steps into unrolls and hands complete ones to the
+trainer's queue (``seed-rl serve`` has none: nothing is kept; docs/architecture.md, "Data
+path" and "Wire contract"). The handlers are coroutines on the server's one event loop
+(learner/serving/server.py): a stream waiting for its actions costs no thread, and
+everything that touches the sessions runs on that loop, one piece at a time. Every request
+is checked by learner/serving/validation.py before anything else sees it; bad input ends
+only that actor's RPC, with a status code and a message a person can act on. The other
+actors keep training.
 
 Codes answered here, besides the validation's (docs/reliability.md has the full table):
 NOT_FOUND for a Step stream whose session is not (or no longer) here, which actors retry
