@@ -289,3 +289,29 @@ def test_stopping_says_not_serving_and_tells_the_actor_it_is_over(tmp_path):
             assert not stopping.is_alive()
         finally:
             actor.close()
+
+
+def test_token_tls_and_max_streams_are_the_learners(tmp_path, pki):
+    """Serve's own --auth-token, --tls-cert/--tls-key and --max-streams: an RPC without the
+    token is refused, a TLS client with it is served, a second session past the limit gets
+    RESOURCE_EXHAUSTED."""
+    from support.secure_clients import TOKEN, bearer, secure_channel, status_of
+
+    from seed_rl.proto.seed_rl.v1 import seed_rl_pb2_grpc as pb_grpc
+
+    path = write_checkpoint(tmp_path / "run", policy_version=5)
+    with policy_server(path, tmp_path, "--auth-token", TOKEN, "--tls-cert",
+                       str(pki["server.pem"]), "--tls-key", str(pki["server.key"]),
+                       "--max-streams", "1") as server:
+        assert server.config.auth_token == TOKEN and server.config.max_streams == 1
+        with secure_channel(server.port, pki["ca.pem"]) as channel:
+            stub = pb_grpc.LearnerStub(channel)
+            code, _ = status_of(lambda: stub.Handshake(
+                handshake_request("CartPole-v1", 1), timeout=10))
+            assert code == grpc.StatusCode.UNAUTHENTICATED
+            first = stub.Handshake(handshake_request("CartPole-v1", 1), timeout=10,
+                                   metadata=bearer(TOKEN))
+            assert first.session_id and first.policy_version == 5
+            code, details = status_of(lambda: stub.Handshake(
+                handshake_request("CartPole-v1", 1), timeout=10, metadata=bearer(TOKEN)))
+            assert code == grpc.StatusCode.RESOURCE_EXHAUSTED and "--max-streams 1" in details
