@@ -315,3 +315,33 @@ def test_token_tls_and_max_streams_are_the_learners(tmp_path, pki):
             code, details = status_of(lambda: stub.Handshake(
                 handshake_request("CartPole-v1", 1), timeout=10, metadata=bearer(TOKEN)))
             assert code == grpc.StatusCode.RESOURCE_EXHAUSTED and "--max-streams 1" in details
+
+
+@pytest.mark.parametrize(("env", "overrides"), [("CartPole-v1", {"lstm": True, "lstm_size": 8}),
+                                                ("Pendulum-v1", {})], ids=["lstm", "box-actions"])
+def test_recurrent_and_continuous_policies_are_served(tmp_path, env, overrides):
+    """An LSTM checkpoint (each session's core state carried from step to step) and a
+    Gaussian policy (greedy: its mean) are served like a feed-forward categorical one."""
+    import gymnasium as gym
+
+    path = write_checkpoint(tmp_path / "run", policy_version=3, env=env, gain=None,
+                            **overrides)
+    probe = gym.make(env)
+    with policy_server(path, tmp_path, greedy=True) as server:
+        actor = ScriptedActor(f"127.0.0.1:{server.port}", handshake_request(env, 2))
+        try:
+            for _ in range(4):
+                x = np.stack([probe.observation_space.sample() for _ in range(2)])
+                response = actor.step(step_request(x.astype(np.float32)))
+                assert response.policy_version == 3
+                actions = actor.actions(response)
+                assert len(actions) == 2 and np.all(np.isfinite(actions)), actions
+            (session,) = server.servicer.sessions()
+            if overrides.get("lstm"):  # (h, c), moved on by every step
+                assert len(session.core_state) == 2
+                assert all(float(s.abs().sum()) > 0 for s in session.core_state)
+            else:
+                assert session.core_state == ()
+        finally:
+            actor.close()
+            probe.close()
