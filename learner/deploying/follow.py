@@ -71,14 +71,17 @@ class Served:
 
 def read_served(path: Path, device: torch.device | str = "cpu") -> Served:
     """Read one checkpoint file; CheckpointError says what is wrong with it."""
-    stat = path.stat() if path.exists() else None
+    try:
+        stat = path.stat()  # before reading: a rewrite meanwhile makes a newer stamp
+    except OSError as error:
+        raise CheckpointError(f"checkpoint {path} is unreadable ({error.strerror})") from None
     state = checkpoint.load_file(path, map_location=device)
     try:
         config = config_from_json(state["config"])
     except (ConfigError, json.JSONDecodeError, TypeError, AttributeError) as error:
         raise CheckpointError(f"checkpoint {path} holds no readable config ({error})") from None
-    stamp = (stat.st_mtime_ns, stat.st_size) if stat is not None else (0, 0)
-    return Served(path, state["model"], config, dict(state["counters"]), stamp)
+    return Served(path, state["model"], config, dict(state["counters"]),
+                  (stat.st_mtime_ns, stat.st_size))
 
 
 def load_served(target: str | Path, device: torch.device | str = "cpu") -> Served:
