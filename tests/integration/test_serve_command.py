@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import re
 import signal
+import socket
 import subprocess
 import sys
 
@@ -16,10 +17,12 @@ import grpc
 import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from support.learner_client import ScriptedActor, handshake_request, step_request
-from support.learner_process import actors_command, read_metrics, wait_for
+from support.learner_process import actors_command, learner_command, read_metrics, wait_for
 from support.playing import STATS
 from support.procs import REPO
 from support.serving import write_checkpoint
+
+from learner.training import checkpoint
 
 WAIT = 60.0
 SERVING = re.compile(r"serve answering \S+ actors on 127\.0\.0\.1:(?P<port>\d+) ")
@@ -119,3 +122,37 @@ def test_follow_serves_a_checkpoint_written_while_it_serves_and_sigterm_ends_it(
     assert server.wait(timeout=WAIT) == 0, server.text
     assert "stopping: received SIGTERM" in server.text
     assert "0 episode(s), greedy actions" in server.text
+
+
+def test_follow_tracks_a_training_learner(tmp_path, free_port, processes, clean_environment):
+    """A serving tier that tracks training: `seed-rl serve --follow` of a real learner's run
+    (its actors training it, a checkpoint a second) answers a client with policy versions
+    that rise as the learner's checkpoints appear; the learner's run gets nothing from it."""
+    run = tmp_path / "run"
+    learner = processes(learner_command(run, free_port, "--checkpoint-every 1"))
+    fleet = processes(actors_command(free_port, "--num-actors 1 --envs-per-actor 8"))
+    first = wait_for(lambda: [p for p in checkpoint.list_checkpoints(run)
+                              if int(p.stem.split("-")[1]) > 0],
+                     "a checkpoint with train steps", timeout=120, process=learner)
+    assert first
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        serve_port = probe.getsockname()[1]
+    server = processes(serve_command(serve_port, tmp_path / "serve", "--follow", str(run),
+                                     "--follow-every", "0.2"))
+    server.wait_for_line(SERVING.pattern, timeout=WAIT)
+    actor = ScriptedActor(f"127.0.0.1:{serve_port}", handshake_request("CartPole-v1", 1))
+    try:
+        x = np.zeros((1, 4), np.float32)
+        start = actor.handshake.policy_version
+        assert start > 0
+        later = wait_for(lambda: (v := actor.step(step_request(x)).policy_version) > start
+                         and v, "a newer policy version", timeout=120, process=server)
+        assert re.search(rf"now serving .*policy version {later}\b", server.text), server.text
+    finally:
+        actor.close()
+    for process in (server, learner):
+        process.popen.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=WAIT) == 0, process.text
+    assert fleet.wait(timeout=WAIT) == 0, fleet.text
+    assert not any("serve" in p.name for p in run.iterdir())
