@@ -17,6 +17,9 @@ For every load point it runs, one after the other:
 - ``echo``: a grpc.aio server in its own process that answers a handshake with a session
   id and every Step request with its own bytes: the ceiling Python gRPC sets on this
   machine.
+- ``serve`` (with ``--serve``): ``seed-rl serve`` answering from a checkpoint of the same
+  model (a real learner's, written by a one-second ``seed-rl learner`` run, or
+  ``--serve-checkpoint``), training off: the serving path without trainer or unroll store.
 
 Columns: messages answered per second in the measurement window, reply latency p50/p99
 (send to answer), streams that got at least one answer, refusals by status code, streams
@@ -25,6 +28,7 @@ the generator's CPU (cores busy on average over the window).
 
     python benchmarks/serving.py                          # the default load points
     python benchmarks/serving.py --points 64x1 1000x1 --seconds 10
+    python benchmarks/serving.py --serve                  # seed-rl serve beside the learner
 """
 
 from __future__ import annotations
@@ -284,12 +288,31 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime + stime
 
 
+def learner_checkpoint(workdir: Path, learner_flags: list[str]) -> Path:
+    """A checkpoint of the model the learner rows serve: ``seed-rl learner --env CartPole-v1``
+    run for a second (its final checkpoint); the logdir holding it."""
+    logdir = workdir / "serve-checkpoint"
+    subprocess.run([sys.executable, "-m", "seed_rl", "learner", "--env", "CartPole-v1",
+                    "--device", "cpu", "--address", "127.0.0.1:0", "--logdir", str(logdir),
+                    "--status-every", "0", "--max-time", "1", *learner_flags],
+                   cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=300)
+    return logdir
+
+
 def start_server(kind: str, port: int, workdir: Path, streams: int, k: int,
-                 learner_flags: list[str], repo: Path = REPO) -> subprocess.Popen:
-    """The echo server, or ``seed-rl learner`` run from the checkout at ``repo``."""
+                 learner_flags: list[str], repo: Path = REPO,
+                 checkpoint: Path | None = None) -> subprocess.Popen:
+    """The echo server, ``seed-rl serve`` of ``checkpoint``, or ``seed-rl learner`` run from
+    the checkout at ``repo``."""
     env = {**os.environ, "PYTHONPATH": str(repo)}
     if kind == "echo":
         command = [sys.executable, __file__, "--serve-echo", str(port)]
+    elif kind == "serve":
+        command = [sys.executable, "-m", "seed_rl", "serve", "--checkpoint", str(checkpoint),
+                   "--device", "cpu", "--address", f"127.0.0.1:{port}",
+                   "--logdir", str(workdir / f"{kind}-{streams}x{k}-{port}"),
+                   "--status-every", "0", "--max-total-envs", str(max(16384, streams * k))]
     else:
         command = [sys.executable, "-m", "seed_rl", "learner", "--env", "CartPole-v1",
                    "--device", "cpu", "--address", f"127.0.0.1:{port}",
@@ -304,9 +327,9 @@ def start_server(kind: str, port: int, workdir: Path, streams: int, k: int,
 
 def measure(kind: str, streams: int, k: int, warmup: float, seconds: float, workdir: Path,
             learner_flags: list[str], ramp_per_s: float = RAMP_PER_S,
-            repo: Path = REPO, label: str = "") -> dict:
+            repo: Path = REPO, label: str = "", checkpoint: Path | None = None) -> dict:
     port = free_port()
-    server = start_server(kind, port, workdir, streams, k, learner_flags, repo)
+    server = start_server(kind, port, workdir, streams, k, learner_flags, repo, checkpoint)
     try:
         wait_for_port(port, server, time.monotonic() + 120)
         time.sleep(1.0)
@@ -382,6 +405,12 @@ def main() -> None:
                         help="also run each learner row from this checkout (another commit), "
                              "labelled (before)")
     parser.add_argument("--learner-flags", default="", help="extra seed-rl learner flags")
+    parser.add_argument("--serve", action="store_true",
+                        help="also run `seed-rl serve` (training off) on a checkpoint of the "
+                        "same model, under the same load")
+    parser.add_argument("--serve-checkpoint", type=Path, metavar="RUN_OR_FILE",
+                        help="the checkpoint --serve serves (default: a learner's, written "
+                        "by a one-second run)")
     parser.add_argument("--json", type=Path, help="also write the rows here")
     parser.add_argument("--serve-echo", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -390,17 +419,22 @@ def main() -> None:
         return
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # one socket per session
-    runs = [(kind, REPO, "") for kind in args.servers]
+    servers = list(args.servers) + (["serve"] if args.serve and "serve" not in args.servers
+                                    else [])
+    runs = [(kind, REPO, "") for kind in servers]
     if args.before:
-        runs = [(kind, args.before.resolve(), " (before)") for kind in args.servers
-                if kind != "echo"] + runs
+        runs = [(kind, args.before.resolve(), " (before)") for kind in servers
+                if kind not in ("echo", "serve")] + runs
     rows = []
     with tempfile.TemporaryDirectory(prefix="seed-rl-serving-") as workdir:
+        checkpoint = args.serve_checkpoint
+        if "serve" in servers and checkpoint is None:
+            checkpoint = learner_checkpoint(Path(workdir), args.learner_flags.split())
         for point in args.points:
             streams, k = (int(x) for x in point.split("x"))
             for kind, repo, label in runs:
                 row = measure(kind, streams, k, args.warmup, args.seconds, Path(workdir),
-                              args.learner_flags.split(), args.ramp, repo, label)
+                              args.learner_flags.split(), args.ramp, repo, label, checkpoint)
                 print(json.dumps(row), file=sys.stderr, flush=True)
                 rows.append(row)
     print_table(rows)

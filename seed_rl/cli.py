@@ -1,11 +1,13 @@
 """The ``seed-rl`` command: one subcommand per role.
 
 ``seed-rl learner`` serves a learner, ``seed-rl actors`` runs actor processes against one,
-``seed-rl train`` runs both locally, ``seed-rl eval`` plays a checkpoint. Every flag comes
+``seed-rl train`` runs both locally, ``seed-rl eval`` plays a checkpoint, ``seed-rl serve``
+answers actors from a checkpoint with training off. Every flag comes
 from :class:`seed_rl.config.Config`; each role's module is imported only when that role
 runs, so ``seed-rl actors`` never imports torch. :func:`seed_rl.config.resolve` turns the
 flags, ``SEED_RL_*`` variables, ``--config`` file and preset into the role's config; a few
-flags say what to do rather than how to train (``eval --checkpoint``) and live here.
+flags say what to do rather than how to train (``eval --checkpoint``, ``serve --follow``)
+and live here.
 ``--help`` shows the flags in one group per topic of :data:`seed_rl.config.TOPICS`.
 
 A role that cannot start says why on one line, ``seed-rl ROLE: error: WHAT TO DO``: the
@@ -36,7 +38,13 @@ ROLES: dict[str, tuple[str, str]] = {
               "machine (CartPole-v1 by default)"),
     "eval": ("learner.running.evaluate", "play episodes with a checkpoint; print returns, write a "
              "video"),
+    "serve": ("learner.deploying.serve", "serve a trained policy to actors with training off: "
+              "a checkpoint, or the newest of a running job (--follow); episode returns "
+              "logged like a run's"),
 }
+
+#: the usage line's "what to do" part, for the roles that have one
+USAGE = {"eval": "--checkpoint PATH ", "serve": "--checkpoint RUN_OR_FILE | --follow RUN "}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -49,14 +57,15 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="role", metavar="COMMAND")
     for role, (_module, summary) in ROLES.items():
         # the usage line names the shape, not all ~70 flags: --help lists them by topic
-        usage = (f"seed-rl {role} {'--checkpoint PATH ' if role == 'eval' else ''}"
-                 "[--config FILE] [flags]")
+        usage = f"seed-rl {role} {USAGE.get(role, '')}[--config FILE] [flags]"
         role_parser = sub.add_parser(role, help=summary, description=summary, usage=usage)
         groups = add_arguments(role_parser, role)
         groups.get(config.fields.LOGGING, role_parser).add_argument(
             "--log-level", default="INFO", help="logging level: DEBUG, INFO, WARNING")
         if role == "eval":
             add_eval_arguments(role_parser)
+        elif role == "serve":
+            add_serve_arguments(role_parser)
         elif role == "actors":
             role_parser.add_argument("--actor-index", type=int, default=None,
                                      help=argparse.SUPPRESS)  # one child (the supervisor's)
@@ -99,6 +108,22 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
                         help="take the most likely action instead of sampling")
     parser.add_argument("--video", default=None,
                         help="write the episodes to FILE.mp4 or FILE.gif")
+
+
+def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
+    """What ``seed-rl serve`` serves and when it stops; the model's own config (and the
+    environment) come from the checkpoint, the serving knobs from serve's flags."""
+    parser.add_argument("--checkpoint", default=None, metavar="RUN_OR_FILE",
+                        help="a checkpoint file, or a logdir (its latest checkpoint)")
+    parser.add_argument("--follow", default=None, metavar="RUN",
+                        help="serve the newest checkpoint of this run's logdir as it appears "
+                        "(every --follow-every s); without --checkpoint, wait for its first")
+    parser.add_argument("--greedy", action="store_true",
+                        help="answer the most likely action (argmax, Gaussian mean) instead "
+                        "of a sample")
+    parser.add_argument("--episodes", type=int, default=0,
+                        help="stop after this many completed episodes and print their "
+                        "return statistics (0: no limit)")
 
 
 def setup_logging(level: str) -> None:

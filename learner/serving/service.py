@@ -2,13 +2,15 @@
 
 A handshake opens a session (K environments, their slots, their unfinished unrolls:
 learner/serving/session.py); the Step stream on it sends x_t for all K environments and
-gets their actions back, through the inference batcher; complete unrolls go to the
-trainer's queue (docs/architecture.md, "Data path" and "Wire contract"). The handlers are
-coroutines on the server's one event loop (learner/serving/server.py): a stream waiting
-for its actions costs no thread, and everything that touches the sessions runs on that
-loop, one piece at a time. Every request is checked by learner/serving/validation.py
-before anything else sees it; bad input ends only that actor's RPC, with a status code and
-a message a person can act on. The other actors keep training.
+gets their actions back, through the inference batcher; the unroll recorder
+(learner/serving/recording.py) writes the steps into unrolls and hands complete ones to the
+trainer's queue (``seed-rl serve`` has none: nothing is kept; docs/architecture.md, "Data
+path" and "Wire contract"). The handlers are coroutines on the server's one event loop
+(learner/serving/server.py): a stream waiting for its actions costs no thread, and
+everything that touches the sessions runs on that loop, one piece at a time. Every request
+is checked by learner/serving/validation.py before anything else sees it; bad input ends
+only that actor's RPC, with a status code and a message a person can act on. The other
+actors keep training.
 
 Codes answered here, besides the validation's (docs/reliability.md has the full table):
 NOT_FOUND for a Step stream whose session is not (or no longer) here, which actors retry
@@ -23,7 +25,6 @@ refuses every RPC without it before any handler runs.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import json
 import logging
@@ -33,10 +34,10 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 
 import grpc
-import numpy as np
 import torch
 
 from learner.serving.batcher import InferenceBatcher, InferenceRequest
+from learner.serving.recording import UnrollRecorder
 from learner.serving.session import EpisodeTally, Session, end_stream, ended_by_learner
 from learner.serving.validation import (
     HandshakeRejected,
@@ -50,7 +51,7 @@ from learner.serving.validation import (
     lenient_parser,
 )
 from learner.training.policies import for_action_layout
-from learner.training.store import QueueClosed, UnrollBuilder, UnrollQueue, Unrolls
+from learner.training.store import UnrollQueue
 from learner.watching.metrics import Metrics
 from seed_rl import __version__, wire
 from seed_rl.config import Config
@@ -77,23 +78,27 @@ def add_to_server(servicer: LearnerServicer, server: grpc.Server) -> None:
 
 
 class LearnerServicer(pb_grpc.LearnerServicer):
-    """Handshake and Step for all actors; keeps the sessions and frees those gone silent."""
+    """Handshake and Step for all actors; keeps the sessions and frees those gone silent.
+
+    ``unroll_queue`` None (``seed-rl serve``) keeps nothing of the steps for training;
+    ``greedy`` answers the most likely actions instead of samples."""
 
     def __init__(
         self,
         config: Config,
         spec: LearnerSpec,
         batcher: InferenceBatcher,
-        unroll_queue: UnrollQueue,
+        unroll_queue: UnrollQueue | None,
         metrics: Metrics,
         initial_core_state: Callable[[int], tuple[torch.Tensor, ...]],
         policy_version: Callable[[], int],
+        greedy: bool = False,
     ):
         self.config = config
         self.spec = spec
         self.batcher = batcher
-        self.queue = unroll_queue
         self.metrics = metrics
+        self.greedy = greedy
         self.initial_core_state = initial_core_state
         self.policy_version = policy_version
         self.stopping = threading.Event()  # training is over: actors are told so and exit
@@ -114,7 +119,11 @@ class LearnerServicer(pb_grpc.LearnerServicer):
         self.idle_checks = 0  # rounds of expire_idle done: one a second while serving
         self._validator = StepValidator(spec.observation_space, config.max_message_bytes)
         self._action_layout = action_layout(spec.action_space)
-        self._num_policy_params = for_action_layout(self._action_layout).num_params
+        self.recorder = None if unroll_queue is None else UnrollRecorder(
+            config, unroll_queue, self._validator.layout, self._action_layout,
+            for_action_layout(self._action_layout).num_params,
+            give_up=lambda session: (self.stopping.is_set() or self.unavailable.is_set()
+                                     or bool(session.ended_by_learner)))
 
     # -- sessions -------------------------------------------------------------------------
     @property
@@ -164,9 +173,7 @@ class LearnerServicer(pb_grpc.LearnerServicer):
         session = Session(
             session_id=uuid.uuid4().hex, actor_id=actor_id, run_id=run_id, peer=peer,
             num_envs=k, slot_ids=slot_ids,
-            builder=UnrollBuilder.for_layouts(
-                self.config.unroll_length, k, self._validator.layout, self._action_layout,
-                self._num_policy_params, tuple(tuple(s.shape) for s in core_state)),
+            builder=self.recorder.builder(k, core_state) if self.recorder else None,
             core_state=core_state, episodes=EpisodeTally(k))
         with self._lock:
             self._sessions[session.session_id] = session
@@ -199,11 +206,12 @@ class LearnerServicer(pb_grpc.LearnerServicer):
             if self._by_actor.get(session.actor_id) is session:
                 del self._by_actor[session.actor_id]
             # Unfinished unrolls are dropped, never trained on nor resumed by a new session.
-            partial = session.num_envs if session.builder.row > 0 else 0
+            partial = UnrollRecorder.partial(session)
             self.dropped_partial_unrolls += partial
         self.batcher.forget(session.session_id)  # no longer due (on the loop, as here)
-        log.info("actor %s (run %s) disconnected: %s; %d partial unrolls dropped",
-                 session.actor_id, session.run_id[:8], reason, partial)
+        dropped = f"; {partial} partial unrolls dropped" if self.recorder else ""
+        log.info("actor %s (run %s) disconnected: %s%s", session.actor_id, session.run_id[:8],
+                 reason, dropped)
 
     def expire_idle(self) -> None:
         """Free the slots of actors that went silent (frozen, network cut). Runs on the
@@ -345,7 +353,7 @@ class LearnerServicer(pb_grpc.LearnerServicer):
 
     # -- one step ------------------------------------------------------------------------
     async def _step(self, session: Session, request: pb.StepRequest) -> pb.StepResponse:
-        """Check one message, get its actions from the batcher, store the step."""
+        """Check one message, get its actions from the batcher, record the step."""
         started = time.perf_counter()
         k = session.num_envs
         step = self._validator.check(request, k, first=session.steps == 0)
@@ -353,19 +361,14 @@ class LearnerServicer(pb_grpc.LearnerServicer):
         inference = self.batcher.submit(InferenceRequest(
             observations=step.observations, episode_start=step.episode_start,
             core_state=session.core_state, final_env_indices=step.final_envs,
-            final_observations=step.final_observations, session=session.session_id))
+            final_observations=step.final_observations, greedy=self.greedy,
+            session=session.session_id))
         await inference.waiter
         resumed = time.perf_counter()
         if inference.error is not None:
             raise StepRejected(grpc.StatusCode.UNAVAILABLE,
                                f"inference failed ({inference.error}); the learner is stopping")
-        truncation_values = np.zeros(k, np.float32)
-        truncation_values[step.final_envs] = inference.final_values
-        unrolls = session.builder.add_step(
-            step.observations, step.rewards, step.terminated, step.truncated,
-            truncation_values, inference.actions, inference.policy_params,
-            inference.policy_version,
-            tuple(s.numpy() for s in session.core_state))
+        unrolls = self.recorder.add(session, step, inference) if self.recorder else None
         session.core_state = inference.next_core_state
         # A session's first message is x_0 alone (reset observations, or the current ones
         # after a reconnect): no transition led to it in this session, so no env steps.
@@ -382,15 +385,5 @@ class LearnerServicer(pb_grpc.LearnerServicer):
                                    handling_s=handled + time.perf_counter() - resumed,
                                    reported_returns=step.episode_returns)
         if unrolls is not None:
-            await self._enqueue(unrolls, session)  # may wait for the trainer
+            await self.recorder.put(unrolls, session)  # may wait for the trainer
         return response
-
-    async def _enqueue(self, unrolls: Unrolls, session: Session) -> None:
-        """Hand complete unrolls to the trainer. While it is behind (the queue is full) this
-        stream waits its turn on an asyncio future (no thread held; streams get in in the
-        order they came), the loop serving the others, until training stops or the learner
-        ends the stream."""
-        with contextlib.suppress(QueueClosed):
-            await self.queue.put_async(unrolls, give_up=lambda: (
-                self.stopping.is_set() or self.unavailable.is_set()
-                or bool(session.ended_by_learner)))

@@ -63,7 +63,7 @@ class Session:
     peer: str
     num_envs: int
     slot_ids: list[int]
-    builder: UnrollBuilder
+    builder: UnrollBuilder | None  # None: nothing kept for training (seed-rl serve)
     core_state: tuple[torch.Tensor, ...]
     episodes: EpisodeTally
     created: float = field(default_factory=time.monotonic)

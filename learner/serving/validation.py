@@ -106,6 +106,7 @@ class LearnerSpec:
     action_space: gym.Space
     env_wrapper: tuple[str, ...] = ()  # --env-wrapper: the spaces are the wrapped env's
     max_episode_steps: int | None = None  # the env's step limit (TimeLimit), when it has one
+    source: str = ""  # what serves it, in refusals: "checkpoint PATH" under seed-rl serve
 
     @functools.cached_property
     def wire_spaces(self) -> tuple[pb.Space, pb.Space]:
@@ -167,8 +168,9 @@ def check_actor_matches(request: pb.HandshakeRequest, spec: LearnerSpec, *,
         copy = (" A client of its own can copy the learner's spaces from any HandshakeResponse "
                 "(a handshake with an empty env_id asks for them; docs/protocol.md)."
                 if spaces_differ else "")
+        served = f" (serving {spec.source} of {spec.env_id})" if spec.source else ""
         raise HandshakeRejected(grpc.StatusCode.FAILED_PRECONDITION,
-                                "actor and learner disagree: " + "; ".join(problems)
+                                f"actor and learner{served} disagree: " + "; ".join(problems)
                                 + f". Start the actors with the learner's --env{wrapped} (or "
                                 f"no --env: they then take the learner's).{copy}")
     k = request.num_envs

@@ -20,7 +20,7 @@ def validate(config: Config) -> None:
                 "adam_eps",
                 "clip_rho_threshold", "clip_pg_rho_threshold", "stream_idle_timeout",
                 "log_every", "checkpoint_every", "eval_episodes", "replicas",
-                "replica_wait"]
+                "replica_wait", "follow_every"]
     for name in positive:
         if not getattr(config, name) > 0:
             raise ConfigError(f"{flag_name(name)} must be positive, got {getattr(config, name)}")

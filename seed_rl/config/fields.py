@@ -1,7 +1,8 @@
 """The one typed configuration of seed-rl: every knob of every role, as a dataclass field.
 
 Each field carries its default, a help text with its units, and which roles read it
-(``learner``, ``actors``, ``train``, ``eval``); the CLI offers a role exactly those flags.
+(``learner``, ``actors``, ``train``, ``eval``, ``serve``); the CLI offers a role exactly those
+flags.
 This module is the bottom of :mod:`seed_rl.config`: it imports nothing else of the package,
 so the checks (:mod:`seed_rl.config.checks`) and the resolution from flags, variables, files
 and presets (:mod:`seed_rl.config.resolution`) build on it. Torch-free: actors import it.
@@ -25,6 +26,10 @@ LEARNER = ("learner", "train")
 ACTORS = ("actors", "train")
 ALL = ("learner", "actors", "train", "eval")
 CONNECTED = ("learner", "actors", "train")  # both ends of the gRPC connection
+# The learner's serving side, which `seed-rl serve` runs with training off: the model and
+# the environment come from the checkpoint, these knobs from serve's own sources.
+SERVED = (*LEARNER, "serve")
+SECURED = (*CONNECTED, "serve")  # both ends, and seed-rl serve's end
 
 # What a field is for: ``seed-rl ROLE --help`` shows one group per topic, in this order.
 RL = "RL hyper-parameters"
@@ -123,7 +128,7 @@ class Config:
 
     # -- serving: the learner's gRPC service and the actors' connection to it ------------
     address: str = knob("127.0.0.1:50051", "address the learner listens on, HOST:PORT "
-                        "(port 0 picks a free one)", LEARNER, SERVING)
+                        "(port 0 picks a free one)", SERVED, SERVING)
     learner: str = knob("127.0.0.1:50051", "learner address HOST:PORT the actors connect to",
                         ("actors",), SERVING)
     advertise_address: str = knob(
@@ -134,26 +139,26 @@ class Config:
         "({rank} becomes the replica's rank; the port is + the local rank, as for --address)",
         LEARNER, SERVING)
     max_batch: int = knob(1024, "inference batch: most environments in one forward pass",
-                          LEARNER, SERVING)
+                          SERVED, SERVING)
     max_wait_ms: float = knob(2.0, "inference batch: longest wait for more requests, ms",
-                              LEARNER, SERVING)
+                              SERVED, SERVING)
     queue_size: int = knob(8, "unroll queue capacity, in batches of B unrolls "
                            "(backpressure beyond it)", LEARNER, SERVING)
     max_message_bytes: int = knob(64 * 1024 * 1024, "largest gRPC message accepted, bytes",
-                                  LEARNER, SERVING)
-    max_envs_per_actor: int = knob(4096, "largest K one actor may ask for", LEARNER, SERVING)
+                                  SERVED, SERVING)
+    max_envs_per_actor: int = knob(4096, "largest K one actor may ask for", SERVED, SERVING)
     max_total_envs: int = knob(16384, "most environments across all actors at once (each "
                                "keeps T+1 steps in learner memory); beyond it handshakes "
-                               "get RESOURCE_EXHAUSTED and actors retry", LEARNER, SERVING)
+                               "get RESOURCE_EXHAUSTED and actors retry", SERVED, SERVING)
     max_streams: int = knob(4096, "most actor streams (sessions) at once, each a coroutine "
                             "and a socket in the learner; beyond it handshakes get "
-                            "RESOURCE_EXHAUSTED and actors retry", LEARNER, SERVING)
+                            "RESOURCE_EXHAUSTED and actors retry", SERVED, SERVING)
     listeners: int = knob(256, "gRPC servers sharing the learner's port (SO_REUSEPORT), each "
                           "accepting new RPCs by itself: gRPC's asyncio server takes one new "
                           "RPC per turn of a busy loop, so more listeners take a reconnect "
-                          "storm faster", LEARNER, SERVING)
+                          "storm faster", SERVED, SERVING)
     stream_idle_timeout: float = knob(30.0, "an actor silent this long (seconds) is "
-                                      "disconnected and its slots freed", LEARNER, SERVING)
+                                      "disconnected and its slots freed", SERVED, SERVING)
     reconnect_max_backoff: float = knob(2.0, "cap of the reconnect backoff, seconds (a "
                                         "restarted learner is rejoined within about this)",
                                         ACTORS, SERVING)
@@ -162,13 +167,16 @@ class Config:
 
     # -- run and checkpoints: where it runs, when it stops, what survives a restart ------
     logdir: str = knob("runs/default", "run directory: checkpoints, metrics, TensorBoard, "
-                       "config", ("learner", "train"), RUN)
+                       "config (seed-rl serve: its metrics and config; default runs/serve)",
+                       SERVED, RUN)
     resume: bool = knob(True, "resume from the logdir's latest checkpoint", LEARNER, RUN)
     checkpoint_every: float = knob(300.0, "seconds between checkpoints (and one at exit)",
                                    LEARNER, RUN)
-    total_steps: int = knob(0, "stop after this many env steps (0: no limit)", LEARNER, RUN)
+    follow_every: float = knob(5.0, "seed-rl serve --follow RUN: seconds between looks for "
+                                "a newer checkpoint of RUN", ("serve",), RUN)
+    total_steps: int = knob(0, "stop after this many env steps (0: no limit)", SERVED, RUN)
     max_time: float = knob(0.0, "stop after this many seconds of this run (0: no limit)",
-                           LEARNER, RUN)
+                           SERVED, RUN)
     target_return: float = knob(float("nan"), "stop when the mean return of the last 100 "
                                 "episodes reaches this (nan: never)", LEARNER, RUN)
     max_reward_per_step: float = knob(float("nan"), "the most one env step can pay, when "
@@ -176,9 +184,9 @@ class Config:
                                       "reward is bounded): times the env's step limit, the "
                                       "most an episode can return; the learner warns at "
                                       "start-up when --target-return is above it", LEARNER, RUN)
-    seed: int = knob(0, "base random seed; actor i seeds its envs from (seed, actor id)", ALL,
-                     RUN)
-    device: str = knob("auto", "torch device of the learner: auto, cpu, cuda, cuda:N", LEARNER,
+    seed: int = knob(0, "base random seed; actor i seeds its envs from (seed, actor id)",
+                     (*ALL, "serve"), RUN)
+    device: str = knob("auto", "torch device of the learner: auto, cpu, cuda, cuda:N", SERVED,
                        RUN)
     replicas: int = knob(1, "data-parallel learner replicas on this machine (seed-rl learner "
                          "starts them; each serves actors on --address's port + its rank "
@@ -190,8 +198,8 @@ class Config:
     restart_window: float = knob(60.0, "window of the crash-loop limit, seconds", ACTORS, RUN)
 
     # -- logging: what a run reports while it trains -------------------------------------
-    log_every: float = knob(2.0, "seconds between metrics.jsonl lines", LEARNER, LOGGING)
-    status_every: float = knob(10.0, "seconds between status lines (0: never)", CONNECTED,
+    log_every: float = knob(2.0, "seconds between metrics.jsonl lines", SERVED, LOGGING)
+    status_every: float = knob(10.0, "seconds between status lines (0: never)", SECURED,
                                LOGGING)
     eval_every: float = knob(0.0, "seconds between greedy evaluations during training "
                              "(0: off)", LEARNER, LOGGING)
@@ -210,15 +218,15 @@ class Config:
                            LOGGING)
 
     # -- security: who may talk to the learner -------------------------------------------
-    auth_token: str = knob("", "shared secret every RPC must carry (never logged)", CONNECTED,
+    auth_token: str = knob("", "shared secret every RPC must carry (never logged)", SECURED,
                            SECURITY)
     tls_cert: str = knob("", "PEM certificate: the learner's server certificate, or an "
-                         "actor's client certificate for mutual TLS", CONNECTED, SECURITY)
-    tls_key: str = knob("", "PEM private key for --tls-cert", CONNECTED, SECURITY)
+                         "actor's client certificate for mutual TLS", SECURED, SECURITY)
+    tls_key: str = knob("", "PEM private key for --tls-cert", SECURED, SECURITY)
     tls_ca: str = knob("", "actors: PEM CA that signed the learner's certificate",
                        ("actors", "train"), SECURITY)
     tls_client_ca: str = knob("", "learner: PEM CA that actor certificates must chain to "
-                              "(mutual TLS)", LEARNER, SECURITY)
+                              "(mutual TLS)", SERVED, SECURITY)
 
     def to_json_dict(self, *, redact: bool = True) -> dict[str, Any]:
         """The config as plain JSON values; secrets are replaced by a marker."""

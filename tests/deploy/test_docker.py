@@ -33,6 +33,7 @@ COMPOSE_VARIABLES = {
     "ACTOR_REPLICAS",
     "LEARNER_PORT",
     "TENSORBOARD_PORT",
+    "SERVE_PORT",
     "IMAGE_TAG",
     "BASE_IMAGE",
     "PIP_INDEX_OPTIONS",
@@ -89,7 +90,10 @@ def seed_rl_services(compose: dict) -> dict[str, tuple[str, dict]]:
     for name, service in compose["services"].items():
         image = service["image"].split(":")[0]
         if image in ROLE_OF_IMAGE and "entrypoint" not in service:
-            out[name] = (ROLE_OF_IMAGE[image], service)
+            role = ROLE_OF_IMAGE[image]
+            if role == "learner" and service.get("command", [None])[0] == "serve":
+                role = "serve"  # the learner image runs `seed-rl serve` too
+            out[name] = (role, service)
     return out
 
 
@@ -135,7 +139,7 @@ def test_compose_variables_change_the_cluster():
 def test_compose_commands_and_variables_exist_in_the_cli():
     raw = raw_compose()
     services = seed_rl_services(raw)
-    assert {role for role, _ in services.values()} == {"learner", "actors"}
+    assert {role for role, _ in services.values()} == {"learner", "actors", "serve"}
     parser = cli.build_parser()
     for name, (role, service) in services.items():
         command = service.get("command", [])
@@ -167,6 +171,8 @@ def test_resolved_environment_is_a_valid_config_for_each_role():
             pytest.fail(f"service {name}: its environment is not a valid config: {error}")
         if role == "learner":
             learner_config = resolved
+        elif role == "serve":
+            serve_config, serve_service = resolved, service
         else:
             actor_config, actor_service = resolved, service
     # the actors reach the learner by its service name and container port
@@ -189,6 +195,18 @@ def test_resolved_environment_is_a_valid_config_for_each_role():
     assert any(
         v["source"] == volume["source"] and v["target"] == "/runs" for v in volumes_of(tensorboard)
     )
+    # serve (profile serve) follows the learner's run on the same volume, writes its metrics
+    # beside it (never into it), answers on its own host port with the learner's healthcheck
+    assert serve_service["profiles"] == ["serve"]
+    command = serve_service["command"]
+    assert command[command.index("--follow") + 1] == learner_config.logdir
+    assert serve_config.logdir != learner_config.logdir
+    assert serve_config.address == learner_config.address
+    assert [v["target"] for v in volumes_of(serve_service)] == ["/runs"]
+    assert serve_service["healthcheck"]["test"] == learner["healthcheck"]["test"]
+    serve_published = serve_service["ports"][0]
+    assert str(serve_published["target"] if isinstance(serve_published, dict)
+               else serve_published.split(":")[-1]) == port
     # PID 1 forwards SIGTERM (init) and the healthcheck is the script the image ships
     assert learner["init"] is True and compose["services"]["actor"]["init"] is True
     assert learner["healthcheck"]["test"][-1] == "/opt/seed-rl/healthcheck.py"

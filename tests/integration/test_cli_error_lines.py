@@ -47,8 +47,12 @@ def the_error_line(done: subprocess.CompletedProcess, role: str) -> str:
      ["--checkpoint no-such-run does not exist", "give a checkpoint file or the logdir"]),
     ("eval", ["--checkpoint", "no-such-run", "--episodes", "0"], 1,
      ["--episodes must be positive"]),
+    ("serve", ["--checkpoint", "no-such-run"], 1,
+     ["--checkpoint no-such-run does not exist", "give a checkpoint file or the logdir"]),
+    ("serve", ["--follow-every", "0", "--follow", "run"], 2, ["--follow-every must be positive"]),
 ], ids=["train-unknown-env", "train-bad-int", "train-bad-json", "learner-unknown-env",
-        "learner-unsupported-space", "eval-missing-checkpoint", "eval-bad-episodes"])
+        "learner-unsupported-space", "eval-missing-checkpoint", "eval-bad-episodes",
+        "serve-missing-checkpoint", "serve-bad-follow-every"])
 def test_an_early_error_names_the_role_once_and_says_what_to_do(
         tmp_path, role: str, argv: list[str], code: int, says: list[str]) -> None:
     done = seed_rl(role, *argv, cwd=tmp_path)

@@ -312,24 +312,35 @@ class Pod:
                 items = secret.get("items") or [{"key": k, "path": k} for k in data]
                 for item in items:
                     (path / item["path"]).write_text(data[item["key"]])
+        self.network = network
         self.env = {}
-        for key, value in container_env(self.container, objects, pod).items():
+        environment = container_env(self.container, objects, pod)
+        for key, value in environment.items():
             if isinstance(value, SecretRef):
                 value = secrets[value.name][value.key]
-            for mount_path, local in self.mounts.items():
-                if value == mount_path or value.startswith(mount_path + "/"):
-                    value = str(local) + value[len(mount_path) :]
-                    break
-            for cluster, local in sorted(network.items(), key=lambda kv: -len(kv[0])):
-                value = value.replace(cluster, local)
-            self.env[key] = value
+            self.env[key] = self._local(value)
         self.env["HOME"] = str(self.mounts.get("/home/seedrl", root))
         self.env["TMPDIR"] = str(self.mounts.get("/tmp", root))
+        # kubelet expands $(VAR) in args from the container's environment
+        self.args = [self._local(re.sub(
+            r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)",
+            lambda m: environment[m[1]] if isinstance(environment.get(m[1]), str) else m[0],
+            arg)) for arg in self.container["args"]]
+
+    def _local(self, value: str) -> str:
+        """A path under a mount, or a cluster address, as this machine has it."""
+        for mount_path, local in self.mounts.items():
+            if value == mount_path or value.startswith(mount_path + "/"):
+                value = str(local) + value[len(mount_path) :]
+                break
+        for cluster, local in sorted(self.network.items(), key=lambda kv: -len(kv[0])):
+            value = value.replace(cluster, local)
+        return value
 
     def start(self, spawn=Process) -> Process:
         """The container's command as a process (``spawn``: the ``processes`` fixture kills
         it at the end of the test)."""
-        return spawn([sys.executable, "-m", "seed_rl.cli", *self.container["args"]], self.env)
+        return spawn([sys.executable, "-m", "seed_rl.cli", *self.args], self.env)
 
     def probe(self, kind: str = "readinessProbe", **env: str) -> subprocess.CompletedProcess:
         command = self.container[kind]["exec"]["command"]
