@@ -36,6 +36,9 @@ ROLES: dict[str, tuple[str, str]] = {
               "machine (CartPole-v1 by default)"),
     "eval": ("learner.running.evaluate", "play episodes with a checkpoint; print returns, write a "
              "video"),
+    "conformance": ("learner.conformance.scenario", "check an actor client in any language "
+                    "against the actor protocol: run it against a checking learner, one "
+                    "verdict per rule (docs/protocol.md)"),
 }
 
 
@@ -48,6 +51,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"seed-rl {__version__}")
     sub = parser.add_subparsers(dest="role", metavar="COMMAND")
     for role, (_module, summary) in ROLES.items():
+        if role == "conformance":  # no Config knobs: flags of its own, then the client
+            role_parser = sub.add_parser(role, help=summary, description=summary,
+                                         usage="seed-rl conformance [flags] -- COMMAND...")
+            add_conformance_arguments(role_parser)
+            continue
         # the usage line names the shape, not all ~70 flags: --help lists them by topic
         usage = (f"seed-rl {role} {'--checkpoint PATH ' if role == 'eval' else ''}"
                  "[--config FILE] [flags]")
@@ -99,6 +107,36 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
                         help="take the most likely action instead of sampling")
     parser.add_argument("--video", default=None,
                         help="write the episodes to FILE.mp4 or FILE.gif")
+
+
+def add_conformance_arguments(parser: argparse.ArgumentParser) -> None:
+    """What ``seed-rl conformance`` checks and how long it waits for each phase
+    (learner/conformance/scenario.py); everything after ``--`` is the client's command."""
+    parser.add_argument("--connect-timeout", type=float, default=60.0, metavar="S",
+                        help="seconds for the client's first step message [default: 60]")
+    parser.add_argument("--steps", type=int, default=3000, metavar="N",
+                        help="most step messages before the learner restart (it comes "
+                        "sooner once a termination and a truncation were judged) "
+                        "[default: 3000]")
+    parser.add_argument("--step-timeout", type=float, default=120.0, metavar="S",
+                        help="most seconds of stepping before the restart, and after it "
+                        "[default: 120]")
+    parser.add_argument("--reconnect-timeout", type=float, default=30.0, metavar="S",
+                        help="seconds for every actor id to open a new session after the "
+                        "learner restarts [default: 30]")
+    parser.add_argument("--steps-after-restart", type=int, default=20, metavar="N",
+                        help="step messages after the restart, before training_over "
+                        "[default: 20]")
+    parser.add_argument("--exit-timeout", type=float, default=30.0, metavar="S",
+                        help="seconds for the client to exit 0 once told training_over "
+                        "[default: 30]")
+    parser.add_argument("--seed", type=int, default=None,
+                        help="seed of the checker's actions [default: a new one each run]")
+    parser.add_argument("--log-level", default="WARNING",
+                        help="the checker's logging level: DEBUG, INFO, WARNING")
+    parser.add_argument("command", nargs=argparse.REMAINDER, metavar="COMMAND",
+                        help="the client, after --: it finds the learner in SEED_RL_LEARNER "
+                        "and the token in SEED_RL_AUTH_TOKEN")
 
 
 def setup_logging(level: str) -> None:

@@ -1,0 +1,293 @@
+"""The per-message verdicts: what the checking learner saw, judged against the rules.
+
+The checking learner (learner/conformance/checking_learner.py) hands every RPC, handshake,
+stream and step message here, on its serving loop; the scenario reads the counts and
+waits on :attr:`Judge.verdicts`' condition. Environments are tracked per actor id and
+environment index, across sessions and learner restarts (that is how a reconnect is
+checked to keep them): the observation the learner answered, the action it answered, the
+steps and return of the episode so far, and whether the policy balances it.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from learner.conformance.rules import (
+    STEP_LIMIT,
+    CartPoleReplay,
+    Replayed,
+    ScriptedPolicy,
+    Verdicts,
+    is_reset,
+    same_observation,
+    show,
+)
+from learner.serving.validation import CheckedStep
+
+
+@dataclass
+class EnvTrack:
+    """One environment of one actor id, as the learner last answered it."""
+
+    observation: np.ndarray  # x_t, [4] float32
+    action: int  # a_t, answered to x_t
+    steps: int | None  # steps of the episode up to x_t (0: a reset); None: unknown
+    episode_return: float | None  # rewards of the episode up to x_t; None: unknown
+    balance: bool  # the policy balances this episode (else random actions)
+
+
+@dataclass
+class Judge:
+    """Everything the checking learner saw, and the verdicts (thread-safe through
+    ``verdicts.changed``: the serving loop writes, the scenario reads)."""
+
+    seed: int
+    verdicts: Verdicts = field(default_factory=Verdicts)
+    replay: CartPoleReplay = field(default_factory=CartPoleReplay)
+    messages: int = 0  # step messages judged (every session)
+    sent: dict[str, int] = field(default_factory=dict)  # actor id -> its step messages
+    handshakes: list[tuple[float, str, bool]] = field(default_factory=list)  # (time, actor, ok)
+    first_messages: list[tuple[float, str]] = field(default_factory=list)  # (time, actor)
+    stopped_client: str = ""  # the learner refused something the client must stop on
+    training_over_at: float | None = None
+    tracks: dict[str, list[EnvTrack]] = field(default_factory=dict)  # actor id -> envs
+
+    def __post_init__(self) -> None:
+        self.policy = ScriptedPolicy(self.seed)
+
+    # -- what the learner refused ---------------------------------------------------------
+    def rpc(self, method: str, has_token: bool) -> None:
+        """Any RPC reached the learner (before the token interceptor)."""
+        v = self.verdicts
+        if not v.held_count["connects"]:
+            v.held("connects")
+        if has_token:
+            v.held("token")
+        else:
+            v.broke("token", f"{method} without `authorization: Bearer <token>` (the "
+                    "learner answered UNAUTHENTICATED)")
+            self._stops("UNAUTHENTICATED")
+
+    def handshake(self, actor_id: str, env_id: str, refusal: str, code: str) -> None:
+        """A handshake passed the token; ``refusal`` is the learner's message ("" when it
+        opened a session or answered a query)."""
+        with self.verdicts.changed:
+            self.handshakes.append((time.monotonic(), actor_id, not refusal))
+        if self.training_over_at is not None:
+            self.verdicts.broke("training over", f"actor {actor_id!r} handshook again after "
+                                "it was told training_over")
+        if refusal:
+            self.verdicts.broke("handshake", f"actor {actor_id!r} (env_id {env_id!r}): "
+                                f"{code}: {refusal}")
+            self._stops(code)
+        elif env_id:
+            self.verdicts.held("handshake")
+
+    def stream_refused(self, code: str, message: str) -> None:
+        self.verdicts.broke("step stream", f"{code}: {message}")
+
+    def step_refused(self, actor_id: str, rule: str, code: str, message: str) -> None:
+        sent = self.sent.get(actor_id, 0) + 1
+        self.verdicts.broke(rule, f"actor {actor_id!r}, message {sent}: the learner answered "
+                            f"{code}: {message}")
+        self._stops(code)
+
+    def _stops(self, code: str) -> None:
+        with self.verdicts.changed:
+            self.stopped_client = self.stopped_client or code
+            self.verdicts.changed.notify_all()
+
+    def told_training_over(self) -> None:
+        with self.verdicts.changed:
+            if self.training_over_at is None:
+                self.training_over_at = time.monotonic()
+
+    # -- step messages -------------------------------------------------------------------
+    def step(self, actor_id: str, first: bool, step: CheckedStep,
+             episodes: list[tuple[int, float, int]]) -> np.ndarray:
+        """Judge one accepted step message of ``actor_id``; the actions to answer, [K] int64."""
+        observations = np.asarray(step.observations, np.float32)
+        k = len(observations)
+        with self.verdicts.changed:
+            self.messages += 1
+            message = self.sent[actor_id] = self.sent.get(actor_id, 0) + 1
+            if first:
+                self.first_messages.append((time.monotonic(), actor_id))
+        if first:
+            self.verdicts.held("step stream")
+            self.verdicts.held("first message")
+            self._first(actor_id, observations)
+        else:
+            self._transitions(actor_id, message, step, episodes)
+        tracks = self.tracks[actor_id]
+        actions = np.zeros(k, np.int64)
+        for index, track in enumerate(tracks):
+            track.observation = observations[index]
+            track.action = actions[index] = self.policy.action(track.observation, track.balance)
+        self.verdicts.held("message format")
+        return actions
+
+    def _first(self, actor_id: str, observations: np.ndarray) -> None:
+        """A session's first message: fresh environments, or (an actor id seen before, a
+        reconnect) the ones it had, continued."""
+        previous = self.tracks.get(actor_id)
+        fresh = [EnvTrack(o, 0, 0 if is_reset(o) else None, 0.0 if is_reset(o) else None,
+                          balance=index % 2 == 0) for index, o in enumerate(observations)]
+        if previous is None:
+            self.tracks[actor_id] = fresh
+            return
+        if len(previous) != len(observations):
+            self.verdicts.broke("keeps environments", f"actor {actor_id!r} came back with "
+                                f"{len(observations)} environments, not {len(previous)}")
+            self.tracks[actor_id] = fresh
+            return
+        kept = True
+        for index, (track, got) in enumerate(zip(previous, observations, strict=True)):
+            kept &= self._continues(actor_id, index, track, got)
+        if kept:
+            self.verdicts.held("keeps environments")
+
+    def _continues(self, actor_id: str, index: int, track: EnvTrack, got: np.ndarray) -> bool:
+        """Whether ``got`` is environment ``index``'s state after its last answer: the
+        observation answered (not stepped yet), that one stepped with its action, or a reset
+        when that step ended the episode. Updates the track."""
+        if same_observation(got, track.observation):
+            return True
+        replayed = self.replay.step(track.observation, track.action)
+        steps = None if track.steps is None else track.steps + 1
+        if same_observation(got, replayed.observation):
+            track.steps = steps
+            if track.episode_return is not None:
+                track.episode_return += replayed.reward
+            return True
+        if (replayed.terminated or steps == STEP_LIMIT) and is_reset(got):
+            self._new_episode(track, got)
+            return True
+        self.verdicts.broke("keeps environments", f"actor {actor_id!r}, env {index}: the new "
+                            f"session starts from {show(got)}; the environment held "
+                            f"{show(track.observation)} (action {track.action} answered, "
+                            f"giving {show(replayed.observation)})")
+        self._new_episode(track, got)
+        return False
+
+    @staticmethod
+    def _new_episode(track: EnvTrack, observation: np.ndarray) -> None:
+        reset = is_reset(observation)
+        track.steps, track.episode_return = (0, 0.0) if reset else (None, None)
+        track.balance = not track.balance
+
+    def _transitions(self, actor_id: str, message: int, step: CheckedStep,
+                     episodes: list[tuple[int, float, int]]) -> None:
+        """Every environment's transition x_{t-1} --a_{t-1}--> x_t, replayed and compared."""
+        finals = dict(zip(step.final_envs.tolist(), step.final_observations, strict=True))
+        stats: dict[int, list[tuple[float, int]]] = {}
+        for env, episode_return, length in episodes:
+            stats.setdefault(env, []).append((episode_return, length))
+        for index, track in enumerate(self.tracks[actor_id]):
+            where = f"actor {actor_id!r}, env {index}, message {message}"
+            replayed = self.replay.step(track.observation, track.action)
+            got = Got(np.asarray(step.observations[index], np.float32),
+                      float(step.rewards[index]), bool(step.terminated[index]),
+                      bool(step.truncated[index]), finals.get(index), stats.pop(index, []))
+            self._transition(where, track, replayed, got)
+        for index, entries in stats.items():
+            self.verdicts.broke("episode stats", f"actor {actor_id!r}, message {message}: "
+                                f"{len(entries)} EpisodeStats for env {index}, whose episode "
+                                "did not end")
+
+    def _transition(self, where: str, track: EnvTrack, replayed: Replayed, got: Got) -> None:
+        v = self.verdicts
+        steps = None if track.steps is None else track.steps + 1
+        came = (f"from {show(track.observation)} with action {track.action}")
+        if got.reward != replayed.reward:
+            v.broke("slot convention", f"{where}: reward {got.reward}, expected "
+                    f"{replayed.reward} (CartPole's step {came})")
+        ends = replayed.terminated or (replayed.borderline and got.terminated)
+        if ends:
+            if got.terminated:
+                v.held("terminated")
+                if not is_reset(got.observation):
+                    v.broke("terminated", f"{where}: terminated, but the observation "
+                            f"{show(got.observation)} is not a reset")
+            else:
+                v.broke("terminated", f"{where}: CartPole's step {came} ends the episode "
+                        f"(pole or cart out of bounds): expected terminated=true, got "
+                        f"terminated=false, truncated={str(got.truncated).lower()}")
+        elif steps == STEP_LIMIT:
+            self._truncation(where, replayed, got)
+        elif steps is None and got.truncated:  # its episode began out of sight: no count
+            if got.final is None or not same_observation(got.final, replayed.observation):
+                v.broke("truncated", f"{where}: final observation {got.final}, expected "
+                        f"{show(replayed.observation)}")
+        elif got.terminated or got.truncated:
+            flag = "terminated" if got.terminated else "truncated"
+            v.broke(flag, f"{where}: {flag}=true, but CartPole's step {came} gives "
+                    f"{show(replayed.observation)}, which ends nothing"
+                    + (f" (step {steps} of the episode)" if steps is not None else ""))
+        elif same_observation(got.observation, replayed.observation):
+            v.held("slot convention")
+        else:
+            v.broke("slot convention", f"{where}: observation {show(got.observation)}, "
+                    f"expected {show(replayed.observation)} (CartPole's step {came}: the "
+                    "action answered to the previous request)")
+        self._episode_stats(where, track, replayed, got, steps)
+        if got.terminated or got.truncated:
+            self._new_episode(track, got.observation)
+        else:
+            track.steps = steps
+            if track.episode_return is not None:
+                track.episode_return += got.reward
+
+    def _truncation(self, where: str, replayed: Replayed, got: Got) -> None:
+        v = self.verdicts
+        if not got.truncated or got.terminated:
+            v.broke("truncated", f"{where}: the episode reached CartPole-v1's {STEP_LIMIT}-step "
+                    "limit: expected truncated=true, terminated=false; got "
+                    f"truncated={str(got.truncated).lower()}, "
+                    f"terminated={str(got.terminated).lower()}")
+        elif got.final is None:
+            v.broke("truncated", f"{where}: truncated without its final observation")
+        elif not same_observation(got.final, replayed.observation):
+            v.broke("truncated", f"{where}: final observation {show(got.final)}, expected "
+                    f"{show(replayed.observation)}")
+        elif not is_reset(got.observation):
+            v.broke("truncated", f"{where}: truncated, but the observation "
+                    f"{show(got.observation)} is not a reset")
+        else:
+            v.held("truncated")
+
+    def _episode_stats(self, where: str, track: EnvTrack, replayed: Replayed, got: Got,
+                       steps: int | None) -> None:
+        v = self.verdicts
+        if not (got.terminated or got.truncated):
+            return  # entries for envs that did not end: _transitions
+        if len(got.episodes) != 1:
+            v.broke("episode stats", f"{where}: the episode ended with {len(got.episodes)} "
+                    "EpisodeStats for it, expected 1")
+            return
+        episode_return, length = got.episodes[0]
+        expected = (None if track.episode_return is None
+                    else track.episode_return + got.reward)
+        if expected is not None and abs(episode_return - expected) > 1e-3 * max(1, expected):
+            v.broke("episode stats", f"{where}: episode_return {episode_return}, but the "
+                    f"rewards of the episode sum to {expected}")
+        elif steps is not None and length != steps:
+            v.broke("episode stats", f"{where}: episode_length {length}, but the episode "
+                    f"took {steps} steps")
+        elif expected is not None and steps is not None:
+            v.held("episode stats")
+
+
+@dataclass
+class Got:
+    """What a client reported for one environment's transition."""
+
+    observation: np.ndarray
+    reward: float
+    terminated: bool
+    truncated: bool
+    final: np.ndarray | None
+    episodes: list[tuple[float, int]]  # its EpisodeStats (return, length)
