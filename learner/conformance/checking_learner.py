@@ -101,6 +101,8 @@ class CheckingServicer(LearnerServicer):
         elif session_id in live and live[session_id].stream is not None:
             self.judge.stream_refused("FAILED_PRECONDITION", "a second Step stream for "
                                       "one session")
+        elif session_id in live:
+            self.judge.verdicts.held("step stream")
         actor_id = live[session_id].actor_id if session_id in live else "?"
         async for response in super().Step(self._malformed_told(request_iterator, actor_id),
                                            context):

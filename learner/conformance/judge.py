@@ -117,7 +117,6 @@ class Judge:
             if first:
                 self.first_messages.append((time.monotonic(), actor_id))
         if first:
-            self.verdicts.held("step stream")
             self.verdicts.held("first message")
             self._first(actor_id, observations)
         else:
@@ -152,24 +151,35 @@ class Judge:
 
     def _continues(self, actor_id: str, index: int, track: EnvTrack, got: np.ndarray) -> bool:
         """Whether ``got`` is environment ``index``'s state after its last answer: the
-        observation answered (not stepped yet), that one stepped with its action, or a reset
-        when that step ended the episode. Updates the track."""
+        observation answered (not stepped yet), that one stepped (a reset when the step
+        ended the episode). A step with another action than the one answered keeps the
+        environment but breaks the slot convention. Updates the track."""
         if same_observation(got, track.observation):
             return True
-        replayed = self.replay.step(track.observation, track.action)
         steps = None if track.steps is None else track.steps + 1
-        if same_observation(got, replayed.observation):
-            track.steps = steps
-            if track.episode_return is not None:
-                track.episode_return += replayed.reward
-            return True
-        if (replayed.terminated or steps == STEP_LIMIT) and is_reset(got):
-            self._new_episode(track, got)
+        answered = self.replay.step(track.observation, track.action)
+        for action in (track.action, 1 - track.action):  # CartPole: Discrete(2)
+            replayed = answered if action == track.action else self.replay.step(
+                track.observation, action)
+            ended = replayed.terminated or steps == STEP_LIMIT
+            if not (same_observation(got, replayed.observation) or (ended and is_reset(got))):
+                continue
+            if action != track.action:
+                self.verdicts.broke("slot convention", f"actor {actor_id!r}, env {index}: "
+                                    f"the new session starts from {show(got)}, CartPole's "
+                                    f"step from {show(track.observation)} with action "
+                                    f"{action}, not the action {track.action} answered")
+            if ended and is_reset(got):
+                self._new_episode(track, got)
+            else:
+                track.steps = steps
+                if track.episode_return is not None:
+                    track.episode_return += replayed.reward
             return True
         self.verdicts.broke("keeps environments", f"actor {actor_id!r}, env {index}: the new "
                             f"session starts from {show(got)}; the environment held "
                             f"{show(track.observation)} (action {track.action} answered, "
-                            f"giving {show(replayed.observation)})")
+                            f"giving {show(answered.observation)})")
         self._new_episode(track, got)
         return False
 
@@ -207,26 +217,20 @@ class Judge:
                     f"{replayed.reward} (CartPole's step {came})")
         ends = replayed.terminated or (replayed.borderline and got.terminated)
         if ends:
-            if got.terminated:
-                v.held("terminated")
-                if not is_reset(got.observation):
-                    v.broke("terminated", f"{where}: terminated, but the observation "
-                            f"{show(got.observation)} is not a reset")
-            else:
-                v.broke("terminated", f"{where}: CartPole's step {came} ends the episode "
-                        f"(pole or cart out of bounds): expected terminated=true, got "
-                        f"terminated=false, truncated={str(got.truncated).lower()}")
+            self._termination(where, came, replayed, got)
         elif steps == STEP_LIMIT:
-            self._truncation(where, replayed, got)
+            self._truncation(where, came, replayed, got)
         elif steps is None and got.truncated:  # its episode began out of sight: no count
             if got.final is None or not same_observation(got.final, replayed.observation):
-                v.broke("truncated", f"{where}: final observation {got.final}, expected "
-                        f"{show(replayed.observation)}")
-        elif got.terminated or got.truncated:
-            flag = "terminated" if got.terminated else "truncated"
-            v.broke(flag, f"{where}: {flag}=true, but CartPole's step {came} gives "
-                    f"{show(replayed.observation)}, which ends nothing"
-                    + (f" (step {steps} of the episode)" if steps is not None else ""))
+                v.broke("slot convention", f"{where}: final observation {got.final}, "
+                        f"expected {show(replayed.observation)} (CartPole's step {came})")
+        elif got.terminated:
+            v.broke("slot convention", f"{where}: terminated=true, but CartPole's step {came} "
+                    f"gives {show(replayed.observation)}, which ends nothing: the flags are "
+                    "those of the transition into the observation sent")
+        elif got.truncated:
+            v.broke("truncated", f"{where}: truncated=true after {steps} steps, before "
+                    f"CartPole-v1's {STEP_LIMIT}-step limit")
         elif same_observation(got.observation, replayed.observation):
             v.held("slot convention")
         else:
@@ -241,7 +245,29 @@ class Judge:
             if track.episode_return is not None:
                 track.episode_return += got.reward
 
-    def _truncation(self, where: str, replayed: Replayed, got: Got) -> None:
+    def _termination(self, where: str, came: str, replayed: Replayed, got: Got) -> None:
+        """The replayed step ends the episode: the pole fell or the cart left."""
+        v = self.verdicts
+        if got.terminated:
+            if is_reset(got.observation):
+                v.held("terminated")
+            else:
+                v.broke("terminated", f"{where}: terminated, but the observation "
+                        f"{show(got.observation)} is not the next episode's first")
+        elif got.truncated:
+            v.broke("terminated", f"{where}: CartPole's step {came} ends the episode (pole "
+                    "or cart out of bounds): expected terminated=true, got terminated=false, "
+                    "truncated=true")
+        elif same_observation(got.observation, replayed.observation):
+            v.broke("terminated", f"{where}: CartPole's step {came} ends the episode (pole "
+                    "or cart out of bounds), but the client went on with it: expected "
+                    "terminated=true and the next episode's first observation")
+        else:
+            v.broke("slot convention", f"{where}: observation {show(got.observation)}, "
+                    f"expected the end of the episode: CartPole's step {came} terminates it")
+
+    def _truncation(self, where: str, came: str, replayed: Replayed, got: Got) -> None:
+        """The episode reached the step limit (and the replayed step does not end it)."""
         v = self.verdicts
         if not got.truncated or got.terminated:
             v.broke("truncated", f"{where}: the episode reached CartPole-v1's {STEP_LIMIT}-step "
@@ -251,11 +277,11 @@ class Judge:
         elif got.final is None:
             v.broke("truncated", f"{where}: truncated without its final observation")
         elif not same_observation(got.final, replayed.observation):
-            v.broke("truncated", f"{where}: final observation {show(got.final)}, expected "
-                    f"{show(replayed.observation)}")
+            v.broke("slot convention", f"{where}: final observation {show(got.final)}, "
+                    f"expected {show(replayed.observation)} (CartPole's step {came})")
         elif not is_reset(got.observation):
             v.broke("truncated", f"{where}: truncated, but the observation "
-                    f"{show(got.observation)} is not a reset")
+                    f"{show(got.observation)} is not the next episode's first")
         else:
             v.held("truncated")
 

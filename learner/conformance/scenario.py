@@ -89,14 +89,14 @@ class Scenario:
         self.judge, self.learner, self.client, self.limits = judge, learner, client, limits
         self.verdicts = judge.verdicts
 
-    def wait(self, done: Callable[[], bool], timeout: float) -> bool:
-        """Until ``done()``, the client stopped on a refusal or exited, or ``timeout`` s;
-        whether ``done()``."""
+    def wait(self, done: Callable[[], bool], timeout: float, refusal_ends: bool = True) -> bool:
+        """Until ``done()``, the client exited or (``refusal_ends``) was refused something
+        it must stop on, or ``timeout`` s; whether ``done()``."""
         deadline = time.monotonic() + timeout
         with self.verdicts.changed:
             while not done():
                 remaining = deadline - time.monotonic()
-                if (remaining <= 0 or self.judge.stopped_client
+                if (remaining <= 0 or (refusal_ends and self.judge.stopped_client)
                         or self.client.exit_code() is not None):
                     return done()
                 self.verdicts.changed.wait(min(remaining, 0.1))
@@ -115,14 +115,14 @@ class Scenario:
         return False
 
     def run(self) -> None:
-        if not self.connect() or self.ended_early():
-            return
-        self.step()
-        if self.ended_early():
-            return
-        if not self.restart() or self.ended_early():
-            return
-        self.stop()
+        if self.connect() and not self.ended_early():
+            self.step()
+            if not self.ended_early() and self.restart() and not self.ended_early():
+                self.stop()
+                return
+        if self.judge.stopped_client:  # refused: a client stops (the report says how)
+            self.wait(lambda: self.client.exit_code() is not None, self.limits.exit_timeout,
+                      refusal_ends=False)
 
     def connect(self) -> bool:
         limits, judge = self.limits, self.judge
