@@ -53,7 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     for role, (_module, summary) in ROLES.items():
         if role == "conformance":  # no Config knobs: flags of its own, then the client
             role_parser = sub.add_parser(role, help=summary, description=summary,
-                                         usage="seed-rl conformance [flags] -- COMMAND...")
+                                         usage="seed-rl conformance [flags] -- COMMAND...",
+                                         epilog=CONFORMANCE_EPILOG)
             add_conformance_arguments(role_parser)
             continue
         # the usage line names the shape, not all ~70 flags: --help lists them by topic
@@ -109,6 +110,15 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
                         help="write the episodes to FILE.mp4 or FILE.gif")
 
 
+CONFORMANCE_EPILOG = (
+    "COMMAND, after --, is the client: it runs with SEED_RL_LEARNER=127.0.0.1:PORT (the "
+    "checking learner, CartPole-v1) and SEED_RL_AUTH_TOKEN (a fresh token) in its "
+    "environment, in a process group of its own that is killed at the end. The report has "
+    "one verdict per rule (held, BROKEN with the evidence, not reached); the exit code is 0 "
+    "when every rule held, 1 otherwise. docs/protocol.md, \"Checking a client\", says what "
+    "each rule checks.")
+
+
 def add_conformance_arguments(parser: argparse.ArgumentParser) -> None:
     """What ``seed-rl conformance`` checks and how long it waits for each phase
     (learner/conformance/scenario.py); everything after ``--`` is the client's command."""
@@ -134,9 +144,7 @@ def add_conformance_arguments(parser: argparse.ArgumentParser) -> None:
                         help="seed of the checker's actions [default: a new one each run]")
     parser.add_argument("--log-level", default="WARNING",
                         help="the checker's logging level: DEBUG, INFO, WARNING")
-    parser.add_argument("command", nargs=argparse.REMAINDER, metavar="COMMAND",
-                        help="the client, after --: it finds the learner in SEED_RL_LEARNER "
-                        "and the token in SEED_RL_AUTH_TOKEN")
+    parser.add_argument("command", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
 
 
 def setup_logging(level: str) -> None:

@@ -39,7 +39,7 @@ from typing import TextIO
 from learner.conformance.checking_learner import CheckingLearner
 from learner.conformance.judge import Judge
 from learner.conformance.rules import ENV_ID, HELD, RULES, STEP_LIMIT
-from seed_rl.config import Resolved
+from seed_rl.config import ConfigError, Resolved
 
 KILL_GRACE_S = 5.0  # SIGTERM, then SIGKILL
 OUTPUT_LINES = 30  # of the client's output, shown when a rule is not held
@@ -208,17 +208,19 @@ def check_client(command: list[str], limits: Limits, seed: int | None = None,
     learner = CheckingLearner(judge, token)
     learner.start()
     environ = {**os.environ, "SEED_RL_LEARNER": learner.address, "SEED_RL_AUTH_TOKEN": token}
-    with tempfile.TemporaryDirectory(prefix="seed-rl-conformance-") as folder:
-        log_path = Path(folder, "client.log")
-        with log_path.open("w") as log:
-            client = Client(command, environ, log)
-            try:
-                Scenario(judge, learner, client, limits).run()
-            finally:
-                exit_code = client.exit_code()
-                client.kill()
-                learner.stop()
-        output = log_path.read_text(errors="replace").splitlines()
+    try:
+        with tempfile.TemporaryDirectory(prefix="seed-rl-conformance-") as folder:
+            log_path = Path(folder, "client.log")
+            with log_path.open("w") as log:
+                client = Client(command, environ, log)
+                try:
+                    Scenario(judge, learner, client, limits).run()
+                finally:
+                    exit_code = client.exit_code()
+                    client.kill()
+            output = log_path.read_text(errors="replace").splitlines()
+    finally:
+        learner.stop()
     return report(command, judge, seed, learner.address, exit_code, output, out)
 
 
@@ -255,17 +257,22 @@ def report(command: list[str], judge: Judge, seed: int, address: str, exit_code:
 
 
 def main(resolved: Resolved, args: argparse.Namespace) -> int:
-    """``seed-rl conformance``: the exit code is 0 when the client held every rule."""
+    """``seed-rl conformance``: 0 when the client held every rule, 1 when it did not (or
+    could not be run); a bad flag is a ConfigError (exit 2)."""
     command = list(args.command)
     if command[:1] == ["--"]:
         command = command[1:]
     if not command:
-        raise SystemExit("give the client command after --: seed-rl conformance -- COMMAND...")
+        raise ConfigError("give the client command after --: seed-rl conformance [flags] -- "
+                          "COMMAND...")
     for name in ("connect_timeout", "step_timeout", "reconnect_timeout", "exit_timeout"):
-        if getattr(args, name) <= 0:
-            raise SystemExit(f"--{name.replace('_', '-')} must be positive seconds")
-    if args.steps < 1 or args.steps_after_restart < 1:
-        raise SystemExit("--steps and --steps-after-restart must be at least 1")
+        if not getattr(args, name) > 0:
+            raise ConfigError(f"--{name.replace('_', '-')} must be a positive number of "
+                              f"seconds, not {getattr(args, name)}")
+    for name in ("steps", "steps_after_restart"):
+        if getattr(args, name) < 1:
+            raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, not "
+                              f"{getattr(args, name)}")
     limits = Limits(args.connect_timeout, args.steps, args.step_timeout,
                     args.reconnect_timeout, args.steps_after_restart, args.exit_timeout)
     return check_client(command, limits, args.seed)
