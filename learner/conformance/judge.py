@@ -108,26 +108,25 @@ class Judge:
     # -- step messages -------------------------------------------------------------------
     def step(self, actor_id: str, first: bool, step: CheckedStep,
              episodes: list[tuple[int, float, int]]) -> np.ndarray:
-        """Judge one accepted step message of ``actor_id``; the actions to answer, [K] int64."""
+        """Judge one accepted step message of ``actor_id``; the actions to answer, [K] int64.
+        Under the verdicts' lock: the scenario sees a message with its verdicts, or not."""
         observations = np.asarray(step.observations, np.float32)
-        k = len(observations)
         with self.verdicts.changed:
             self.messages += 1
             message = self.sent[actor_id] = self.sent.get(actor_id, 0) + 1
             if first:
                 self.first_messages.append((time.monotonic(), actor_id))
-        if first:
-            self.verdicts.held("first message")
-            self._first(actor_id, observations)
-        else:
-            self._transitions(actor_id, message, step, episodes)
-        tracks = self.tracks[actor_id]
-        actions = np.zeros(k, np.int64)
-        for index, track in enumerate(tracks):
-            track.observation = observations[index]
-            track.action = actions[index] = self.policy.action(track.observation, track.balance)
-        self.verdicts.held("message format")
-        return actions
+                self.verdicts.held("first message")
+                self._first(actor_id, observations)
+            else:
+                self._transitions(actor_id, message, step, episodes)
+            actions = np.zeros(len(observations), np.int64)
+            for index, track in enumerate(self.tracks[actor_id]):
+                track.observation = observations[index]
+                track.action = actions[index] = self.policy.action(track.observation,
+                                                                   track.balance)
+            self.verdicts.held("message format")
+            return actions
 
     def _first(self, actor_id: str, observations: np.ndarray) -> None:
         """A session's first message: fresh environments, or (an actor id seen before, a

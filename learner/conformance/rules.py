@@ -39,42 +39,43 @@ class Rule:
     what: str  # what the client must do, as the report says it
 
 
-RULES: tuple[Rule, ...] = (
+RULES: tuple[Rule, ...] = (  # docs/protocol.md, "Checking a client", has this table
     Rule("connects", "The handshake",
-         "calls the learner at SEED_RL_LEARNER within --connect-timeout, without exiting first"),
+         "call the learner at `SEED_RL_LEARNER` within `--connect-timeout`, without "
+         "exiting first"),
     Rule("token", "Transport",
-         "every RPC carries `authorization: Bearer <SEED_RL_AUTH_TOKEN>`"),
+         "carry `authorization: Bearer <SEED_RL_AUTH_TOKEN>` on every RPC"),
     Rule("handshake", "The handshake",
-         "the learner accepts each handshake: version 1, valid ids, CartPole-v1, its kwargs "
-         "and spaces, num_envs within the limits"),
+         "be accepted: version 1, valid ids, CartPole-v1 with the learner's kwargs and "
+         "spaces, `num_envs` within the limits"),
     Rule("step stream", "The step stream",
-         "opens one Step stream per handshake, with its session id in `seed-rl-session`"),
-    Rule("first message", "The step stream (Each session's first message)",
-         "each session's first message carries x_0 alone: rewards 0, no episode end"),
-    Rule("message format", "Tensor; What the spaces carry; StepRequest",
-         "every StepRequest passes the learner's checks: dtypes, shapes, byte lengths, values, "
+         "open one Step stream per handshake, with the session id in `seed-rl-session`"),
+    Rule("first message", "The step stream",
+         "start each session with x_0 alone: rewards 0, no episode end"),
+    Rule("message format", "Tensor, What the spaces carry, StepRequest",
+         "send StepRequests the learner accepts: dtypes, shapes, byte lengths, values, "
          "final observations, episode statistics"),
     Rule("slot convention", "Slot convention",
-         "request t+1 carries what the action answered to request t did: CartPole's next "
-         "observation and reward from x_t and a_t, replayed"),
-    Rule("terminated", "Slot convention; StepRequest",
-         "an episode the pole or the cart ends is terminated (not truncated), with no final "
-         "observation, and the observation sent is the next episode's first"),
-    Rule("truncated", "Slot convention; StepRequest",
-         "an episode cut at the 500-step limit is truncated, not terminated, its final "
-         "observation listed and equal to CartPole's, the observation sent a reset"),
-    Rule("episode stats", "StepRequest (episodes)",
-         "one EpisodeStats per ended episode: its return is the sum of the rewards the "
-         "learner saw, its length its steps; none for the others"),
-    Rule("reconnect", "Reconnects and backoff; Status codes",
-         "after a learner restart on the same address, every actor id handshakes again "
-         "within --reconnect-timeout and streams on"),
-    Rule("keeps environments", "The step stream (Each session's first message)",
-         "across a reconnect the environments keep their state: the new session starts "
-         "from the observations they hold"),
-    Rule("training over", "The step stream (The end of training)",
-         "told training_over, the client exits with code 0 within --exit-timeout, without "
-         "another handshake"),
+         "report, for request t+1, what the action answered to request t did (the replayed"
+         " observation, reward and flags; a final observation too)"),
+    Rule("terminated", "Slot convention, StepRequest",
+         "report an episode the pole or the cart ended as terminated, not truncated, "
+         "without a final observation, and send the next episode's first observation"),
+    Rule("truncated", "Slot convention, StepRequest",
+         "report an episode cut at the 500-step limit as truncated and not terminated, "
+         "list its final observation, and send the next episode's first observation"),
+    Rule("episode stats", "StepRequest",
+         "send one EpisodeStats per ended episode: the sum of the rewards the learner saw,"
+         " its number of steps; none for the others"),
+    Rule("reconnect", "Reconnects and backoff, Status codes",
+         "handshake again (every actor id) within `--reconnect-timeout` after the learner "
+         "restarts, and stream on"),
+    Rule("keeps environments", "The step stream",
+         "start the new session from the observations the environments hold (the last one "
+         "sent, or that one stepped with its answer)"),
+    Rule("training over", "The step stream",
+         "exit with code 0 within `--exit-timeout` once told `training_over`, without "
+         "another handshake (and not exit before)"),
 )
 RULE_NAMES = tuple(rule.name for rule in RULES)
 

@@ -153,7 +153,8 @@ class Scenario:
     def restart(self) -> bool:
         """Stop the learner, serve again, wait for every actor id's new session."""
         limits, judge = self.limits, self.judge
-        actors = set(judge.tracks)
+        with self.verdicts.changed:
+            actors = set(judge.tracks)
         self.learner.stop()
         time.sleep(0.5)  # the client's next tries find no learner
         restarted = time.monotonic()
@@ -235,9 +236,11 @@ def report(command: list[str], judge: Judge, seed: int, address: str, exit_code:
           + ("was still running (killed)" if exit_code is None else
              f"exited with code {exit_code}") + "\n\n")
     width = max(len(rule.name) for rule in RULES)
-    write(f"  {'rule':<{width}}  {'verdict':<11}  docs/protocol.md\n")
+    write(f"  {'rule':<{width}}  {'verdict':<11}  section of docs/protocol.md\n")
     for rule in RULES:
         write(f"  {rule.name:<{width}}  {v.verdict(rule.name):<11}  {rule.section}\n")
+        if v.evidence[rule.name]:
+            write(f"  {'':<{width}}    a client must: {rule.what.replace('`', '')}\n")
         for line in v.evidence[rule.name]:
             write(f"  {'':<{width}}    - {line}\n")
         more = v.broken_count[rule.name] - len(v.evidence[rule.name])

@@ -6,7 +6,9 @@ answering another session (real gRPC on loopback)."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
+from pathlib import Path
 
 import grpc
 import gymnasium as gym
@@ -21,6 +23,7 @@ from learner.conformance.rules import (
     HELD,
     NOT_REACHED,
     RULE_NAMES,
+    RULES,
     STEP_LIMIT,
     CartPoleReplay,
     ScriptedPolicy,
@@ -216,3 +219,13 @@ def test_the_command_line_takes_the_client_after_the_double_dash() -> None:
         ["conformance", "--steps", "5", "--", "seed-rl", "actors", "--num-actors", "1"])
     assert args.role == "conformance" and args.steps == 5
     assert [a for a in args.command if a != "--"] == ["seed-rl", "actors", "--num-actors", "1"]
+
+
+def test_docs_protocol_md_lists_every_rule_as_the_checker_has_it() -> None:
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "protocol.md").read_text()
+    checking = doc[doc.index("## Checking a client"):]
+    rows = re.findall(r"^\| `([a-z ]+)` \| (.+?) \| (.+?) \|$", checking, re.MULTILINE)
+    assert rows == [(rule.name, rule.what, rule.section) for rule in RULES]
+    headings = set(re.findall(r"^#+ (.+)$", doc, re.MULTILINE))
+    for rule in RULES:
+        assert set(rule.section.split(", ")) <= headings, rule.section
