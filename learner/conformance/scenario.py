@@ -26,6 +26,7 @@ import contextlib
 import os
 import secrets
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -40,6 +41,7 @@ from learner.conformance.checking_learner import CheckingLearner
 from learner.conformance.judge import Judge
 from learner.conformance.rules import ENV_ID, HELD, RULES, STEP_LIMIT
 from seed_rl.config import ConfigError, Resolved
+from seed_rl.lifetime import orphan_safe_command
 
 KILL_GRACE_S = 5.0  # SIGTERM, then SIGKILL
 OUTPUT_LINES = 30  # of the client's output, shown when a rule is not held
@@ -58,16 +60,17 @@ class Limits:
 
 
 class Client:
-    """The client command as a process group, its output in ``log``."""
+    """The client command as a process group of its own, its output in ``log``; it dies
+    with the checker."""
 
     def __init__(self, command: list[str], environ: dict[str, str], log: TextIO):
-        try:
-            self.popen = subprocess.Popen(command, env=environ, stdin=subprocess.DEVNULL,
-                                          stdout=log, stderr=subprocess.STDOUT,
-                                          start_new_session=True)
-        except OSError as error:
+        if shutil.which(command[0], path=environ.get("PATH")) is None:
             raise SystemExit(f"cannot run the client command {shlex.join(command)}: "
-                             f"{error.strerror or error}") from None
+                             f"{command[0]!r} is not an executable file (nor one on PATH)")
+        # Wrapped to die with the checker, even one that is SIGKILLed (seed_rl/lifetime.py).
+        self.popen = subprocess.Popen(orphan_safe_command(command), env=environ,
+                                      stdin=subprocess.DEVNULL, stdout=log,
+                                      stderr=subprocess.STDOUT, start_new_session=True)
 
     def exit_code(self) -> int | None:
         return self.popen.poll()

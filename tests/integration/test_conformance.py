@@ -10,21 +10,23 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
-from support.procs import REPO
+from support.procs import REPO, WAIT, cmdline, descendants, is_running
 
 from learner.conformance.rules import RULE_NAMES
 
 BROKEN_CLIENT = REPO / "tests" / "support" / "broken_clients.py"
 #: short bounds for clients that fail: the checker itself must finish well within RUN_BOUND
-FLAGS = ["--connect-timeout", "20", "--reconnect-timeout", "15", "--exit-timeout", "10"]
-RUN_BOUND = 150  # s: a checker that has not finished by then hangs
+FLAGS = ("--connect-timeout", "20", "--reconnect-timeout", "15", "--exit-timeout", "10")
+RUN_BOUND = 300  # s: a checker that has not finished by then hangs
 
 
-def conformance(*command: str, flags: list[str] = FLAGS) -> tuple[int, str, dict[str, str]]:
+def conformance(*command: str, flags: tuple[str, ...] = FLAGS) -> tuple[int, str, dict[str, str]]:
     """Run the checker on ``command``; its exit code, output and verdict per rule."""
     environ = {k: v for k, v in os.environ.items() if not k.startswith("SEED_RL_")}
     done = subprocess.run([sys.executable, "-m", "seed_rl", "conformance", *flags, "--",
@@ -45,14 +47,14 @@ def test_the_python_actors_hold_every_rule() -> None:
     replayed, each reconnecting after the learner restart, all told training_over."""
     code, output, verdicts = conformance(sys.executable, "-m", "seed_rl", "actors",
                                          "--num-actors", "2", "--envs-per-actor", "4",
-                                         "--env-groups", "2")
+                                         "--env-groups", "2", flags=())  # the default bounds
     assert verdicts == dict.fromkeys(RULE_NAMES, "held"), output
     assert code == 0, output
     assert "13 of 13 rules held" in output and "the client exited with code 0" in output
 
 
 def test_a_foreign_client_that_follows_the_spec_holds_every_rule() -> None:
-    code, output, verdicts = conformance(sys.executable, str(BROKEN_CLIENT), "ok")
+    code, output, verdicts = conformance(sys.executable, str(BROKEN_CLIENT), "ok", flags=())
     assert verdicts == dict.fromkeys(RULE_NAMES, "held"), output
     assert code == 0, output
 
@@ -87,3 +89,21 @@ def test_a_broken_client_fails_naming_the_rule(mode: str) -> None:
     if rule in ("message format", "first message", "token"):
         # the client was refused with the learner's own code and message, and stopped
         assert "the client exited with code 2" in output, output
+
+
+def test_a_client_dies_with_a_checker_that_is_killed(processes) -> None:
+    """SIGKILLed, the checker cannot kill its client: the client dies with it anyway."""
+    checker = processes([sys.executable, "-m", "seed_rl", "conformance",
+                         "--connect-timeout", "600", "--", sys.executable, str(BROKEN_CLIENT),
+                         "never-connects"])
+    deadline = time.monotonic() + WAIT
+    while not (clients := [pid for pid in descendants(checker.popen.pid)
+                           if "never-connects" in cmdline(pid)]):
+        assert time.monotonic() < deadline and checker.popen.poll() is None, checker.text
+        time.sleep(0.1)
+    os.kill(checker.popen.pid, signal.SIGKILL)
+    checker.popen.wait(WAIT)
+    deadline = time.monotonic() + WAIT
+    while any(is_running(pid) for pid in clients):
+        assert time.monotonic() < deadline, f"the client outlived its checker: {clients}"
+        time.sleep(0.1)

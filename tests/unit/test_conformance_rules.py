@@ -229,3 +229,16 @@ def test_docs_protocol_md_lists_every_rule_as_the_checker_has_it() -> None:
     headings = set(re.findall(r"^#+ (.+)$", doc, re.MULTILINE))
     for rule in RULES:
         assert set(rule.section.split(", ")) <= headings, rule.section
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["conformance"], "give the client command after --"),
+    (["conformance", "--exit-timeout", "0", "--", "client"], "--exit-timeout must be a positive"),
+    (["conformance", "--steps", "0", "--", "client"], "--steps must be at least 1"),
+])
+def test_a_bad_conformance_command_line_is_one_error_line_and_exit_2(argv, message, capsys):
+    with pytest.raises(SystemExit) as exited:
+        cli.main(argv)
+    assert exited.value.code == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("seed-rl conformance: error: ") and message in line
