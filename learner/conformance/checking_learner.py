@@ -130,7 +130,7 @@ class CheckingServicer(LearnerServicer):
                                     rejected.code.name, str(rejected))
             raise
         episodes = [(e.env_index, e.episode_return, e.episode_length) for e in request.episodes]
-        actions = self.judge.step(session.actor_id, first, step, episodes)
+        actions = self.judge.step(session.actor_id, session.run_id, first, step, episodes)
         session.steps += 1
         response = pb.StepResponse(policy_version=0)
         wire.encode_tensor(self._action_layout.to_wire(actions), out=response.actions)

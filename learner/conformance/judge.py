@@ -54,6 +54,7 @@ class Judge:
     stopped_client: str = ""  # the learner refused something the client must stop on
     training_over_at: float | None = None
     tracks: dict[str, list[EnvTrack]] = field(default_factory=dict)  # actor id -> envs
+    incarnations: dict[str, str] = field(default_factory=dict)  # actor id -> its run id
 
     def __post_init__(self) -> None:
         self.policy = ScriptedPolicy(self.seed)
@@ -106,10 +107,11 @@ class Judge:
                 self.training_over_at = time.monotonic()
 
     # -- step messages -------------------------------------------------------------------
-    def step(self, actor_id: str, first: bool, step: CheckedStep,
+    def step(self, actor_id: str, run_id: str, first: bool, step: CheckedStep,
              episodes: list[tuple[int, float, int]]) -> np.ndarray:
-        """Judge one accepted step message of ``actor_id``; the actions to answer, [K] int64.
-        Under the verdicts' lock: the scenario sees a message with its verdicts, or not."""
+        """Judge one accepted step message of ``actor_id`` (incarnation ``run_id``); the
+        actions to answer, [K] int64. Under the verdicts' lock: the scenario sees a message
+        with its verdicts, or not at all."""
         observations = np.asarray(step.observations, np.float32)
         with self.verdicts.changed:
             self.messages += 1
@@ -117,7 +119,7 @@ class Judge:
             if first:
                 self.first_messages.append((time.monotonic(), actor_id))
                 self.verdicts.held("first message")
-                self._first(actor_id, observations)
+                self._first(actor_id, run_id, observations)
             else:
                 self._transitions(actor_id, message, step, episodes)
             actions = np.zeros(len(observations), np.int64)
@@ -128,10 +130,14 @@ class Judge:
             self.verdicts.held("message format")
             return actions
 
-    def _first(self, actor_id: str, observations: np.ndarray) -> None:
-        """A session's first message: fresh environments, or (an actor id seen before, a
-        reconnect) the ones it had, continued."""
+    def _first(self, actor_id: str, run_id: str, observations: np.ndarray) -> None:
+        """A session's first message: fresh environments (a new actor id, or a new
+        incarnation of one: a restarted process), or (a reconnect of the same incarnation)
+        the ones it had, continued."""
         previous = self.tracks.get(actor_id)
+        if self.incarnations.get(actor_id) != run_id:
+            previous = None
+        self.incarnations[actor_id] = run_id
         fresh = [EnvTrack(o, 0, 0 if is_reset(o) else None, 0.0 if is_reset(o) else None,
                           balance=index % 2 == 0) for index, o in enumerate(observations)]
         if previous is None:

@@ -71,8 +71,9 @@ RULES: tuple[Rule, ...] = (  # docs/protocol.md, "Checking a client", has this t
          "handshake again (every actor id) within `--reconnect-timeout` after the learner "
          "restarts, and stream on"),
     Rule("keeps environments", "The step stream",
-         "start the new session from the observations the environments hold (the last one "
-         "sent, or that one stepped with its answer)"),
+         "start a new session of the same incarnation (`run_id`) from the observations the "
+         "environments hold (the last one sent, or that one stepped with its answer); a new "
+         "incarnation starts afresh, and leaves this rule not reached"),
     Rule("training over", "The step stream",
          "exit with code 0 within `--exit-timeout` once told `training_over`, without "
          "another handshake (and not exit before)"),

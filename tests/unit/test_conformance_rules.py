@@ -43,6 +43,7 @@ class Client:
 
     def __init__(self, judge: Judge, k: int = 2, mistake: str = "", actor_id: str = "a"):
         self.judge, self.k, self.mistake, self.actor_id = judge, k, mistake, actor_id
+        self.run_id = "run-1"
         self.envs = [gym.make("CartPole-v1") for _ in range(k)]
         self.observations = np.stack([env.reset(seed=i)[0] for i, env in enumerate(self.envs)])
         self.returns, self.lengths = np.zeros(k), np.zeros(k, np.int64)
@@ -53,7 +54,7 @@ class Client:
                                              [], []), [], first=True)
 
     def send(self, step: CheckedStep, episodes: list, first: bool = False) -> np.ndarray:
-        return self.judge.step(self.actor_id, first, step, episodes)
+        return self.judge.step(self.actor_id, self.run_id, first, step, episodes)
 
     def step(self) -> None:
         actions = self.actions
@@ -155,6 +156,14 @@ def test_a_reconnect_keeps_the_environments_or_breaks_the_rule() -> None:
     reset = run(steps=3, then=reset_then_step)
     assert broken(reset) == ["keeps environments"]
     assert "the new session starts from" in reset.evidence["keeps environments"][0]
+
+    def restarted_process(client: Client) -> None:  # a new incarnation starts afresh
+        client.run_id = "run-2"
+        reset_then_step(client)
+
+    incarnation = run(steps=3, then=restarted_process)
+    assert broken(incarnation) == []
+    assert incarnation.verdict("keeps environments") == NOT_REACHED
 
 
 def test_verdicts_are_held_broken_or_not_reached() -> None:
