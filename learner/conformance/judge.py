@@ -88,7 +88,10 @@ class Judge:
             self.verdicts.held("handshake")
 
     def stream_refused(self, code: str, message: str) -> None:
+        """A Step stream the learner refuses: no session metadata, or a second stream."""
         self.verdicts.broke("step stream", f"{code}: {message}")
+        if code == "FAILED_PRECONDITION":
+            self._stops(code)
 
     def step_refused(self, actor_id: str, rule: str, code: str, message: str) -> None:
         sent = self.sent.get(actor_id, 0) + 1
