@@ -1,11 +1,13 @@
 """The ``seed-rl`` command: one subcommand per role.
 
 ``seed-rl learner`` serves a learner, ``seed-rl actors`` runs actor processes against one,
-``seed-rl train`` runs both locally, ``seed-rl eval`` plays a checkpoint. Every flag comes
+``seed-rl train`` runs both locally, ``seed-rl eval`` plays a checkpoint, ``seed-rl
+conformance -- COMMAND...`` checks an actor client in any language. Every flag comes
 from :class:`seed_rl.config.Config`; each role's module is imported only when that role
 runs, so ``seed-rl actors`` never imports torch. :func:`seed_rl.config.resolve` turns the
 flags, ``SEED_RL_*`` variables, ``--config`` file and preset into the role's config; a few
-flags say what to do rather than how to train (``eval --checkpoint``) and live here.
+flags say what to do rather than how to train (``eval --checkpoint``, every flag of
+``conformance``, which reads no knob) and live here.
 ``--help`` shows the flags in one group per topic of :data:`seed_rl.config.TOPICS`.
 
 A role that cannot start says why on one line, ``seed-rl ROLE: error: WHAT TO DO``: the

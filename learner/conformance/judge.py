@@ -59,7 +59,7 @@ class Judge:
     def __post_init__(self) -> None:
         self.policy = ScriptedPolicy(self.seed)
 
-    # -- what the learner refused ---------------------------------------------------------
+    # -- RPCs, handshakes, streams and refusals -------------------------------------------
     def rpc(self, method: str, has_token: bool) -> None:
         """Any RPC reached the learner (before the token interceptor)."""
         v = self.verdicts
@@ -223,7 +223,8 @@ class Judge:
         if got.reward != replayed.reward:
             v.broke("slot convention", f"{where}: reward {got.reward}, expected "
                     f"{replayed.reward} (CartPole's step {came})")
-        ends = replayed.terminated or (replayed.borderline and got.terminated)
+        # at a bound (within the tolerance) either flag is right: the client's decides
+        ends = got.terminated if replayed.borderline else replayed.terminated
         if ends:
             self._termination(where, came, replayed, got)
         elif steps == STEP_LIMIT:
