@@ -2,12 +2,13 @@
 
 ``seed-rl learner`` serves a learner, ``seed-rl actors`` runs actor processes against one,
 ``seed-rl train`` runs both locally, ``seed-rl eval`` plays a checkpoint, ``seed-rl serve``
-answers actors from a checkpoint with training off. Every flag comes
+answers actors from a checkpoint with training off, ``seed-rl conformance -- COMMAND...``
+checks an actor client in any language. Every flag comes
 from :class:`seed_rl.config.Config`; each role's module is imported only when that role
 runs, so ``seed-rl actors`` never imports torch. :func:`seed_rl.config.resolve` turns the
 flags, ``SEED_RL_*`` variables, ``--config`` file and preset into the role's config; a few
-flags say what to do rather than how to train (``eval --checkpoint``, ``serve --follow``)
-and live here.
+flags say what to do rather than how to train (``eval --checkpoint``, ``serve --follow``,
+every flag of ``conformance``, which reads no knob) and live here.
 ``--help`` shows the flags in one group per topic of :data:`seed_rl.config.TOPICS`.
 
 A role that cannot start says why on one line, ``seed-rl ROLE: error: WHAT TO DO``: the
@@ -41,6 +42,9 @@ ROLES: dict[str, tuple[str, str]] = {
     "serve": ("learner.deploying.serve", "serve a trained policy to actors with training off: "
               "a checkpoint, or the newest of a running job (--follow); episode returns "
               "logged like a run's"),
+    "conformance": ("learner.conformance.scenario", "check an actor client in any language "
+                    "against the actor protocol: run it against a checking learner, one "
+                    "verdict per rule (docs/protocol.md)"),
 }
 
 #: the usage line's "what to do" part, for the roles that have one
@@ -56,6 +60,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"seed-rl {__version__}")
     sub = parser.add_subparsers(dest="role", metavar="COMMAND")
     for role, (_module, summary) in ROLES.items():
+        if role == "conformance":  # no Config knobs: flags of its own, then the client
+            role_parser = sub.add_parser(role, help=summary, description=summary,
+                                         usage="seed-rl conformance [flags] -- COMMAND...",
+                                         epilog=CONFORMANCE_EPILOG)
+            add_conformance_arguments(role_parser)
+            continue
         # the usage line names the shape, not all ~70 flags: --help lists them by topic
         usage = f"seed-rl {role} {USAGE.get(role, '')}[--config FILE] [flags]"
         role_parser = sub.add_parser(role, help=summary, description=summary, usage=usage)
@@ -124,6 +134,43 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--episodes", type=int, default=0,
                         help="stop after this many completed episodes and print their "
                         "return statistics (0: no limit)")
+
+
+CONFORMANCE_EPILOG = (
+    "COMMAND, after --, is the client: it runs with SEED_RL_LEARNER=127.0.0.1:PORT (the "
+    "checking learner, CartPole-v1) and SEED_RL_AUTH_TOKEN (a fresh token) in its "
+    "environment, in a process group of its own that is killed at the end. The report has "
+    "one verdict per rule (held, BROKEN with the evidence, not reached); the exit code is 0 "
+    "when every rule held, 1 otherwise. docs/protocol.md, \"Checking a client\", says what "
+    "each rule checks.")
+
+
+def add_conformance_arguments(parser: argparse.ArgumentParser) -> None:
+    """What ``seed-rl conformance`` checks and how long it waits for each phase
+    (learner/conformance/scenario.py); everything after ``--`` is the client's command."""
+    parser.add_argument("--connect-timeout", type=float, default=60.0, metavar="S",
+                        help="seconds for the client's first step message [default: 60]")
+    parser.add_argument("--steps", type=int, default=3000, metavar="N",
+                        help="most step messages before the learner restart (it comes "
+                        "sooner once a termination and a truncation were judged) "
+                        "[default: 3000]")
+    parser.add_argument("--step-timeout", type=float, default=120.0, metavar="S",
+                        help="most seconds of stepping before the restart, and after it "
+                        "[default: 120]")
+    parser.add_argument("--reconnect-timeout", type=float, default=30.0, metavar="S",
+                        help="seconds for every actor id to open a new session after the "
+                        "learner restarts [default: 30]")
+    parser.add_argument("--steps-after-restart", type=int, default=20, metavar="N",
+                        help="step messages after the restart, before training_over "
+                        "[default: 20]")
+    parser.add_argument("--exit-timeout", type=float, default=30.0, metavar="S",
+                        help="seconds for the client to exit 0 once told training_over "
+                        "[default: 30]")
+    parser.add_argument("--seed", type=int, default=None,
+                        help="seed of the checker's actions [default: a new one each run]")
+    parser.add_argument("--log-level", default="WARNING",
+                        help="the checker's logging level: DEBUG, INFO, WARNING")
+    parser.add_argument("command", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
 
 
 def setup_logging(level: str) -> None:

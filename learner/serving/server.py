@@ -24,7 +24,7 @@ import logging
 import resource
 import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
@@ -48,9 +48,12 @@ RPC_MARGIN = 256
 class LearnerServer:
     """The gRPC server of one learner process on its own event loop thread."""
 
-    def __init__(self, config: Config, servicer: LearnerServicer):
+    def __init__(self, config: Config, servicer: LearnerServicer,
+                 interceptors: Sequence[grpc.aio.ServerInterceptor] = ()):
         self.config = config
         self.servicer = servicer
+        # Run before the token check, on every RPC: the conformance checker's recorder.
+        self.interceptors = list(interceptors)
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, name="serving-loop",
                                         daemon=True)
@@ -124,8 +127,9 @@ class LearnerServer:
             ("grpc.server_max_unrequested_time_in_server", 120),
         ]
         # The token is checked on every RPC (health included) before any handler runs.
-        interceptors = [TokenInterceptor(config.auth_token)] if config.auth_token else None
-        server = grpc.aio.server(options=options, interceptors=interceptors,
+        interceptors = [*self.interceptors,
+                        *([TokenInterceptor(config.auth_token)] if config.auth_token else [])]
+        server = grpc.aio.server(options=options, interceptors=interceptors or None,
                                  maximum_concurrent_rpcs=config.max_streams + RPC_MARGIN)
         add_to_server(self.servicer, server)  # unparseable requests: INVALID_ARGUMENT
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)

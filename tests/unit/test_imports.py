@@ -9,7 +9,7 @@ and the test fails on
 - seed_rl/ importing actors/ or learner/ (the CLI names the roles' modules as strings), or
   torch outside seed_rl/functional/;
 - a learner role importing a role above it: watching < training < serving < running <
-  deploying.
+  deploying < conformance.
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("seed_rl", "actors", "learner")
 #: learner roles, lowest first: a role may import itself and the roles before it
-LEARNER_LAYERS = ("watching", "training", "serving", "running", "deploying")
+LEARNER_LAYERS = ("watching", "training", "serving", "running", "deploying",
+                  "conformance")
 
 
 def module_name(path: Path) -> str:
