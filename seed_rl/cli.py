@@ -1,7 +1,8 @@
 """The ``seed-rl`` command: one subcommand per role.
 
 ``seed-rl learner`` serves a learner, ``seed-rl actors`` runs actor processes against one,
-``seed-rl train`` runs both locally, ``seed-rl eval`` plays a checkpoint. Every flag comes
+``seed-rl train`` runs both locally, ``seed-rl eval`` plays a checkpoint, ``seed-rl export``
+writes its policy as a graph. Every flag comes
 from :class:`seed_rl.config.Config`; each role's module is imported only when that role
 runs, so ``seed-rl actors`` never imports torch. :func:`seed_rl.config.resolve` turns the
 flags, ``SEED_RL_*`` variables, ``--config`` file and preset into the role's config; a few
@@ -36,7 +37,13 @@ ROLES: dict[str, tuple[str, str]] = {
               "machine (CartPole-v1 by default)"),
     "eval": ("learner.running.evaluate", "play episodes with a checkpoint; print returns, write a "
              "video"),
+    "export": ("learner.deploying.export", "write a checkpoint's policy as an ONNX or torch.export "
+               "graph (dynamic batch, named inputs and outputs) with a JSON sidecar"),
 }
+
+#: what a role's usage line names before ``[--config FILE] [flags]``
+USAGE_HEADS = {"eval": "--checkpoint PATH ",
+               "export": "--checkpoint PATH --format onnx|torch-export --out FILE "}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -49,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="role", metavar="COMMAND")
     for role, (_module, summary) in ROLES.items():
         # the usage line names the shape, not all ~70 flags: --help lists them by topic
-        usage = (f"seed-rl {role} {'--checkpoint PATH ' if role == 'eval' else ''}"
+        usage = (f"seed-rl {role} {USAGE_HEADS.get(role, '')}"
                  "[--config FILE] [flags]")
         role_parser = sub.add_parser(role, help=summary, description=summary, usage=usage)
         groups = add_arguments(role_parser, role)
@@ -57,6 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
             "--log-level", default="INFO", help="logging level: DEBUG, INFO, WARNING")
         if role == "eval":
             add_eval_arguments(role_parser)
+        elif role == "export":
+            add_export_arguments(role_parser)
         elif role == "actors":
             role_parser.add_argument("--actor-index", type=int, default=None,
                                      help=argparse.SUPPRESS)  # one child (the supervisor's)
@@ -99,6 +108,20 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
                         help="take the most likely action instead of sampling")
     parser.add_argument("--video", default=None,
                         help="write the episodes to FILE.mp4 or FILE.gif")
+
+
+def add_export_arguments(parser: argparse.ArgumentParser) -> None:
+    """What ``seed-rl export`` writes; the model's own config comes from the checkpoint."""
+    parser.add_argument("--checkpoint", required=True,
+                        help="a checkpoint file, or a logdir (its latest checkpoint)")
+    parser.add_argument("--format", required=True, metavar="onnx|torch-export",
+                        help="onnx (onnxruntime and any ONNX runtime; needs pip install "
+                        "'seed-rl[export]') or torch-export (a .pt2 torch.export program)")
+    parser.add_argument("--out", required=True, metavar="FILE",
+                        help="the graph file to write; its sidecar goes to FILE.json")
+    parser.add_argument("--sampled", action="store_true",
+                        help="sample the action with a noise input instead of taking the most "
+                        "likely one (greedy, the default)")
 
 
 def setup_logging(level: str) -> None:
