@@ -213,7 +213,11 @@ def unpack_rows(rows: Tensor, layout: ObservationLayout) -> list[Tensor]:
     if not layout.packed:
         return [rows]
     count = rows.shape[0]
-    return [rows[:, leaf.offset:leaf.offset + leaf.nbytes].contiguous()
+    # a copy of each leaf's bytes, always: for one row the slice already counts as
+    # contiguous (its row stride does not matter), and a view of it as a wider dtype fails
+    # unless the row's width and the leaf's offset are multiples of the dtype's size
+    return [rows[:, leaf.offset:leaf.offset + leaf.nbytes].clone(
+                memory_format=torch.contiguous_format)
             .view(torch_dtype(leaf.dtype)).reshape(count, *leaf.shape)
             for leaf in layout.leaves]
 
