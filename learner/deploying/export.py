@@ -19,7 +19,6 @@ import json
 import logging
 import os
 import tempfile
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +37,6 @@ log = logging.getLogger(__name__)
 FORMATS = {"onnx": "an ONNX model", "torch-export": "a torch.export program (.pt2)"}
 EXTRA = "pip install 'seed-rl[export]'"
 SIDECAR_VERSION = 1
-QUIET_LOGGERS = ("onnx_ir", "onnxscript", "torch.onnx", "torch.export", "torch._export")
 
 
 def sidecar_path(out: str | os.PathLike) -> Path:
@@ -148,18 +146,12 @@ def check_onnx_installed() -> None:
 def write_graph(graph: PolicyGraph, fmt: str, out: Path) -> int | None:
     """Write ``graph`` to ``out`` atomically (a temporary file renamed); the ONNX opset."""
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    # the exporters' own chatter (each pass they run, each torchvision op they skip, torch
-    # internals' deprecation notes) says nothing to a user: warnings and errors only
-    for name in QUIET_LOGGERS:
-        logging.getLogger(name).setLevel(logging.ERROR)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)
-            if fmt == "onnx":
-                opset: int | None = export_onnx(graph, tmp)
-            else:
-                export_torch(graph, tmp)
-                opset = None
+        if fmt == "onnx":
+            opset: int | None = export_onnx(graph, tmp)
+        else:
+            export_torch(graph, tmp)
+            opset = None
         os.replace(tmp, out)
     finally:
         tmp.unlink(missing_ok=True)

@@ -40,6 +40,10 @@ The torch model computes the same (tests/unit/test_export.py holds both formats 
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -220,18 +224,40 @@ class PolicyGraph(nn.Module):
 MAX_BATCH = 1 << 20
 
 
+#: loggers of the exporters' own chatter (each pass they run, each torchvision op they
+#: skip): errors only while a graph is exported
+QUIET_LOGGERS = ("onnx_ir", "onnxscript", "torch.onnx", "torch.export", "torch._export")
+
+
+@contextlib.contextmanager
+def quiet_exporters() -> Iterator[None]:
+    """The exporters' info logs and torch internals' FutureWarnings silenced, then restored."""
+    loggers = [logging.getLogger(name) for name in QUIET_LOGGERS]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
+
+
 def exported_program(graph: PolicyGraph) -> torch.export.ExportedProgram:
     """``graph`` traced by torch.export with a dynamic batch dim shared by every input."""
     batch = torch.export.Dim(BATCH, min=1, max=MAX_BATCH)
     dynamic = tuple({0: batch} for _ in graph.inputs)
-    with torch.no_grad():
+    with torch.no_grad(), quiet_exporters():
         return torch.export.export(graph, graph.example_inputs(), dynamic_shapes=(dynamic,))
 
 
 def export_torch(graph: PolicyGraph, path: str | Path) -> torch.export.ExportedProgram:
     """Write ``graph`` as a torch.export program (``torch.export.load(path).module()``)."""
     program = exported_program(graph)
-    torch.export.save(program, str(path))
+    with quiet_exporters():
+        torch.export.save(program, str(path))
     return program
 
 
@@ -242,10 +268,11 @@ def export_onnx(graph: PolicyGraph, path: str | Path) -> int:
     import onnx
 
     program = exported_program(graph)
-    onnx_program = torch.onnx.export(
-        program, graph.example_inputs(), dynamo=True,
-        input_names=[s.name for s in graph.inputs],
-        output_names=[s.name for s in graph.outputs], verbose=False)
+    with quiet_exporters():
+        onnx_program = torch.onnx.export(
+            program, graph.example_inputs(), dynamo=True,
+            input_names=[s.name for s in graph.inputs],
+            output_names=[s.name for s in graph.outputs], verbose=False)
     proto = onnx_program.model_proto
     symbol = proto.graph.input[0].type.tensor_type.shape.dim[0].dim_param  # the tracer's name
     for value in [*proto.graph.input, *proto.graph.output, *proto.graph.value_info]:
