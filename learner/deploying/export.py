@@ -76,12 +76,10 @@ def sidecar(graph: PolicyGraph, fmt: str, out: Path, source: Path, counters: dic
             config: cfg.Config, opset: int | None) -> dict[str, Any]:
     """The JSON a client reads to feed the graph ``out`` (docs/export.md, "The sidecar")."""
     layout = graph.layout
-    inputs = {spec.name for spec in graph.inputs}
     leaves = [{"path": leaf.path, "input": f"observation.{leaf.path}" if layout.packed
                else "observation", "space": space_json(leaf.space),
                "dtype": leaf.dtype.name, "shape": list(leaf.shape), "offset": leaf.offset,
                "nbytes": leaf.nbytes} for leaf in layout.leaves]
-    assert all(leaf["input"] in inputs for leaf in leaves)
     actions = graph.actions
     return {
         "sidecar_version": SIDECAR_VERSION,
