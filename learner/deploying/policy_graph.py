@@ -231,7 +231,8 @@ QUIET_LOGGERS = ("onnx_ir", "onnxscript", "torch.onnx", "torch.export", "torch._
 
 @contextlib.contextmanager
 def quiet_exporters() -> Iterator[None]:
-    """The exporters' info logs and torch internals' FutureWarnings silenced, then restored."""
+    """The exporters' info logs and torch internals' warnings about themselves silenced,
+    then restored."""
     loggers = [logging.getLogger(name) for name in QUIET_LOGGERS]
     levels = [logger.level for logger in loggers]
     for logger in loggers:
@@ -239,6 +240,9 @@ def quiet_exporters() -> Iterator[None]:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)
+            # nn.LSTM sets its weight list while traced: harmless, the weights are exported
+            warnings.filterwarnings("ignore", "The tensor attributes .*_flat_weights",
+                                    UserWarning)
             yield
     finally:
         for logger, level in zip(loggers, levels, strict=True):

@@ -92,6 +92,25 @@ def test_an_exported_cartpole_policy_plays_in_a_loop_without_torch(tmp_path) -> 
     assert "sampled actions" in played.stdout
 
 
+def test_a_dict_observation_policy_plays_through_the_example_without_torch(tmp_path) -> None:
+    """Observation parts fed by name (a Discrete, a uint8 image, a Box), the state carried."""
+    env = "seed_rl.testing:DictObservation-v0"
+    write_checkpoint(tmp_path / "run", env=env, lstm=True, lstm_size=8, conv_net="minatar")
+    graph = tmp_path / "cue.onnx"
+    done = run("-m", "seed_rl", "export", "--checkpoint", str(tmp_path / "run"),
+               "--format", "onnx", "--out", str(graph))
+    assert done.returncode == 0, done.stdout + done.stderr
+    meta = json.loads(graph.with_name("cue.onnx.json").read_text())
+    assert [leaf["input"] for leaf in meta["observation_layout"]["leaves"]] == [
+        "observation.cue", "observation.image", "observation.position"]
+    assert meta["observation_layout"]["packed"] and not meta["sampled"]
+    played = run("-c", WITHOUT_TORCH, str(REPO / "examples" / "onnx_policy.py"), str(graph),
+                 "--episodes", "2", cwd=tmp_path)
+    assert played.returncode == 0, played.stdout + played.stderr
+    assert len(re.findall(r"episode \d: return \S+ in \d+ steps", played.stdout)) == 2
+    assert "greedy actions" in played.stdout
+
+
 def test_a_bad_checkpoint_or_format_is_one_line_that_says_what_to_do(tmp_path) -> None:
     garbage = tmp_path / "ckpt-0000000001.pt"
     garbage.write_bytes(b"not a checkpoint")
