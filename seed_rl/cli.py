@@ -1,14 +1,14 @@
 """The ``seed-rl`` command: one subcommand per role.
 
 ``seed-rl learner`` serves a learner, ``seed-rl actors`` runs actor processes against one,
-``seed-rl train`` runs both locally, ``seed-rl eval`` plays a checkpoint, ``seed-rl serve``
-answers actors from a checkpoint with training off, ``seed-rl conformance -- COMMAND...``
-checks an actor client in any language. Every flag comes
-from :class:`seed_rl.config.Config`; each role's module is imported only when that role
-runs, so ``seed-rl actors`` never imports torch. :func:`seed_rl.config.resolve` turns the
+``seed-rl train`` runs both locally, ``seed-rl eval`` plays a checkpoint, ``seed-rl export``
+writes its policy as a graph, ``seed-rl serve`` answers actors from a checkpoint with training
+off, ``seed-rl conformance -- COMMAND...`` checks an actor client in any language. Every
+flag comes from :class:`seed_rl.config.Config`; each role's module is imported only when that
+role runs, so ``seed-rl actors`` never imports torch. :func:`seed_rl.config.resolve` turns the
 flags, ``SEED_RL_*`` variables, ``--config`` file and preset into the role's config; a few
-flags say what to do rather than how to train (``eval --checkpoint``, ``serve --follow``,
-every flag of ``conformance``, which reads no knob) and live here.
+flags say what to do rather than how to train (``eval --checkpoint``, ``export --format``,
+``serve --follow``, every flag of ``conformance``, which reads no knob) and live here.
 ``--help`` shows the flags in one group per topic of :data:`seed_rl.config.TOPICS`.
 
 A role that cannot start says why on one line, ``seed-rl ROLE: error: WHAT TO DO``: the
@@ -45,10 +45,13 @@ ROLES: dict[str, tuple[str, str]] = {
     "conformance": ("learner.conformance.scenario", "check an actor client in any language "
                     "against the actor protocol: run it against a checking learner, one "
                     "verdict per rule (docs/protocol.md)"),
+    "export": ("learner.deploying.export", "write a checkpoint's policy as an ONNX or torch.export "
+               "graph (dynamic batch, named inputs and outputs) with a JSON sidecar"),
 }
 
 #: the usage line's "what to do" part, for the roles that have one
-USAGE = {"eval": "--checkpoint PATH ", "serve": "--checkpoint RUN_OR_FILE | --follow RUN "}
+USAGE = {"eval": "--checkpoint PATH ", "serve": "--checkpoint RUN_OR_FILE | --follow RUN ",
+         "export": "--checkpoint PATH --format onnx|torch-export --out FILE "}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -76,6 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
             add_eval_arguments(role_parser)
         elif role == "serve":
             add_serve_arguments(role_parser)
+        elif role == "export":
+            add_export_arguments(role_parser)
         elif role == "actors":
             role_parser.add_argument("--actor-index", type=int, default=None,
                                      help=argparse.SUPPRESS)  # one child (the supervisor's)
@@ -171,6 +176,20 @@ def add_conformance_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log-level", default="WARNING",
                         help="the checker's logging level: DEBUG, INFO, WARNING")
     parser.add_argument("command", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+
+
+def add_export_arguments(parser: argparse.ArgumentParser) -> None:
+    """What ``seed-rl export`` writes; the model's own config comes from the checkpoint."""
+    parser.add_argument("--checkpoint", required=True,
+                        help="a checkpoint file, or a logdir (its latest checkpoint)")
+    parser.add_argument("--format", required=True, metavar="onnx|torch-export",
+                        help="onnx (onnxruntime and any ONNX runtime; needs pip install "
+                        "'seed-rl[export]') or torch-export (a .pt2 torch.export program)")
+    parser.add_argument("--out", required=True, metavar="FILE",
+                        help="the graph file to write; its sidecar goes to FILE.json")
+    parser.add_argument("--sampled", action="store_true",
+                        help="sample the action with a noise input instead of taking the most "
+                        "likely one (greedy, the default)")
 
 
 def setup_logging(level: str) -> None:

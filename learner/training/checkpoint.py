@@ -93,8 +93,10 @@ def load_file(path: str | os.PathLike, map_location: str | torch.device = "cpu")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as error:  # torn, truncated, not a checkpoint at all
+        # the first line of the reason only: torch's unpickler explains itself in a page
+        reason = (str(error).strip().splitlines() or [""])[0][:200]
         raise CheckpointError(f"checkpoint {path} is unreadable ({type(error).__name__}: "
-                              f"{error})") from error
+                              f"{reason})") from error
     if not isinstance(state, dict) or state.get("format_version") != FORMAT_VERSION:
         raise CheckpointError(f"checkpoint {path} is not a seed-rl checkpoint of format "
                               f"{FORMAT_VERSION}")

@@ -88,7 +88,7 @@ class MLPTorso(nn.Module):
         self.output_size = size
 
     def forward(self, x: Tensor) -> Tensor:  # [N, *obs_shape] -> [N, H]
-        return self.net(x.reshape(len(x), -1).float())
+        return self.net(x.reshape(x.shape[0], -1).float())  # shape[0]: a dynamic batch exports
 
 
 class NatureTorso(nn.Module):
@@ -213,7 +213,11 @@ def unpack_rows(rows: Tensor, layout: ObservationLayout) -> list[Tensor]:
     if not layout.packed:
         return [rows]
     count = rows.shape[0]
-    return [rows[:, leaf.offset:leaf.offset + leaf.nbytes].contiguous()
+    # a copy of each leaf's bytes, always: for one row the slice already counts as
+    # contiguous (its row stride does not matter), and a view of it as a wider dtype fails
+    # unless the row's width and the leaf's offset are multiples of the dtype's size
+    return [rows[:, leaf.offset:leaf.offset + leaf.nbytes].clone(
+                memory_format=torch.contiguous_format)
             .view(torch_dtype(leaf.dtype)).reshape(count, *leaf.shape)
             for leaf in layout.leaves]
 
@@ -237,15 +241,17 @@ class FlatFeatures(nn.Module):
         counts = torch.as_tensor(counts.astype(np.int64))
         self.register_buffer("start", torch.as_tensor(start.astype(np.int64)), persistent=False)
         self.register_buffer("categories", torch.arange(int(counts.max())), persistent=False)
-        # [m, max count]: which positions of the padded one-hots exist
-        self.register_buffer("valid", self.categories < counts.unsqueeze(-1), persistent=False)
+        # the positions of the padded one-hots [m * max count] that exist, in order
+        valid = (self.categories < counts.unsqueeze(-1)).reshape(-1)
+        self.register_buffer("columns", valid.nonzero().squeeze(-1), persistent=False)
 
     def forward(self, x: Tensor) -> Tensor:
-        flat = x.reshape(len(x), -1)
+        flat = x.reshape(x.shape[0], -1)
         if not self.one_hot:
             return flat.float()
         hot = (flat - self.start).unsqueeze(-1) == self.categories  # [N, m, max count]
-        return hot[:, self.valid].float()
+        # indices, not a boolean mask: the same columns, and a graph export can trace it
+        return hot.reshape(x.shape[0], -1)[:, self.columns].float()
 
 
 class MultiPartTorso(nn.Module):
@@ -267,7 +273,12 @@ class MultiPartTorso(nn.Module):
                             + (self.mlp.output_size if self.mlp is not None else 0))
 
     def forward(self, rows: Tensor) -> Tensor:  # [N, *row_shape] -> [N, output_size]
-        parts = unpack_rows(rows, self.layout)
+        return self.encode(unpack_rows(rows, self.layout))
+
+    def encode(self, parts: list[Tensor]) -> Tensor:
+        """The features ``[N, output_size]`` of the observation's leaves, one tensor
+        ``[N, *leaf.shape]`` each in the layout's order and the leaf's dtype (what
+        :func:`unpack_rows` gives; an exported graph takes them as separate inputs)."""
         features = [torso(parts[i]) for torso, i in zip(self.images, self.image_parts,
                                                         strict=True)]
         if self.mlp is not None:
@@ -329,7 +340,13 @@ class ActorCritic(nn.Module):
                 core_state: CoreState = ()) -> ModelOutput:
         time, batch = observations.shape[:2]
         features = self.torso(observations.reshape(time * batch, *observations.shape[2:]))
-        features = features.view(time, batch, -1)
+        return self.heads(features.view(time, batch, -1), episode_start, core_state)
+
+    def heads(self, features: Tensor, episode_start: Tensor,
+              core_state: CoreState = ()) -> ModelOutput:
+        """What follows the torso: its ``features [T, B, F]`` -> the optional LSTM core ->
+        the policy and value heads (an exported graph calls it after its own torso call)."""
+        time = features.shape[0]
         if self.core is not None:
             h, c = core_state
             keep = (~episode_start).to(features.dtype).unsqueeze(-1)  # [T, B, 1]

@@ -124,13 +124,14 @@ def test_packed_rows_unpack_exactly_as_the_layout_does():
         "e_half": Box(-1, 1, (1,), np.float16),
     })
     layout = observation_layout(space)
-    rows = rows_of(space, 6, seed=3)
-    expected = layout.unpack(rows)
-    got = unpack_rows(torch.from_numpy(rows), layout)
-    assert len(got) == len(expected) == 7
-    for leaf, mine, theirs in zip(layout.leaves, got, expected, strict=True):
-        assert mine.numpy().dtype == theirs.dtype == leaf.dtype, leaf.path
-        np.testing.assert_array_equal(mine.numpy(), theirs, err_msg=leaf.path)
+    for count in (6, 1):  # one row too (a batch of one env): leaves at unaligned offsets
+        rows = rows_of(space, count, seed=3)
+        expected = layout.unpack(rows)
+        got = unpack_rows(torch.from_numpy(rows), layout)
+        assert len(got) == len(expected) == 7
+        for leaf, mine, theirs in zip(layout.leaves, got, expected, strict=True):
+            assert mine.numpy().dtype == theirs.dtype == leaf.dtype, leaf.path
+            np.testing.assert_array_equal(mine.numpy(), theirs, err_msg=leaf.path)
 
 
 def test_categorical_parts_become_one_hots_of_value_minus_start():
