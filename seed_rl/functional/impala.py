@@ -2,9 +2,9 @@
 
 :func:`loss` is everything one learner update computes after the forward pass, written to be
 checked against the paper in one sitting: the importance weights, V-trace, the three loss terms
-and their weighted sum. It knows nothing of models, optimizers or unrolls; the trainer
-(``learner/training/trainer.py``) runs the model, aligns its outputs with the stored slots, calls this,
-and steps the optimizer.
+and their weighted sum. It knows nothing of models, optimizers or unrolls; the learner's
+update (``learner/training/update.py``) runs the model, aligns its outputs with the stored
+slots, calls this, and steps the optimizer.
 
 Inputs, time-major (T = unroll length, B = batch size; t indexes the steps x_0 .. x_{T-1}):
 

@@ -11,7 +11,7 @@ from support.distributed_workers import make_config, make_model, replica
 from support.unrolls import random_unrolls
 
 from learner.training.store import Unrolls
-from learner.training.trainer import Batch, build_optimizer, train_step
+from learner.training.update import Batch, build_optimizer, train_step
 
 
 def free_port() -> int:
