@@ -3,8 +3,17 @@
 :class:`Trainer` owns everything an update changes: the model and its optimizer, and the
 published weights (learner/training/weights.py: the inference copy the batcher and the
 evaluator read, and the policy version). Its thread loops: take B unrolls from the queue,
-update, publish the new weights with the next version. Checkpoints read a
+update (``--epochs`` x ``--minibatches`` optimizer steps, :func:`~learner.training.update
+.train_batch`), publish the new weights with the next version. Checkpoints read a
 :meth:`Trainer.snapshot`, taken between two updates.
+
+Counting: the policy version and ``train_steps`` go up by one per batch whose update made
+at least one optimizer step (one publication each, so a checkpoint's ``policy_version``
+equals its ``train_steps`` and ``--max-policy-lag`` counts batches whatever E and M);
+``optimizer_steps`` in the metrics is the mean number of steps per batch (E x M unless some
+were skipped) and ``skipped_updates`` counts skipped optimizer steps. The policy lag of a
+batch is measured against the version its update started from (the published weights): its
+later steps train weights that were never published, between that version and the next.
 """
 
 from __future__ import annotations
@@ -18,6 +27,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from learner.training import popart
 from learner.training.distributed import ReplicaGroup
 from learner.training.models import ActorCritic
 from learner.training.store import UnrollQueue, Unrolls
@@ -26,7 +36,7 @@ from learner.training.update import (
     TrainStats,
     build_optimizer,
     learning_rate_at,
-    train_step,
+    train_batch,
 )
 from learner.training.weights import PublishedWeights
 from learner.watching.metrics import Metrics
@@ -38,7 +48,7 @@ log = logging.getLogger(__name__)
 class Trainer:
     """Owns the model being trained, its optimizer and the published weights.
 
-    :meth:`run` is the trainer thread: B unrolls -> :func:`train_step` -> the new weights
+    :meth:`run` is the trainer thread: B unrolls -> :func:`train_batch` -> the new weights
     published to ``weights`` (a :class:`~learner.training.weights.PublishedWeights`) with
     policy version + 1. The batcher, the evaluator and the digest read them through
     ``weights`` only: its lock, and on CUDA its events, keep a reader from ever seeing
@@ -68,9 +78,12 @@ class Trainer:
         self._update_lock = threading.Lock()  # an update, or a snapshot between two
 
     def load(self, state: dict[str, Any]) -> None:
-        """Restore a checkpoint's model, optimizer and policy version (before serving)."""
+        """Restore a checkpoint's model, optimizer and policy version (before serving). A
+        checkpoint trained with(out) ``--popart`` loads into a model without (with) it, its
+        values unchanged (:func:`~learner.training.popart.adapt_state_dict`)."""
         with self._update_lock:
-            self.model.load_state_dict(state["model"])
+            self.model.load_state_dict(popart.adapt_state_dict(
+                state["model"], self.model.popart is not None))
             self.optimizer.load_state_dict(state["optimizer"])
             self.weights.publish(self.model, int(state["counters"]["policy_version"]))
 
@@ -114,34 +127,43 @@ class Trainer:
                                 [x for r in others for x in r["lengths"]])
         self.group_env_steps += sum(r["steps"] for r in records)
         if any(r["batch"] for r in records):
-            self.update(unrolls, env_steps=self.group_env_steps)
+            sizes = [self.local_batch if r["batch"] else 0 for r in records]
+            self.update(unrolls, env_steps=self.group_env_steps, sizes=sizes)
         return any(r["stop"] for r in records)
 
-    def update(self, unrolls: Unrolls | None, env_steps: int | None = None) -> TrainStats:
-        """One IMPALA update on ``unrolls`` [T+1, B]; publishes the new weights. A replica
-        passes None when it had no batch this tick, and the group's ``env_steps``."""
+    def update(self, unrolls: Unrolls | None, env_steps: int | None = None,
+               sizes: list[int] | None = None) -> TrainStats:
+        """One update on ``unrolls`` [T+1, B] (E x M optimizer steps); publishes the new
+        weights. A replica passes None when it had no batch this tick, the group's
+        ``env_steps`` and every replica's number of unrolls (``sizes``)."""
         started = time.perf_counter()
         batch = Batch.from_unrolls(unrolls, self.device) if unrolls is not None else None
         with self._update_lock:
             learning_rate = learning_rate_at(
                 self.metrics.env_steps if env_steps is None else env_steps, self.config)
-            stats = train_step(self.model, self.optimizer, batch, self.config, learning_rate,
-                               self.group)
-            if stats.skipped:
-                self.metrics.skipped_updates += 1
+            trained = self.policy_version  # the published weights the update starts from
+            stats = train_batch(self.model, self.optimizer, batch, self.config, learning_rate,
+                                self.group, sizes=sizes, version=trained)
+            if stats.skipped_steps:
+                self.metrics.skipped_updates += stats.skipped_steps
                 log.warning("skipped an update: non-finite loss %.3g or gradient norm %.3g "
-                            "(%d skipped so far)", stats.loss_total, stats.grad_norm,
+                            "in %d of the batch's %d optimizer steps (%d skipped so far)",
+                            stats.loss_total, stats.grad_norm, stats.skipped_steps,
+                            stats.skipped_steps + stats.optimizer_steps,
                             self.metrics.skipped_updates)
-            else:
-                self.weights.publish(self.model, self.policy_version + 1)
+            if not stats.skipped:
+                self.weights.publish(self.model, trained + 1)
                 if unrolls is None:
                     self.metrics.add_train_step()
                     self.metrics.add_time("train", time.perf_counter() - started)
                     return stats
                 acted = unrolls.policy_versions[:-1]  # the versions that chose a_0..a_{T-1}
-                trained = self.policy_version - 1
-                self.metrics.add_train({k: v for k, v in vars(stats).items() if k != "skipped"},
-                                       trained - float(acted.mean()), trained - int(acted.min()))
+                logged = {k: v for k, v in vars(stats).items() if k != "skipped_steps"}
+                if self.model.popart is not None:
+                    logged["popart_mu"] = float(self.model.popart.mu[0])
+                    logged["popart_sigma"] = float(self.model.popart.sigma[0])
+                self.metrics.add_train(logged, trained - float(acted.mean()),
+                                       trained - int(acted.min()))
         self.metrics.add_time("train", time.perf_counter() - started)
         return stats
 
