@@ -46,6 +46,7 @@ rescaled (learner/training/popart.py).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -177,7 +178,7 @@ def vtrace_inputs(batch: Batch, output: ModelOutput, config: Config) -> VTraceIn
 
 
 def compute_loss(model: ActorCritic, batch: Batch, config: Config, *, steps: int | None = None,
-                 group_sum=None) -> tuple[Tensor, dict]:
+                 group_sum: Callable[[Tensor], Tensor] | None = None) -> tuple[Tensor, dict]:
     """The IMPALA loss of one (mini)batch and its parts (as tensors, ``vs`` among them):
     the model's forward pass, aligned by the slot convention, into
     :func:`seed_rl.functional.impala.loss` (the maths, with the config's options; ``steps``
