@@ -18,7 +18,12 @@ keeps an identical copy of the model. Why an explicit all-reduce of gradients, n
   with SUM (not averaged), then the global norm is clipped, then every replica steps its
   own optimizer on identical gradients. Same start, same gradients, same optimizer: the
   weights stay identical and every replica is at the same policy version, with no weight
-  traffic after the start.
+  traffic after the start. What else an update derives from the whole batch is reduced the
+  same way (:meth:`ReplicaGroup.all_reduce_sum`): the advantages' mean and standard
+  deviation (``--normalize-advantages``), PopArt's target moments (``--popart``), and the
+  minibatches (``--minibatches``) are drawn from the group's batch
+  (learner/training/update.py), so N replicas train what one learner with all N shares
+  would.
 
 Replicas update in lock-step *ticks* (learner/training/trainer.py): each waits at most
 ``replica_wait`` seconds for a full local batch, then all exchange a small record (has a
@@ -154,6 +159,23 @@ class ReplicaGroup:
         with torch.no_grad():
             for tensor in module.state_dict().values():
                 dist.broadcast(tensor, src=0)
+
+    def all_reduce_sum(self, tensor: torch.Tensor) -> torch.Tensor:
+        """``tensor`` (small, on the model's device) summed over the replicas: a new tensor
+        on every replica (the tensor itself for a single learner). The update's moments
+        (advantage normalisation, PopArt's targets) go through it, so every replica
+        normalises with the group's statistics."""
+        if not self.distributed:
+            return tensor
+        import torch.distributed as dist
+
+        summed = tensor.clone()
+        self._collective_since = time.monotonic()
+        try:
+            dist.all_reduce(summed, op=dist.ReduceOp.SUM)
+        finally:
+            self._collective_since = None
+        return summed
 
     def all_reduce_gradients(self, parameters: Iterable[torch.nn.Parameter]) -> None:
         """Replace every gradient by the SUM over replicas (a missing one counts as zero),

@@ -43,6 +43,7 @@ import torch
 from torch import Tensor, nn
 
 from learner.training import policies
+from learner.training.popart import PopArt
 from seed_rl.config import Config
 from seed_rl.spaces import (
     ActionLayout,
@@ -302,7 +303,8 @@ def build_torso(layout: ObservationLayout, config: Config) -> nn.Module:
 
 
 class ActorCritic(nn.Module):
-    """Torso -> optional LSTM core -> policy parameters and value heads.
+    """Torso -> optional LSTM core -> policy parameters and value heads (with ``--popart``
+    the value head's output is unnormalised by ``popart``, learner/training/popart.py).
 
     ``distribution`` (learner/training/policies.py) says what the policy parameters mean;
     ``observation_layout`` and ``action_layout`` how observations and actions travel.
@@ -323,7 +325,8 @@ class ActorCritic(nn.Module):
         self.policy = nn.Linear(features, head_size)  # logits, or the Gaussian's mean
         self.policy_log_std = (nn.Parameter(torch.full((head_size,), INITIAL_LOG_STD))
                                if gaussian else None)
-        self.value = nn.Linear(features, 1)
+        self.value = nn.Linear(features, 1)  # with --popart: the normalised value n(x)
+        self.popart = PopArt(config.popart_beta) if config.popart else None
         # Small initial logits and means: a near-uniform (or centred) first policy.
         nn.init.orthogonal_(self.policy.weight, gain=0.01)
         nn.init.zeros_(self.policy.bias)
@@ -362,6 +365,8 @@ class ActorCritic(nn.Module):
         if self.policy_log_std is not None:
             params = torch.cat([params, self.policy_log_std.expand_as(params)], dim=-1)
         values = self.value(features).squeeze(-1)
+        if self.popart is not None:  # sigma * n(x) + mu: return units
+            values = self.popart(values)
         return ModelOutput(params, values, core_state)
 
 

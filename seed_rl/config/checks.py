@@ -20,7 +20,7 @@ def validate(config: Config) -> None:
                 "adam_eps",
                 "clip_rho_threshold", "clip_pg_rho_threshold", "stream_idle_timeout",
                 "log_every", "checkpoint_every", "eval_episodes", "replicas",
-                "replica_wait", "follow_every"]
+                "replica_wait", "follow_every", "epochs", "minibatches"]
     for name in positive:
         if not getattr(config, name) > 0:
             raise ConfigError(f"{flag_name(name)} must be positive, got {getattr(config, name)}")
@@ -56,6 +56,18 @@ def validate(config: Config) -> None:
         raise ConfigError(f"--hidden-sizes must be positive widths, got {config.hidden_sizes}")
     if bool(config.tls_cert) != bool(config.tls_key):
         raise ConfigError("--tls-cert and --tls-key go together: give both or neither")
+    if not 0.0 <= config.ppo_clip < 1.0:
+        raise ConfigError(f"--ppo-clip must be in [0, 1) (0 turns it off), got "
+                          f"{config.ppo_clip}")
+    if not 0.0 < config.popart_beta <= 1.0:
+        raise ConfigError(f"--popart-beta must be in (0, 1], got {config.popart_beta}")
+    if config.loss_reduction not in {"sum", "mean"}:
+        raise ConfigError(f"--loss-reduction must be sum or mean, got "
+                          f"{config.loss_reduction!r}")
+    if config.batch_size % config.minibatches:
+        raise ConfigError(f"--batch-size {config.batch_size} must be a multiple of "
+                          f"--minibatches {config.minibatches}: each minibatch takes whole "
+                          "unrolls; set --batch-size to a multiple or change --minibatches")
     if config.batch_size % config.replicas:
         raise ConfigError(f"--batch-size {config.batch_size} must be a multiple of --replicas "
                           f"{config.replicas}: each replica takes an equal share")

@@ -86,6 +86,24 @@ class Config:
                                         RL)
     max_policy_lag: int = knob(50, "drop unrolls older than this many policy versions",
                                LEARNER, RL)
+    epochs: int = knob(1, "E: passes over each batch of B unrolls (sample reuse; the policy "
+                       "version goes up by 1 per batch)", LEARNER, RL)
+    minibatches: int = knob(1, "M: optimizer steps per pass, each on B/M whole unrolls, "
+                            "shuffled per pass", LEARNER, RL)
+    ppo_clip: float = knob(0.0, "eps of a PPO-style clipped surrogate on the V-trace "
+                           "advantages (APPO); 0: IMPALA's policy gradient", LEARNER, RL)
+    normalize_advantages: bool = knob(False, "normalise the policy-gradient advantages of "
+                                      "each optimizer step to mean 0, std 1 (with "
+                                      "--replicas: over the group's)", LEARNER, RL)
+    popart: bool = knob(False, "PopArt: the value head learns normalised values, running "
+                        "statistics of the V-trace targets scale them back to returns, and "
+                        "the value loss and advantages are divided by their scale", LEARNER,
+                        RL)
+    popart_beta: float = knob(3e-4, "PopArt: step size of the statistics, per optimizer step",
+                              LEARNER, RL)
+    loss_reduction: str = knob("sum", "sum (IMPALA's: the costs, --max-grad-norm and "
+                               "--rmsprop-eps assume it) or mean over the steps of each "
+                               "optimizer step", LEARNER, RL)
 
     # -- model ---------------------------------------------------------------------------
     hidden_sizes: list = knob([64, 64], "MLP widths for the non-image parts of "

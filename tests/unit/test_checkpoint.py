@@ -16,7 +16,7 @@ from support.unrolls import random_unrolls
 from learner.running.learner import Learner
 from learner.training import checkpoint
 from learner.training.models import build_model
-from learner.training.trainer import Batch, build_optimizer, train_step
+from learner.training.update import Batch, build_optimizer, train_step
 
 
 def make_learner(tmp_path, **overrides) -> Learner:

@@ -86,7 +86,7 @@ def test_each_optimizer_has_its_own_epsilon() -> None:
     import gymnasium as gym
 
     from learner.training.models import build_model
-    from learner.training.trainer import build_optimizer
+    from learner.training.update import build_optimizer
 
     env = gym.make("CartPole-v1")
     model = build_model(env.observation_space, env.action_space, Config())

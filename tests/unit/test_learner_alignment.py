@@ -12,7 +12,7 @@ import torch
 from support.learner_client import ScriptedActor, handshake_request, step_request
 from support.learner_harness import make_config, running_learner
 
-from learner.training.trainer import Batch, vtrace_inputs
+from learner.training.update import Batch, vtrace_inputs
 
 ENV = "seed_rl.testing:RevealAction-v0"
 K, T, EPISODE = 3, 7, 4

@@ -27,7 +27,7 @@ from learner.training.models import (
     unpack_rows,
 )
 from learner.training.store import UnrollBuilder
-from learner.training.trainer import Batch, build_optimizer, train_step
+from learner.training.update import Batch, build_optimizer, train_step
 from learner.training.weights import PublishedWeights
 from seed_rl.config import Config
 from seed_rl.spaces import UnsupportedSpace, observation_layout

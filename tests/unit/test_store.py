@@ -17,7 +17,7 @@ import torch
 
 from learner.training.models import ModelOutput
 from learner.training.store import QueueClosed, UnrollBuilder, UnrollQueue, Unrolls
-from learner.training.trainer import Batch, vtrace_inputs
+from learner.training.update import Batch, vtrace_inputs
 from seed_rl.config import Config
 from seed_rl.functional import vtrace
 

@@ -10,7 +10,7 @@ from support.unrolls import random_unrolls
 from torch.overrides import TorchFunctionMode
 
 from learner.training.models import build_model
-from learner.training.trainer import Batch, compute_loss, vtrace_inputs
+from learner.training.update import Batch, compute_loss, vtrace_inputs
 from seed_rl.config import Config
 from seed_rl.functional import loss, vtrace
 

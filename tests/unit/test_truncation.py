@@ -22,7 +22,7 @@ from support.learner_harness import make_config, running_learner
 
 from learner.serving.batcher import InferenceBatcher, InferenceRequest
 from learner.training.models import ActorCritic, build_model
-from learner.training.trainer import Batch, vtrace_inputs
+from learner.training.update import Batch, vtrace_inputs
 from learner.training.weights import PublishedWeights
 from seed_rl.config import Config
 
