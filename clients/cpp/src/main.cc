@@ -93,15 +93,17 @@ int main(int argc, char** argv) {
   sigaddset(&signals, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   try {
-    seed_rl::ActorClient client(options);
-    std::thread([&client, signals] {
+    // Never destroyed: the signal thread may still be returning from RequestStop while
+    // main returns.
+    auto* client = new seed_rl::ActorClient(options);
+    std::thread([client, signals] {
       int signal_number = 0;
       if (sigwait(&signals, &signal_number) != 0) return;
       std::fprintf(stderr, "seed-rl-cpp-actor: received %s; stopping\n",
                    signal_number == SIGINT ? "SIGINT" : "SIGTERM");
-      client.RequestStop(kStopGraceS);
+      client->RequestStop(kStopGraceS);
     }).detach();
-    return client.Run();
+    return client->Run();
   } catch (const std::exception& error) {
     std::fprintf(stderr, "seed-rl-cpp-actor: error: unexpected: %s\n", error.what());
     return seed_rl::kExitCrash;
