@@ -30,6 +30,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -83,13 +84,32 @@ class Reader:
             self.lines.append(line.rstrip())
 
 
-def measure_full(actors: int, envs: int, seconds: float, warmup: float) -> dict:
+def python_actors(address: str, actors: int, envs: int,
+                  env: dict[str, str]) -> list[subprocess.Popen]:
+    """A real `seed-rl actors` process tree: ``actors`` processes x ``envs`` environments."""
+    return [subprocess.Popen(
+        [sys.executable, "-m", "actors", "--learner", address, "--num-actors", str(actors),
+         "--envs-per-actor", str(envs), "--status-every", "2"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)]
+
+
+#: starts the actors of a measurement: (address, N, K, environment) -> their processes
+StartActors = Callable[[str, int, int, dict[str, str]], list[subprocess.Popen]]
+
+
+def measure_full(actors: int, envs: int, seconds: float, warmup: float,
+                 start_actors: StartActors = python_actors,
+                 learner_flags: Sequence[str] = ()) -> dict:
+    """A real learner (training on; ``learner_flags`` added to its command) and the actors
+    ``start_actors`` starts: env steps/s counted by the learner in the window, the actors'
+    round trip (median of the p50 / p99 their status lines print), where the learner's
+    time goes."""
     logdir = Path(tempfile.mkdtemp(prefix="seed-rl-throughput-"))
     address = f"127.0.0.1:{free_port()}"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     learner = subprocess.Popen(
         [sys.executable, "-m", "learner", "--env", ENV, "--address", address, "--logdir",
-         str(logdir), "--log-every", "1", "--no-resume"],
+         str(logdir), "--log-every", "1", "--no-resume", *learner_flags],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     learner_log = Reader(learner)
     deadline = time.monotonic() + 60
@@ -97,20 +117,19 @@ def measure_full(actors: int, envs: int, seconds: float, warmup: float) -> dict:
         if learner.poll() is not None or time.monotonic() > deadline:
             raise RuntimeError("the learner did not start:\n" + "\n".join(learner_log.lines))
         time.sleep(0.1)
-    actor_tree = subprocess.Popen(
-        [sys.executable, "-m", "actors", "--learner", address, "--num-actors", str(actors),
-         "--envs-per-actor", str(envs), "--status-every", "2"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-    actor_log = Reader(actor_tree)
+    actor_procs = start_actors(address, actors, envs, env)
+    actor_logs = [Reader(p) for p in actor_procs]
     try:
         time.sleep(warmup)
         begin = time.time()
         time.sleep(seconds)
         end = time.time()
     finally:
-        actor_tree.send_signal(signal.SIGTERM)
+        for process in actor_procs:
+            process.send_signal(signal.SIGTERM)
         learner.send_signal(signal.SIGTERM)
-        actor_tree.wait(60)
+        for process in actor_procs:
+            process.wait(60)
         learner.wait(60)
     records = [json.loads(line) for line in (logdir / "metrics.jsonl").read_text().splitlines()]
     shutil.rmtree(logdir, ignore_errors=True)
@@ -126,7 +145,7 @@ def measure_full(actors: int, envs: int, seconds: float, warmup: float) -> dict:
         values = [r[key] for r in window if r.get(key) is not None]
         return statistics.fmean(values) if values else float("nan")
 
-    trips = [tuple(map(float, m.groups())) for line in actor_log.lines
+    trips = [tuple(map(float, m.groups())) for log in actor_logs for line in log.lines
              if (m := re.search(r"p50 ([\d.]+) ms, p99 ([\d.]+) ms", line))]
     p50 = statistics.median(t[0] for t in trips[1:]) if len(trips) > 1 else float("nan")
     p99 = statistics.median(t[1] for t in trips[1:]) if len(trips) > 1 else float("nan")
