@@ -12,7 +12,9 @@ serves it on a free loopback port, and restarts it on the same port.
 
 from __future__ import annotations
 
+import logging
 import time
+import traceback
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import grpc
@@ -157,6 +159,22 @@ class CheckingServicer(LearnerServicer):
         return "message format"
 
 
+class PollerNoise(logging.Filter):
+    """Drops one known, harmless error of grpc.aio: a process whose servers ran on more than
+    one event loop (the checking learner restarts on a new loop) gets, from the old loop,
+    ``OSError: [Errno 9]`` or ``BlockingIOError`` out of ``PollerCompletionQueue.
+    _handle_events`` through asyncio's exception handler (grpc/grpc#25364, fix proposed in
+    grpc/grpc#36096). Every other asyncio error still shows."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        return not (isinstance(error, OSError) and "_handle_events" in _last_frame(record))
+
+
+def _last_frame(record: logging.LogRecord) -> str:
+    return "".join(traceback.format_tb(record.exc_info[2])[-1:]) if record.exc_info else ""
+
+
 class CheckingLearner:
     """A checking learner on 127.0.0.1 (a free port, kept across restarts) with a token."""
 
@@ -173,6 +191,9 @@ class CheckingLearner:
 
     def start(self) -> None:
         """Serve (the same port as before, after a restart); SystemExit when it cannot."""
+        asyncio_log = logging.getLogger("asyncio")
+        if not any(isinstance(f, PollerNoise) for f in asyncio_log.filters):
+            asyncio_log.addFilter(PollerNoise())
         deadline = time.monotonic() + BIND_TIMEOUT_S
         while True:
             config = Config(env=ENV_ID, address=self.address, auth_token=self.token,
