@@ -181,8 +181,10 @@ def check_every_batch(graph: PolicyGraph, folder, seed: int = 1) -> None:
 
 # -- every space kind ------------------------------------------------------------------------
 
-# every observation kind once, each action kind in turn, greedy and sampled alternating:
-# every action kind greedy and sampled too (the slow tests: every pair of kinds)
+# every observation kind once, each action kind in turn, greedy and sampled alternating;
+# every action kind greedy and sampled (slow). The observation's inputs and the action's
+# post-processing are separate parts of the graph, so pairs of kinds add nothing: the
+# cross product (48 exports, 6.5 minutes here) is left out of the suite.
 QUICK = [(obs, list(ACTIONS)[i % 3], bool(i % 2)) for i, obs in enumerate(OBSERVATIONS)]
 
 
@@ -201,16 +203,6 @@ def test_the_graphs_act_as_the_torch_model_for_every_action_kind(
         tmp_path, action: str, sampled: bool) -> None:
     model = small_model(OBSERVATIONS["box-vector"], ACTIONS[action])
     check_every_batch(PolicyGraph(model, sampled=sampled), tmp_path)
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("sampled", [False, True], ids=["greedy", "sampled"])
-@pytest.mark.parametrize("action", ACTIONS, ids=list(ACTIONS))
-@pytest.mark.parametrize("observation", OBSERVATIONS, ids=list(OBSERVATIONS))
-def test_the_graphs_act_as_the_torch_model_for_every_pair_of_kinds(
-        tmp_path, observation: str, action: str, sampled: bool) -> None:
-    model = small_model(OBSERVATIONS[observation], ACTIONS[action], seed=3)
-    check_every_batch(PolicyGraph(model, sampled=sampled), tmp_path, seed=5)
 
 
 def test_a_float64_box_action_comes_out_in_its_dtype_clipped(tmp_path) -> None:
