@@ -48,44 +48,13 @@ import logging
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 
-import numpy as np
 import torch
 
+from learner.serving.requests import BatcherStopped, BatchInputs, InferenceRequest, answer
 from learner.training.weights import PublishedWeights
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class InferenceRequest:
-    """One actor message. Arrays are numpy; ``core_state`` is the env's state before x_t."""
-
-    observations: np.ndarray  # [K, *row_shape]
-    episode_start: np.ndarray  # [K] bool: x_t starts an episode (reset the core state)
-    core_state: tuple[torch.Tensor, ...]  # per layer [K, H] (CPU tensors); () without a core
-    final_env_indices: np.ndarray  # [F] int: envs whose final observation follows
-    final_observations: np.ndarray  # [F, *row_shape]
-    greedy: bool = False  # the most likely actions (argmax, Gaussian mean), not samples
-    session: str | None = None  # the stream's session id: who is due (module docstring)
-    # Filled by the batcher:
-    previous_start: float | None = None  # when the batch of the session's last request began
-    actions: np.ndarray | None = None  # [K, *action_shape]: int64 0-based, or float32
-    policy_params: np.ndarray | None = None  # [K, P] float32: mu(.|x_t)
-    final_values: np.ndarray | None = None  # [F] float32
-    next_core_state: tuple[torch.Tensor, ...] = ()
-    policy_version: int = -1
-    error: BaseException | None = None
-    waiter: asyncio.Future | None = None  # done once the fields above are filled
-
-    @property
-    def num_envs(self) -> int:
-        return len(self.observations)
-
-
-class BatcherStopped(Exception):
-    """The batcher was stopped before it answered this request."""
 
 
 class InferenceBatcher:
@@ -313,46 +282,14 @@ class InferenceBatcher:
         answer(failed)
 
     def _infer(self, batch: list[InferenceRequest]) -> None:
-        """One forward pass over all environments of ``batch`` plus their final observations.
-
-        Rows [0, N) are the K_i observations of each request, rows [N, N + F) the final
-        observations; a final observation uses its environment's state before the reset
-        and is never an episode start.
-        """
-        observations = np.concatenate(
-            [r.observations for r in batch] + [r.final_observations for r in batch])
-        starts = np.concatenate(
-            [r.episode_start for r in batch] + [np.zeros(len(r.final_env_indices), bool)
-                                                for r in batch])
-        num_regular = sum(r.num_envs for r in batch)
-        obs = torch.from_numpy(observations).to(self.device, non_blocking=True)
-        episode_start = torch.from_numpy(starts).to(self.device, non_blocking=True)
-        core_state: tuple[torch.Tensor, ...] = ()
-        if batch[0].core_state:
-            layers = len(batch[0].core_state)
-            core_state = tuple(
-                torch.cat([r.core_state[i] for r in batch]
-                          + [r.core_state[i][torch.from_numpy(r.final_env_indices)]
-                             for r in batch]).to(self.device, non_blocking=True)
-                for i in range(layers))
+        """One forward pass of the published weights over ``batch`` (and its final
+        observations: learner/serving/requests.py)."""
+        inputs = BatchInputs.of(batch, self.device)
         with torch.inference_mode(), self.weights.read() as (model, version):
-            output = model(obs.unsqueeze(0), episode_start.unsqueeze(0), core_state)
-        params = output.policy_params[0, :num_regular]
+            output = inputs.forward(model)
+        params = output.policy_params[0, :inputs.num_regular]
         actions = self._sample(params, [r.greedy for r in batch for _ in range(r.num_envs)])
-        actions_np = actions.cpu().numpy()
-        params_np = params.float().cpu().numpy()
-        values_np = output.values[0].float().cpu().numpy()
-        next_state = tuple(s[:num_regular].cpu() for s in output.core_state)
-        start, final_start = 0, num_regular
-        for request in batch:
-            stop = start + request.num_envs
-            final_stop = final_start + len(request.final_env_indices)
-            request.actions = actions_np[start:stop]
-            request.policy_params = params_np[start:stop]
-            request.final_values = values_np[final_start:final_stop]
-            request.next_core_state = tuple(s[start:stop] for s in next_state)
-            request.policy_version = version
-            start, final_start = stop, final_stop
+        inputs.hand_out(batch, output, actions, version)
 
     def _sample(self, params: torch.Tensor, greedy: list[bool]) -> torch.Tensor:
         """Actions ``[N, *action_shape]`` for ``params [N, P]``: the most likely action for
@@ -363,36 +300,3 @@ class InferenceBatcher:
         sampled = distribution.sample(params)
         mask = torch.tensor(greedy, device=params.device).view(-1, *[1] * (sampled.dim() - 1))
         return torch.where(mask, distribution.sample(params, greedy=True), sampled)
-
-
-def answer(requests: list[InferenceRequest]) -> None:
-    """Wake the callers of ``requests``: directly when called on their loop, else with one
-    hand-over per loop for the whole batch (from the inference thread)."""
-    waiters: dict[asyncio.AbstractEventLoop, list[asyncio.Future]] = {}
-    for request in requests:
-        waiters.setdefault(request.waiter.get_loop(), []).append(request.waiter)
-    try:
-        here = asyncio.get_running_loop()
-    except RuntimeError:
-        here = None
-    for loop, futures in waiters.items():
-        if loop is here:
-            _resolve(futures)
-        else:
-            with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits any more
-                loop.call_soon_threadsafe(_resolve, futures)
-
-
-# Streams woken per turn of the serving loop. Between turns the loop polls for I/O, and the
-# gRPC server accepts at most one new RPC per turn or two: waking a batch of thousands in
-# one turn would make new actors' streams wait seconds to be accepted.
-WAKE_CHUNK = 32
-
-
-def _resolve(futures: list[asyncio.Future]) -> None:
-    """Wake the streams waiting on ``futures``, WAKE_CHUNK per turn of their loop."""
-    for future in futures[:WAKE_CHUNK]:
-        if not future.done():  # a cancelled stream no longer waits
-            future.set_result(None)
-    if len(futures) > WAKE_CHUNK:
-        futures[0].get_loop().call_soon(_resolve, futures[WAKE_CHUNK:])

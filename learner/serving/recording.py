@@ -18,7 +18,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from learner.serving.batcher import InferenceRequest
+from learner.serving.requests import InferenceRequest
 from learner.serving.session import Session
 from learner.serving.validation import CheckedStep
 from learner.training.store import QueueClosed, UnrollBuilder, UnrollQueue, Unrolls

@@ -36,8 +36,9 @@ from collections.abc import AsyncIterator, Callable
 import grpc
 import torch
 
-from learner.serving.batcher import InferenceBatcher, InferenceRequest
+from learner.serving.batcher import InferenceBatcher
 from learner.serving.recording import UnrollRecorder
+from learner.serving.requests import InferenceRequest
 from learner.serving.session import EpisodeTally, Session, end_stream, ended_by_learner
 from learner.serving.validation import (
     HandshakeRejected,

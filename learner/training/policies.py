@@ -66,6 +66,20 @@ class ActionDistribution:
         ``greedy``: the most likely action (argmax, or the Gaussian's mean)."""
         raise NotImplementedError
 
+    #: The noise a sample is made of: "gumbel" (categorical kinds: argmax(logits + noise))
+    #: or "normal" (Gaussian: mean + std * noise); ``noise_size`` values per position.
+    noise_kind: str = "gumbel"
+
+    @property
+    def noise_size(self) -> int:
+        return self.num_params
+
+    def sample_with_noise(self, params: Tensor, noise: Tensor) -> Tensor:
+        """The sample that ``noise [..., noise_size]`` (standard Gumbel or normal values, as
+        ``noise_kind`` says) makes of ``params [..., P]``: the same draw as :meth:`sample`,
+        with the randomness given (deterministic mode: noise keyed by seed, env and step)."""
+        raise NotImplementedError
+
     def log_prob(self, params: Tensor, actions: Tensor) -> Tensor:
         """log p(actions) ``[...]`` for ``actions [..., *action_shape]``."""
         return self.log_prob_and_entropy(params, actions)[0]
@@ -95,6 +109,9 @@ class Categorical(ActionDistribution):
         noise = torch.empty_like(params).exponential_().log_()  # minus Gumbel noise
         return (params - noise).argmax(-1)  # Gumbel-max: a sample of softmax(params)
 
+    def sample_with_noise(self, params: Tensor, noise: Tensor) -> Tensor:
+        return (params + noise).argmax(-1)
+
     def entropy(self, params: Tensor) -> Tensor:
         return categorical.entropy(params)
 
@@ -123,6 +140,10 @@ class MultiCategorical(ActionDistribution):
                             for head, p in zip(self.heads, self._split(params), strict=True)],
                            dim=-1)
 
+    def sample_with_noise(self, params: Tensor, noise: Tensor) -> Tensor:
+        return torch.stack([head.sample_with_noise(p, z) for head, p, z in zip(
+            self.heads, self._split(params), self._split(noise), strict=True)], dim=-1)
+
     def entropy(self, params: Tensor) -> Tensor:
         return sum(head.entropy(p)
                    for head, p in zip(self.heads, self._split(params), strict=True))
@@ -141,6 +162,7 @@ class DiagGaussian(ActionDistribution):
     samples (see the module docstring for why the actor clips, not the learner)."""
 
     action_dtype = torch.float32
+    noise_kind = "normal"
 
     def __init__(self, shape: tuple[int, ...]):
         self.action_shape = tuple(int(d) for d in shape)
@@ -155,6 +177,14 @@ class DiagGaussian(ActionDistribution):
         mean, log_std = self.mean_and_log_std(params)
         action = mean if greedy else mean + log_std.exp() * torch.randn_like(mean)
         return action.reshape(*params.shape[:-1], *self.action_shape)
+
+    @property
+    def noise_size(self) -> int:
+        return self.size
+
+    def sample_with_noise(self, params: Tensor, noise: Tensor) -> Tensor:
+        mean, log_std = self.mean_and_log_std(params)
+        return (mean + log_std.exp() * noise).reshape(*params.shape[:-1], *self.action_shape)
 
     def entropy(self, params: Tensor) -> Tensor:
         _, log_std = self.mean_and_log_std(params)

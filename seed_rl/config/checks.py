@@ -78,6 +78,35 @@ def validate(config: Config) -> None:
     if groups != "auto" and int(groups) > config.envs_per_actor:
         raise ConfigError(f"--env-groups {groups} exceeds --envs-per-actor "
                           f"{config.envs_per_actor}: every group needs an environment")
+    if config.deterministic:
+        check_deterministic(config, groups)
     if config.envs_per_actor > config.max_envs_per_actor:
         raise ConfigError(f"--envs-per-actor {config.envs_per_actor} exceeds "
                           f"--max-envs-per-actor {config.max_envs_per_actor}")
+
+
+def check_deterministic(config: Config, groups: str) -> None:
+    """What ``--deterministic`` cannot reproduce is refused here (docs/reliability.md,
+    "Deterministic mode"): env groups (one session per actor process), and a
+    ``--max-policy-lag`` that would drop unrolls of its fixed lag (the lockstep then waits
+    for versions that never come)."""
+    if groups not in {"auto", "1"}:
+        raise ConfigError(f"--deterministic steps each actor's environments as one session: "
+                          f"drop --env-groups {config.env_groups} (or give 1)")
+    if config.replicas > 1:
+        raise ConfigError("--deterministic runs one learner process: drop --replicas "
+                          f"{config.replicas} (a deterministic replica group is not built yet)")
+    envs = config.num_actors * config.envs_per_actor
+    lag = deterministic_lag_bound(envs, config.batch_size)
+    if config.max_policy_lag < lag:
+        raise ConfigError(f"--deterministic lags up to {lag} policy versions with "
+                          f"{config.num_actors} x {config.envs_per_actor} envs and --batch-size "
+                          f"{config.batch_size}; --max-policy-lag {config.max_policy_lag} "
+                          f"would drop unrolls: give --max-policy-lag {lag} or more")
+
+
+def deterministic_lag_bound(envs: int, batch_size: int) -> int:
+    """The most policy versions an unroll lags in deterministic mode: it was acted with the
+    version of two rollouts (of ``envs`` unrolls each) before the update that takes its
+    last part, ``batch_size`` unrolls an update."""
+    return -(-2 * envs // batch_size) + 1

@@ -136,8 +136,11 @@ class Config:
                              "learner, every actor and eval apply them (actors that ask the "
                              "learner for its env and have none take the learner's)", ALL,
                              ENVIRONMENT)
-    num_actors: int = knob(2, "actor processes to run", ACTORS, ENVIRONMENT)
-    envs_per_actor: int = knob(32, "environments stepped by each actor process (K)", ACTORS,
+    num_actors: int = knob(2, "actor processes to run (a --deterministic learner: the fixed "
+                           "number of actor sessions it waits for and serves)", CONNECTED,
+                           ENVIRONMENT)
+    envs_per_actor: int = knob(32, "environments stepped by each actor process (K; a "
+                               "--deterministic learner: each of its actors' K)", CONNECTED,
                                ENVIRONMENT)
     env_groups: str = knob("auto", "G: split each actor's K environments into G groups, each "
                            "its own learner session and stream, so the actor steps one group "
@@ -204,6 +207,12 @@ class Config:
                                       "start-up when --target-return is above it", LEARNER, RUN)
     seed: int = knob(0, "base random seed; actor i seeds its envs from (seed, actor id)",
                      (*ALL, "serve"), RUN)
+    deterministic: bool = knob(False, "reproducible mode: the same seed gives the same "
+                               "updates and weights (a fixed set of --num-actors actors of "
+                               "--envs-per-actor envs stepped in lockstep, actions sampled "
+                               "from noise keyed by (seed, env, step), one rollout of policy "
+                               "lag; docs/reliability.md, 'Deterministic mode')", CONNECTED,
+                               RUN)
     device: str = knob("auto", "torch device of the learner: auto, cpu, cuda, cuda:N", SERVED,
                        RUN)
     replicas: int = knob(1, "data-parallel learner replicas on this machine (seed-rl learner "

@@ -14,7 +14,8 @@ import pytest
 import torch
 from torch import nn
 
-from learner.serving.batcher import BatcherStopped, InferenceBatcher, InferenceRequest
+from learner.serving.batcher import InferenceBatcher
+from learner.serving.requests import BatcherStopped, InferenceRequest
 from learner.training.models import ModelOutput
 from learner.training.policies import Categorical
 from learner.training.weights import PublishedWeights

@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-from learner.serving.batcher import InferenceBatcher, InferenceRequest
+from learner.serving.batcher import InferenceBatcher
+from learner.serving.requests import InferenceRequest
 from learner.training import policies
 from learner.training.models import (
     ActorCritic,

@@ -20,7 +20,8 @@ import torch
 from support.learner_client import ScriptedActor, handshake_request, step_request
 from support.learner_harness import make_config, running_learner
 
-from learner.serving.batcher import InferenceBatcher, InferenceRequest
+from learner.serving.batcher import InferenceBatcher
+from learner.serving.requests import InferenceRequest
 from learner.training.models import ActorCritic, build_model
 from learner.training.update import Batch, vtrace_inputs
 from learner.training.weights import PublishedWeights
