@@ -54,9 +54,12 @@ POLL_S = 0.1  # how often the process's main thread looks at its groups and stop
 
 def env_groups(config: Config) -> int:
     """G for this process: ``--env-groups``, or for ``auto`` 2 when the learner is another
-    machine (round trips worth hiding) and 1 on loopback, at most K. ConfigError for a
+    machine (round trips worth hiding) and 1 on loopback, at most K; 1 with
+    ``--deterministic``. ConfigError for a
     value that is not ``auto`` or an integer in [1, K]."""
     value, k = str(config.env_groups).strip().lower(), int(config.envs_per_actor)
+    if config.deterministic:  # one session per process (seed_rl/config/checks.py)
+        return 1
     if value == AUTO:
         return min(k, 1 if wire.is_loopback(config.learner) else AUTO_REMOTE_GROUPS)
     if not (value.isdecimal() and 1 <= int(value) <= k):

@@ -38,6 +38,7 @@ import torch
 
 from learner.running.reachable import unreachable_target
 from learner.serving.batcher import InferenceBatcher
+from learner.serving.lockstep import FixedActorSet, LockstepBatcher
 from learner.serving.server import LearnerServer
 from learner.serving.service import LearnerServicer
 from learner.serving.validation import make_spec
@@ -49,6 +50,7 @@ from learner.training.store import UnrollQueue
 from learner.training.trainer import Trainer
 from learner.watching.console import format_return
 from learner.watching.metrics import Metrics, start_wandb
+from learner.watching.update_log import UpdateLog
 from seed_rl.config import Config
 
 log = logging.getLogger("learner")
@@ -91,6 +93,9 @@ class Learner:
                 config, self.spec.max_episode_steps)):
             log.warning("%s", unreachable)
         torch.manual_seed(config.seed)
+        if config.deterministic:  # docs/reliability.md, "Deterministic mode"
+            torch.use_deterministic_algorithms(True)
+            torch.set_num_threads(1)
 
         counters = {"env_steps": 0, "train_steps": 0, "policy_version": 0, "episodes": 0,
                     "recent_returns": []}
@@ -116,7 +121,9 @@ class Learner:
         self.trainer = Trainer(build_model(self.spec.observation_space,
                                            self.spec.action_space, config),
                                config, self.device, self.queue, self.metrics, self.group,
-                               local_envs=lambda: self.servicer.session_envs)
+                               local_envs=lambda: self.servicer.session_envs,
+                               update_log=UpdateLog(self.logdir)
+                               if config.deterministic and self.writes else None)
         if found is not None:
             self.trainer.load(found[0])
             restore_rng(found[0].get("rng", {}))
@@ -129,15 +136,23 @@ class Learner:
                                "optimizer": self.trainer.optimizer.state_dict(),
                                "counters": {"policy_version": self.trainer.policy_version}})
             torch.manual_seed(torch.initial_seed() + self.group.rank)  # own action samples
+        self.fixed_actors = FixedActorSet(config.num_actors, config.envs_per_actor) \
+            if config.deterministic else None
         self.batcher = InferenceBatcher(
             self.trainer.weights, self.device, max_batch=config.max_batch,
             max_wait_s=config.max_wait_ms / 1000.0, on_batch=self.metrics.add_batch,
-            connected_envs=lambda: self.servicer.session_envs)
+            connected_envs=lambda: self.servicer.session_envs) if not config.deterministic \
+            else LockstepBatcher(
+                self.trainer.weights, self.device, self.fixed_actors, config.seed,
+                config.unroll_length, config.batch_size, on_batch=self.metrics.add_batch,
+                training_over=lambda: (self.servicer.stopping.is_set()
+                                       or self.stop_requested.is_set()))
         self.servicer = LearnerServicer(
             config, self.spec, self.batcher, self.queue, self.metrics,
             initial_core_state=lambda k: tuple(
                 s.cpu() for s in self.trainer.model.initial_state(k)),
-            policy_version=lambda: self.trainer.policy_version)
+            policy_version=lambda: self.trainer.policy_version,
+            fixed_actors=self.fixed_actors)
         self.servicer.group = self.group
         self.servicer.replica_envs = lambda: self.trainer.replica_envs
         self.stop_requested = threading.Event()
@@ -200,7 +215,7 @@ class Learner:
             now = time.monotonic()
             if self.batcher.failure is not None:
                 self.failure = self.batcher.failure
-                self.request_stop("the inference batcher failed")
+                self.request_stop(f"inference failed: {self.failure}")
                 break
             if now >= next_log:
                 next_log = now + config.log_every
@@ -222,7 +237,12 @@ class Learner:
 
     def stop_criterion(self, elapsed: float) -> str:
         config, metrics = self.config, self.metrics
-        if config.total_steps and metrics.env_steps >= config.total_steps:
+        if self.trainer.finished:  # --deterministic: --total-steps is a number of updates
+            return (f"trained {self.trainer.policy_version} updates of "
+                    f"{self.trainer.steps_per_update} env steps (--total-steps "
+                    f"{config.total_steps}, --deterministic)")
+        if config.total_steps and metrics.env_steps >= config.total_steps and \
+                not config.deterministic:
             return f"reached {config.total_steps} env steps"
         if config.max_time and elapsed >= config.max_time:
             return f"reached the time limit of {config.max_time:g} s"
@@ -276,9 +296,12 @@ class Learner:
         self.emit_metrics()
         self.save_checkpoint(timeout=UPDATE_IN_FLIGHT_S if self.group_broken else None)
         self.metrics.close()
+        if self.trainer.update_log is not None:
+            self.trainer.update_log.close()
         if not self._trainer.is_alive():  # a stuck collective would hang the group's end
             self.group.close()
-        digest = f", weights {self.trainer.weights.digest()}" if self.group.distributed else ""
+        digest = f", weights {self.trainer.weights.digest()}" \
+            if self.group.distributed or self.config.deterministic else ""
         log.info("learner stopped (%s): %d env steps, %d train steps, policy version %d%s",
                  self.stop_reason, self.metrics.env_steps, self.metrics.train_steps,
                  self.trainer.policy_version, digest)

@@ -18,6 +18,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+from learner.serving.lockstep import FixedActorSet
 from learner.serving.requests import InferenceRequest
 from learner.serving.session import Session
 from learner.serving.validation import CheckedStep
@@ -31,15 +32,17 @@ class UnrollRecorder:
 
     def __init__(self, config: Config, queue: UnrollQueue, observations: ObservationLayout,
                  actions: ActionLayout, num_policy_params: int,
-                 give_up: Callable[[Session], bool]):
-        """``give_up(session)``: whether a stream waiting for room should stop waiting (the
-        learner stops, or ended that stream)."""
+                 order: FixedActorSet | None, give_up: Callable[[Session], bool]):
+        """``order`` (``--deterministic``): unrolls completed at one tick go to the queue in
+        the set's order; ``give_up(session)``: whether a stream waiting for room should stop
+        waiting (the learner stops, or ended that stream)."""
         self.config = config
         self.queue = queue
         self._observations = observations
         self._actions = actions
         self._num_policy_params = num_policy_params
         self._give_up = give_up
+        self._order = order
 
     def builder(self, num_envs: int, core_state: tuple[torch.Tensor, ...]) -> UnrollBuilder:
         """A new session's builder for its ``num_envs`` environments; ``core_state`` gives
@@ -64,9 +67,11 @@ class UnrollRecorder:
         """Hand complete unrolls to the trainer. While it is behind (the queue is full) this
         stream waits its turn on an asyncio future (no thread held; streams get in in the
         order they came), the loop serving the others, until training stops or the learner
-        ends the stream."""
-        with contextlib.suppress(QueueClosed):
-            await self.queue.put_async(unrolls, give_up=lambda: self._give_up(session))
+        ends the stream. In deterministic mode it first waits for its turn at this tick."""
+        async with (self._order.turn(session.actor_id) if self._order is not None
+                    else contextlib.nullcontext()):
+            with contextlib.suppress(QueueClosed):
+                await self.queue.put_async(unrolls, give_up=lambda: self._give_up(session))
 
     @staticmethod
     def partial(session: Session) -> int:

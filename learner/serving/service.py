@@ -37,6 +37,7 @@ import grpc
 import torch
 
 from learner.serving.batcher import InferenceBatcher
+from learner.serving.lockstep import FixedActorSet, LockstepBatcher
 from learner.serving.recording import UnrollRecorder
 from learner.serving.requests import InferenceRequest
 from learner.serving.session import EpisodeTally, Session, end_stream, ended_by_learner
@@ -82,18 +83,20 @@ class LearnerServicer(pb_grpc.LearnerServicer):
     """Handshake and Step for all actors; keeps the sessions and frees those gone silent.
 
     ``unroll_queue`` None (``seed-rl serve``) keeps nothing of the steps for training;
-    ``greedy`` answers the most likely actions instead of samples."""
+    ``greedy`` answers the most likely actions instead of samples; ``fixed_actors``
+    (``--deterministic``) admits only the actors of that set."""
 
     def __init__(
         self,
         config: Config,
         spec: LearnerSpec,
-        batcher: InferenceBatcher,
+        batcher: InferenceBatcher | LockstepBatcher,
         unroll_queue: UnrollQueue | None,
         metrics: Metrics,
         initial_core_state: Callable[[int], tuple[torch.Tensor, ...]],
         policy_version: Callable[[], int],
         greedy: bool = False,
+        fixed_actors: FixedActorSet | None = None,
     ):
         self.config = config
         self.spec = spec
@@ -117,12 +120,13 @@ class LearnerServicer(pb_grpc.LearnerServicer):
         self.replica_addresses: list[str] = []
         self.replica_envs = lambda: [0]
         self.dropped_partial_unrolls = 0
+        self.fixed_actors = fixed_actors
         self.idle_checks = 0  # rounds of expire_idle done: one a second while serving
         self._validator = StepValidator(spec.observation_space, config.max_message_bytes)
         self._action_layout = action_layout(spec.action_space)
         self.recorder = None if unroll_queue is None else UnrollRecorder(
             config, unroll_queue, self._validator.layout, self._action_layout,
-            for_action_layout(self._action_layout).num_params,
+            for_action_layout(self._action_layout).num_params, fixed_actors,
             give_up=lambda session: (self.stopping.is_set() or self.unavailable.is_set()
                                      or bool(session.ended_by_learner)))
 
@@ -142,6 +146,8 @@ class LearnerServicer(pb_grpc.LearnerServicer):
         """A new session for a checked handshake; replaces the actor's previous one of the
         same incarnation (a reconnect). Raises HandshakeRejected when the learner cannot take it."""
         actor_id, run_id, k = request.actor_id, request.run_id, request.num_envs
+        if self.fixed_actors is not None:  # --deterministic: learner/serving/lockstep.py
+            self.fixed_actors.admit(actor_id, k)
         with self._lock:
             existing = self._by_actor.get(actor_id)
             if existing is not None and existing.run_id != run_id and existing.stream:
@@ -363,7 +369,7 @@ class LearnerServicer(pb_grpc.LearnerServicer):
             observations=step.observations, episode_start=step.episode_start,
             core_state=session.core_state, final_env_indices=step.final_envs,
             final_observations=step.final_observations, greedy=self.greedy,
-            session=session.session_id))
+            session=session.session_id, actor_id=session.actor_id))
         await inference.waiter
         resumed = time.perf_counter()
         if inference.error is not None:

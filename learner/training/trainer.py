@@ -40,6 +40,7 @@ from learner.training.update import (
 )
 from learner.training.weights import PublishedWeights
 from learner.watching.metrics import Metrics
+from learner.watching.update_log import UpdateLog
 from seed_rl.config import Config
 
 log = logging.getLogger(__name__)
@@ -57,7 +58,8 @@ class Trainer:
 
     def __init__(self, model: ActorCritic, config: Config, device: torch.device,
                  queue: UnrollQueue, metrics: Metrics, group: ReplicaGroup | None = None,
-                 local_envs: Callable[[], int] = lambda: 0):
+                 local_envs: Callable[[], int] = lambda: 0,
+                 update_log: UpdateLog | None = None):
         self.group = group if group is not None else ReplicaGroup()
         if config.batch_size % self.group.world_size:
             raise SystemExit(f"--batch-size {config.batch_size} must be a multiple of the "
@@ -76,6 +78,14 @@ class Trainer:
         metrics.shared = self.group.distributed
         self.weights = PublishedWeights(self.model, version=0)  # the inference copy
         self._update_lock = threading.Lock()  # an update, or a snapshot between two
+        # Deterministic mode (--deterministic): each update's record, the learning rate's
+        # clock in trained env steps, and --total-steps as an exact number of updates.
+        self.update_log = update_log
+        self.deterministic = config.deterministic
+        self.steps_per_update = config.batch_size * config.unroll_length
+        self.last_update = (config.total_steps // self.steps_per_update
+                            if config.deterministic and config.total_steps else 0)
+        self.finished = False  # trained last_update updates
 
     def load(self, state: dict[str, Any]) -> None:
         """Restore a checkpoint's model, optimizer and policy version (before serving). A
@@ -101,6 +111,9 @@ class Trainer:
                 pass
             return
         while not stop.is_set():
+            if self.last_update and self.policy_version >= self.last_update:
+                self.finished = True
+                return
             unrolls = self.queue.get(self.config.batch_size, self.policy_version, timeout=0.5)
             if unrolls is not None:
                 self.update(unrolls)
@@ -139,6 +152,8 @@ class Trainer:
         started = time.perf_counter()
         batch = Batch.from_unrolls(unrolls, self.device) if unrolls is not None else None
         with self._update_lock:
+            if self.deterministic:  # the env steps trained, not those served by now
+                env_steps = self.policy_version * self.steps_per_update
             learning_rate = learning_rate_at(
                 self.metrics.env_steps if env_steps is None else env_steps, self.config)
             trained = self.policy_version  # the published weights the update starts from
@@ -164,6 +179,13 @@ class Trainer:
                     logged["popart_sigma"] = float(self.model.popart.sigma[0])
                 self.metrics.add_train(logged, trained - float(acted.mean()),
                                        trained - int(acted.min()))
+                if self.update_log is not None:
+                    self.update_log.write({
+                        "policy_version": trained + 1,
+                        "trained_env_steps": (trained + 1) * self.steps_per_update,
+                        "policy_lag_mean": trained - float(acted.mean()),
+                        "policy_lag_max": trained - int(acted.min()),
+                        "weights": self.weights.digest(), **logged})
         self.metrics.add_time("train", time.perf_counter() - started)
         return stats
 
