@@ -13,12 +13,13 @@ made by a rule instead (docs/reliability.md, "Deterministic mode"):
   environment's t-th observation of the run;
 * **actions**: sampled from noise keyed by (seed, tick, environment) (:func:`counter_noise`,
   numpy's counter-based Philox), not from a generator whose state depends on who came first;
-* **policy lag**: rollout k (ticks kT to kT + T - 1, T = ``--unroll-length``) acts with the
-  version trained on every unroll of rollouts 0 to k - 2 and nothing more
-  (:func:`acting_version`): one rollout of lag, as Cleanba (vwxyzjn/cleanba) gives each
-  actor, so the trainer trains on rollout k - 1 while the actors collect rollout k. The
-  batcher keeps its own copy of those weights for the rollout; the trainer's newer
-  publications wait for the next rollout;
+* **policy lag**: tick t acts with the version trained on every unroll completed by tick
+  t - D and nothing more (:func:`acting_version`), D = :func:`lag_ticks` = the ticks in
+  which the set fills one batch (T B / E, T = ``--unroll-length``, B = ``--batch-size``,
+  E environments): one version of lag, as Cleanba (vwxyzjn/cleanba) gives each actor,
+  while the trainer trains on the last batch the actors step on. The batcher acts with
+  its own copy of that version (kept from its publication, :meth:`PublishedWeights.subscribe`),
+  whatever the trainer published since; it waits for it when the trainer is behind;
 * **training batches**: each tick's complete unrolls reach the unroll queue in the order of
   the sorted actor ids (:meth:`FixedActorSet.turn`), so the trainer's batches of B unrolls
   are the same in every run.
@@ -32,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 import time
 from collections.abc import AsyncIterator, Callable
 
@@ -46,6 +48,7 @@ from learner.training.weights import PublishedWeights
 log = logging.getLogger(__name__)
 
 VERSION_POLL_S = 0.001  # how often a tick waiting for its acting version looks again
+OVER_POLL_S = 0.05  # how often a tick waiting for its actors looks whether training is over
 
 
 class DeterminismBroken(RuntimeError):
@@ -124,16 +127,25 @@ def counter_noise(seed: int, tick: int, rows: int, size: int, kind: str) -> np.n
     raise ValueError(f"unknown noise kind {kind!r}")
 
 
-def acting_version(rollout: int, first_version: int, num_envs: int, batch_size: int) -> int:
-    """The policy version that acts in ``rollout`` (0-based, this run's): the one trained on
-    every unroll of rollouts 0 to ``rollout - 2`` (``num_envs`` unrolls each, ``batch_size``
-    an update), counted from ``first_version`` (0, or a resumed checkpoint's)."""
-    return first_version + max(0, rollout - 1) * num_envs // batch_size
+def lag_ticks(unroll_length: int, batch_size: int, num_envs: int) -> int:
+    """D: the ticks in which ``num_envs`` environments complete ``batch_size`` unrolls of
+    ``unroll_length`` steps (at least 1), the lag of deterministic mode's acting version."""
+    return max(1, -(-unroll_length * batch_size // num_envs))
+
+
+def acting_version(tick: int, lag: int, unroll_length: int, num_envs: int, batch_size: int,
+                   first_version: int) -> int:
+    """The policy version that acts at ``tick`` (this run's, from 0): the one trained on
+    every unroll completed by tick ``tick - lag`` (``num_envs`` unrolls complete at each
+    multiple of ``unroll_length``; ``batch_size`` an update), counted from ``first_version``
+    (0, or a resumed checkpoint's)."""
+    rollouts = (tick - lag) // unroll_length if tick >= lag else 0
+    return first_version + rollouts * num_envs // batch_size
 
 
 class LockstepBatcher:
     """One forward pass per tick over every environment of ``actors``, in their order, with
-    the acting version of the tick's rollout; the same interface as
+    the tick's acting version; the same interface as
     :class:`~learner.serving.batcher.InferenceBatcher` (``submit`` on the serving loop).
 
     ``training_over()`` says whether an actor that leaves is just going home.
@@ -153,12 +165,17 @@ class LockstepBatcher:
         self.training_over = training_over
         self.tick = 0
         self.first_version = weights.version
-        self._model = weights.clone()  # the acting copy: one version per rollout
+        self.lag = lag_ticks(unroll_length, batch_size, actors.num_envs)
+        self._model = weights.clone()  # the acting copy
         self._version = weights.version
+        self._kept: dict[int, dict[str, torch.Tensor]] = {}  # later versions, as published
+        self._kept_lock = threading.Lock()
+        weights.subscribe(self._keep)
         self._pending: dict[str, InferenceRequest] = {}  # by actor id
         self._sessions: dict[str, str] = {}  # session id -> actor id
         self._first_arrived = 0.0
         self._waiting = False  # for the acting version
+        self._over_timer: asyncio.TimerHandle | None = None  # looks whether training is over
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopped = False
         self.failure: BaseException | None = None
@@ -217,9 +234,15 @@ class LockstepBatcher:
                 "reproducibly from there: docs/reliability.md)"))
 
     def _maybe_tick(self) -> None:
-        if self._stopped or self._waiting or len(self._pending) < self.actors.num_actors:
+        if self._stopped or self._waiting or not self._pending:
             return
-        if self.tick % self.unroll_length == 0 and not self._acting_version_ready():
+        if len(self._pending) < self.actors.num_actors and not self.training_over():
+            # Training may end while some actors already left: then those still waiting
+            # are answered without the others (and hear that training is over next).
+            if self._over_timer is None:
+                self._over_timer = self._loop.call_later(OVER_POLL_S, self._over_poll)
+            return
+        if not self._acting_version_ready() and not self.training_over():
             self._waiting = True
             self._loop.call_later(VERSION_POLL_S, self._version_poll)
             return
@@ -229,26 +252,38 @@ class LockstepBatcher:
         self._waiting = False
         self._maybe_tick()
 
+    def _over_poll(self) -> None:
+        self._over_timer = None
+        self._maybe_tick()
+
+    def _keep(self, model: torch.nn.Module, version: int) -> None:
+        """A publication (on the trainer's thread): keep its weights until they act."""
+        state = {name: tensor.detach().clone() for name, tensor in model.state_dict().items()}
+        with self._kept_lock:
+            self._kept[version] = state
+
     def _acting_version_ready(self) -> bool:
-        """At a rollout's first tick: take the rollout's acting version into the acting copy
-        once the trainer published it (False while it has not)."""
-        wanted = acting_version(self.tick // self.unroll_length, self.first_version,
-                                self.actors.num_envs, self.batch_size)
-        if self.weights.version < wanted:
-            return False
-        if self._version != wanted:
-            self._version = self.weights.copy_to(self._model)
-        if self._version != wanted:  # the queue held unrolls of a later rollout: a bug
-            self._fail(DeterminismBroken(
-                f"--deterministic: rollout {self.tick // self.unroll_length} should act with "
-                f"policy version {wanted}, and the trainer published {self._version}"))
-            return False
+        """Put this tick's acting version into the acting copy; False while the trainer has
+        not published it yet."""
+        wanted = acting_version(self.tick, self.lag, self.unroll_length, self.actors.num_envs,
+                                self.batch_size, self.first_version)
+        if wanted == self._version:
+            return True
+        with self._kept_lock:
+            state = self._kept.get(wanted)
+            if state is None:
+                return False
+            for version in [v for v in self._kept if v <= wanted]:
+                del self._kept[version]
+        with torch.no_grad():
+            self._model.load_state_dict(state)
+        self._version = wanted
         return True
 
     def _run_tick(self) -> None:
         """One forward pass over every environment of the set, in the set's order."""
         order = self.actors.freeze()
-        batch = [self._pending.pop(actor_id) for actor_id in order]
+        batch = [self._pending.pop(actor_id) for actor_id in order if actor_id in self._pending]
         started = time.perf_counter()
         try:
             inputs = BatchInputs.of(batch, self.device)

@@ -27,7 +27,7 @@ import copy
 import hashlib
 import itertools
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import torch
@@ -53,6 +53,7 @@ class PublishedWeights:
         self._version = version
         self._published: torch.cuda.Event | None = None  # recorded by the last copy
         self._reads_done: dict[torch.cuda.Stream, torch.cuda.Event] = {}  # per reader stream
+        self._subscribers: list[Callable[[nn.Module, int], None]] = []
         if self._cuda:  # the deep copy above is a copy too: readers on other streams wait
             self._published = torch.cuda.Event()
             self._published.record(torch.cuda.current_stream(self.device))
@@ -81,6 +82,15 @@ class PublishedWeights:
             if stream is not None:
                 self._published.record(stream)
             self._version = version
+            for subscriber in self._subscribers:
+                subscriber(self._model, version)
+
+    def subscribe(self, subscriber: Callable[[nn.Module, int], None]) -> None:
+        """Call ``subscriber(model, version)`` with every publication, under the lock, right
+        after the copy (on the trainer's thread): a reader that must see one particular
+        version (deterministic mode) keeps its own copy before the next one replaces it."""
+        with self._lock:
+            self._subscribers.append(subscriber)
 
     @contextmanager
     def read(self) -> Iterator[tuple[nn.Module, int]]:

@@ -97,7 +97,7 @@ def check_deterministic(config: Config, groups: str) -> None:
         raise ConfigError("--deterministic runs one learner process: drop --replicas "
                           f"{config.replicas} (a deterministic replica group is not built yet)")
     envs = config.num_actors * config.envs_per_actor
-    lag = deterministic_lag_bound(envs, config.batch_size)
+    lag = deterministic_lag_bound(envs, config.batch_size, config.unroll_length)
     if config.max_policy_lag < lag:
         raise ConfigError(f"--deterministic lags up to {lag} policy versions with "
                           f"{config.num_actors} x {config.envs_per_actor} envs and --batch-size "
@@ -105,8 +105,10 @@ def check_deterministic(config: Config, groups: str) -> None:
                           f"would drop unrolls: give --max-policy-lag {lag} or more")
 
 
-def deterministic_lag_bound(envs: int, batch_size: int) -> int:
-    """The most policy versions an unroll lags in deterministic mode: it was acted with the
-    version of two rollouts (of ``envs`` unrolls each) before the update that takes its
-    last part, ``batch_size`` unrolls an update."""
-    return -(-2 * envs // batch_size) + 1
+def deterministic_lag_bound(envs: int, batch_size: int, unroll_length: int) -> int:
+    """The most policy versions an unroll lags in deterministic mode
+    (learner/serving/lockstep.py): its first step acted with the version trained on the
+    unrolls completed D = T B / E ticks before, and its last part is trained at most
+    (1 + ceil(D / T)) E / B updates later, plus one for a part-filled batch."""
+    lag = max(1, -(-unroll_length * batch_size // envs))
+    return -(-(1 + -(-lag // unroll_length)) * envs // batch_size) + 1

@@ -18,7 +18,12 @@ import torch
 from support.learner_client import ScriptedActor, handshake_request, step_request
 from support.learner_harness import make_config, running_learner
 
-from learner.serving.lockstep import DeterminismBroken, acting_version, counter_noise
+from learner.serving.lockstep import (
+    DeterminismBroken,
+    acting_version,
+    counter_noise,
+    lag_ticks,
+)
 from learner.training.policies import Categorical, DiagGaussian, MultiCategorical
 from seed_rl.config import Config, ConfigError, validate
 
@@ -66,13 +71,20 @@ def test_sampling_from_noise_is_each_distributions_own_draw() -> None:
     assert abs(frequent.float().mean().item() - 0.75) < 0.015
 
 
-def test_each_rollout_acts_with_the_version_trained_on_rollouts_before_the_last() -> None:
-    # 16 envs, 8 unrolls an update: 2 updates per rollout; rollout k acts with the
-    # version trained on rollouts 0 .. k-2.
-    assert [acting_version(k, 0, 16, 8) for k in range(5)] == [0, 0, 2, 4, 6]
-    # 12 envs, 8 an update: rollouts 0..k-2 hold 12 (k-1) unrolls, whole updates only.
-    assert [acting_version(k, 0, 12, 8) for k in range(5)] == [0, 0, 1, 3, 4]
-    assert [acting_version(k, 40, 16, 8) for k in range(3)] == [40, 40, 42]  # resumed at 40
+def test_each_tick_acts_with_the_version_trained_on_unrolls_completed_lag_ticks_before() -> None:
+    # 16 envs of unrolls of 20 steps, 8 unrolls an update: a batch every 10 ticks.
+    assert lag_ticks(20, 8, 16) == 10
+    versions = [acting_version(t, 10, 20, 16, 8, 0) for t in range(0, 80, 5)]
+    # Unrolls complete at ticks 20, 40, 60 (2 updates each), acting 10 ticks later.
+    assert versions == [0, 0, 0, 0, 0, 0, 2, 2, 2, 2, 4, 4, 4, 4, 6, 6]
+    assert acting_version(30, 10, 20, 16, 8, 40) == 42  # resumed at version 40
+    # Cleanba's case, one batch per rollout: one rollout of lag.
+    assert lag_ticks(20, 16, 16) == 20
+    assert [acting_version(t, 20, 20, 16, 16, 0) for t in (19, 20, 39, 40, 60)] == \
+        [0, 0, 0, 1, 2]
+    # A batch larger than a rollout of the set: whole updates only.
+    assert lag_ticks(4, 8, 2) == 16
+    assert [acting_version(t, 16, 4, 2, 8, 0) for t in (16, 31, 32, 48)] == [0, 0, 1, 2]
 
 
 def _config(**overrides) -> Config:
