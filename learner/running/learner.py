@@ -136,7 +136,8 @@ class Learner:
                                "optimizer": self.trainer.optimizer.state_dict(),
                                "counters": {"policy_version": self.trainer.policy_version}})
             torch.manual_seed(torch.initial_seed() + self.group.rank)  # own action samples
-        self.fixed_actors = FixedActorSet(config.num_actors, config.envs_per_actor) \
+        self.fixed_actors = FixedActorSet(config.num_actors, config.envs_per_actor,
+                                          self.group.rank, self.group.world_size) \
             if config.deterministic else None
         self.batcher = InferenceBatcher(
             self.trainer.weights, self.device, max_batch=config.max_batch,
@@ -144,7 +145,7 @@ class Learner:
             connected_envs=lambda: self.servicer.session_envs) if not config.deterministic \
             else LockstepBatcher(
                 self.trainer.weights, self.device, self.fixed_actors, config.seed,
-                config.unroll_length, config.batch_size, on_batch=self.metrics.add_batch,
+                config.unroll_length, local_batch, on_batch=self.metrics.add_batch,
                 training_over=lambda: (self.servicer.stopping.is_set()
                                        or self.stop_requested.is_set()))
         self.servicer = LearnerServicer(
@@ -315,7 +316,8 @@ class Learner:
     def _train(self) -> None:
         try:
             self.trainer.run(self.stop_requested)
-            if self.group.distributed:  # any replica's stop ends the tick loop of all
+            if self.group.distributed and not self.trainer.finished:  # any replica's stop
+                # ends the tick loop of all; a finished one stops on its stop criterion
                 self.request_stop("another replica stopped")
         except BaseException as error:
             self.failure = error

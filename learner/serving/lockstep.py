@@ -58,10 +58,15 @@ class DeterminismBroken(RuntimeError):
 class FixedActorSet:
     """The actors a deterministic learner serves: the first ``num_actors`` distinct actor ids
     to handshake, each with ``envs_per_actor`` environments. Their order, the sorted ids,
-    is every tick's order of environments and of unrolls."""
+    is every tick's order of environments and of unrolls.
 
-    def __init__(self, num_actors: int, envs_per_actor: int):
-        self.num_actors = num_actors
+    A replica (``rank`` of ``world``) serves its share of the group's set: the actors whose
+    id ends in ``-I`` (``seed-rl actors`` names them so) with I mod ``world`` = ``rank``,
+    ``num_actors`` / ``world`` of them."""
+
+    def __init__(self, num_actors: int, envs_per_actor: int, rank: int = 0, world: int = 1):
+        self.rank, self.world = rank, world
+        self.num_actors = num_actors // world
         self.envs_per_actor = envs_per_actor
         self.ids: set[str] = set()
         self._order: dict[str, int] = {}  # actor id -> rank, once the set is complete
@@ -72,9 +77,33 @@ class FixedActorSet:
     def num_envs(self) -> int:
         return self.num_actors * self.envs_per_actor
 
+    def replica_for(self, actor_id: str) -> int | None:
+        """The replica whose share ``actor_id`` is (None: an id without ``-I``)."""
+        index = actor_id.rpartition("-")[2].split(".")[0]
+        return int(index) % self.world if index.isdecimal() else None
+
+    def redirect(self, actor_id: str, replica_addresses: list[str]) -> str:
+        """Where a replica sends ``actor_id``: the address of the replica whose share it is,
+        "" for this one's (or an id without ``-I``, which :meth:`admit` refuses).
+        UNAVAILABLE (actors retry) while the group has not told every replica's address."""
+        share = self.replica_for(actor_id)
+        if share is None or share == self.rank:
+            return ""
+        if len(replica_addresses) != self.world:
+            raise HandshakeRejected(grpc.StatusCode.UNAVAILABLE,
+                                    "the learner's replica group is still starting; retry")
+        return replica_addresses[share]
+
     def admit(self, actor_id: str, num_envs: int) -> None:
         """Check a handshake (on the serving loop); HandshakeRejected(FAILED_PRECONDITION)
         when it is not one of the set."""
+        if self.world > 1 and self.replica_for(actor_id) != self.rank:
+            raise HandshakeRejected(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"this learner replica {self.rank} of {self.world} runs --deterministic and "
+                f"serves the actors whose id ends in -I with I mod {self.world} = {self.rank}; "
+                f"actor {actor_id!r} is not one of them: connect it to the replica its index "
+                "names (or to rank 0, which redirects it), with ids as seed-rl actors gives")
         if num_envs != self.envs_per_actor:
             raise HandshakeRejected(
                 grpc.StatusCode.FAILED_PRECONDITION,
@@ -114,12 +143,14 @@ class FixedActorSet:
                 self._turns.notify_all()
 
 
-def counter_noise(seed: int, tick: int, rows: int, size: int, kind: str) -> np.ndarray:
+def counter_noise(seed: int, tick: int, rows: int, size: int, kind: str,
+                  stream: int = 0) -> np.ndarray:
     """``[rows, size]`` float32 standard Gumbel (``kind`` "gumbel") or normal ("normal")
-    values for tick ``tick``: Philox keyed by ``seed`` at counter ``tick``, drawn row by row,
-    so row i depends on (seed, tick, i) alone, not on how many rows follow."""
+    values for tick ``tick``: Philox keyed by ``seed`` at counter (``tick``, ``stream``: a
+    replica's rank), drawn row by row, so row i depends on (seed, tick, stream, i) alone,
+    not on how many rows follow."""
     generator = np.random.Generator(np.random.Philox(
-        key=seed % (1 << 128), counter=[tick % (1 << 64), 0, 0, 0]))
+        key=seed % (1 << 128), counter=[tick % (1 << 64), stream, 0, 0]))
     if kind == "gumbel":
         return generator.gumbel(size=(rows, size)).astype(np.float32)
     if kind == "normal":
@@ -292,7 +323,8 @@ class LockstepBatcher:
                 output = inputs.forward(self._model)
                 params = output.policy_params[0, :inputs.num_regular]
                 noise = counter_noise(self.seed, self.tick, inputs.num_regular,
-                                      distribution.noise_size, distribution.noise_kind)
+                                      distribution.noise_size, distribution.noise_kind,
+                                      stream=self.actors.rank)
                 actions = distribution.sample_with_noise(
                     params, torch.from_numpy(noise).to(self.device))
             inputs.hand_out(batch, output, actions, self._version)

@@ -278,9 +278,13 @@ class LearnerServicer(pb_grpc.LearnerServicer):
         """A replica of a data-parallel learner (learner/training/distributed.py) sends a fresh actor
         to the least loaded replica, by connected environments (the others' as of the last
         tick), when moving it there evens the load; "" serves it here. An actor that came
-        by redirect is always served."""
-        if (self.group is None or not self.group.distributed or request.redirected
-                or len(self.replica_addresses) != self.group.world_size):
+        by redirect is always served. With ``--deterministic``, each replica its own share
+        of the fixed set (learner/serving/lockstep.py)."""
+        if self.group is None or not self.group.distributed:
+            return ""
+        if self.fixed_actors is not None:
+            return self.fixed_actors.redirect(request.actor_id, self.replica_addresses)
+        if request.redirected or len(self.replica_addresses) != self.group.world_size:
             return ""
         envs = list(self.replica_envs())
         with self._lock:  # ours now: every session but this actor's own previous one

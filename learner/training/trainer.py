@@ -107,8 +107,10 @@ class Trainer:
         """Update on every B fresh unrolls until ``stop`` is set (a replica: until any
         replica's ``stop`` is set, see :meth:`tick`)."""
         if self.group.distributed:
-            while not self.tick(stop.is_set()):
-                pass
+            while not self.tick(stop.is_set(), stop if self.deterministic else None):
+                if self.last_update and self.policy_version >= self.last_update:
+                    self.finished = True  # every replica, at the same version
+                    return
             return
         while not stop.is_set():
             if self.last_update and self.policy_version >= self.last_update:
@@ -118,15 +120,19 @@ class Trainer:
             if unrolls is not None:
                 self.update(unrolls)
 
-    def tick(self, stop: bool) -> bool:
+    def tick(self, stop: bool, until: threading.Event | None = None) -> bool:
         """One lock-step tick of a replica (learner/training/distributed.py): wait at most
         ``replica_wait`` s for a full local batch (no wait without environments: one cannot
-        come), exchange the tick records, update together if any replica had a batch.
+        come; deterministic mode: as long as it takes, until ``until`` is set), exchange
+        the tick records, update together if any replica had a batch.
         Returns True when any replica asked to stop (all see it in the same tick)."""
         wait = self.config.replica_wait if self.local_envs() > 0 else 0.05
         unrolls = None
         if not stop:
             unrolls = self.queue.get(self.local_batch, self.policy_version, timeout=wait)
+        while unrolls is None and until is not None and not until.is_set():
+            unrolls = self.queue.get(self.local_batch, self.policy_version, timeout=wait)
+        stop = stop or (until is not None and until.is_set())
         steps, episodes, returns, lengths = self.metrics.take_unshared()
         records = self.group.all_gather({
             "batch": unrolls is not None, "stop": stop, "envs": self.local_envs(),

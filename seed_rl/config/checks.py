@@ -93,9 +93,10 @@ def check_deterministic(config: Config, groups: str) -> None:
     if groups not in {"auto", "1"}:
         raise ConfigError(f"--deterministic steps each actor's environments as one session: "
                           f"drop --env-groups {config.env_groups} (or give 1)")
-    if config.replicas > 1:
-        raise ConfigError("--deterministic runs one learner process: drop --replicas "
-                          f"{config.replicas} (a deterministic replica group is not built yet)")
+    if config.num_actors % config.replicas:
+        raise ConfigError(f"--deterministic gives each of the --replicas {config.replicas} an "
+                          f"equal share of the --num-actors {config.num_actors} actors: give "
+                          "a multiple of the replicas")
     envs = config.num_actors * config.envs_per_actor
     lag = deterministic_lag_bound(envs, config.batch_size, config.unroll_length)
     if config.max_policy_lag < lag:

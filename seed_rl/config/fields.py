@@ -211,7 +211,8 @@ class Config:
                                "updates and weights (a fixed set of --num-actors actors of "
                                "--envs-per-actor envs stepped in lockstep, actions sampled "
                                "from noise keyed by (seed, env, step), one rollout of policy "
-                               "lag; docs/reliability.md, 'Deterministic mode')", CONNECTED,
+                               "lag; with --replicas N each replica serves a fixed share; "
+                               "docs/reliability.md, 'Deterministic mode')", CONNECTED,
                                RUN)
     device: str = knob("auto", "torch device of the learner: auto, cpu, cuda, cuda:N", SERVED,
                        RUN)

@@ -1,7 +1,7 @@
 """``seed-rl train --deterministic`` as real processes (a learner and 2 actor processes of 8
 CartPole environments each): the same seed gives the same updates and weights, another seed
-does not, and a resumed run is reproducible from its checkpoint (docs/reliability.md,
-"Deterministic mode")."""
+does not, a group of two learner replicas too, and a resumed run is reproducible from its
+checkpoint (docs/reliability.md, "Deterministic mode")."""
 
 from __future__ import annotations
 
@@ -55,6 +55,15 @@ def test_the_same_seed_gives_the_same_updates_and_weights(tmp_path) -> None:
     assert [r["loss_total"] for r in first] != [r["loss_total"] for r in other]
     # One rollout of lag: the first two rollouts (4 updates) act with version 0.
     assert max(r["policy_lag_max"] for r in first) <= 5
+
+
+def test_a_replica_group_is_deterministic_too(tmp_path) -> None:
+    replicas = ["--replicas", "2", "--no-resume"]  # one actor each (ids ...-0 and ...-1)
+    first = train(tmp_path / "first", 1, 100, *replicas)
+    again = train(tmp_path / "again", 1, 100, *replicas)
+    assert len(first) == 100 and first == again
+    for name, tensor in final_weights(tmp_path / "first").items():
+        assert torch.equal(tensor, final_weights(tmp_path / "again")[name]), name
 
 
 def test_a_resumed_run_is_reproducible_from_its_checkpoint(tmp_path) -> None:

@@ -98,12 +98,32 @@ def test_what_deterministic_mode_cannot_reproduce_is_refused_at_start_up() -> No
     validate(_config(env_groups="1"))
     with pytest.raises(ConfigError, match="--env-groups 2"):
         validate(_config(env_groups="2"))
-    with pytest.raises(ConfigError, match="--replicas 2"):
-        validate(_config(replicas=2, batch_size=8))
+    validate(_config(replicas=2))  # each replica serves one of the two actors
+    with pytest.raises(ConfigError, match="--replicas 2 an equal share of the --num-actors 3"):
+        validate(_config(replicas=2, num_actors=3))
     # 2 x 8 envs, 8 unrolls an update: unrolls lag up to 5 versions.
     with pytest.raises(ConfigError, match="give --max-policy-lag 5 or more"):
         validate(_config(max_policy_lag=4))
     validate(_config(max_policy_lag=5))
+
+
+def test_each_replica_serves_its_share_of_the_set_and_redirects_the_rest() -> None:
+    from learner.serving.lockstep import FixedActorSet
+    from learner.serving.validation import HandshakeRejected
+
+    replica = FixedActorSet(num_actors=4, envs_per_actor=K, rank=1, world=2)
+    assert replica.num_actors == 2
+    assert [replica.replica_for(i) for i in ("h-0", "h-1", "h-3.g0", "h-12", "nohyphen")] == \
+        [0, 1, 1, 0, None]
+    addresses = ["127.0.0.1:1", "127.0.0.1:2"]
+    assert replica.redirect("h-2", addresses) == "127.0.0.1:1"
+    assert replica.redirect("h-3", addresses) == ""
+    with pytest.raises(HandshakeRejected) as starting:  # the group's addresses not known yet
+        replica.redirect("h-2", addresses[:1])
+    assert starting.value.code == grpc.StatusCode.UNAVAILABLE
+    replica.admit("h-3", K)
+    with pytest.raises(HandshakeRejected, match="I mod 2 = 1"):
+        replica.admit("h-2", K)
 
 
 # -- through a real learner ---------------------------------------------------------------
