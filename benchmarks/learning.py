@@ -31,9 +31,12 @@ Usage:
 
 Suite mode (benchmarks/learning_suite.py): ``--suite "pendulum; minatar-breakout;
 popgym-repeat-previous --no-lstm" --budget 300 --out DIR`` runs each shipped preset (an
-entry may add flags) for a wall-time budget per seed and prints a table of seeds reaching
-the target, time to target, final return, env steps and env steps/s, with every curve and
-a combined figure in DIR.
+entry may add flags) for a wall-time budget per seed and prints a table per run (target
+reached, time and env steps to target, final return, env steps/s) and one per entry over
+the seeds (median and range of the final return and of the return at 5M and 10M env steps,
+seeds reaching the target, median steps and time to target), with every curve and a
+combined figure (median and range over seeds) in DIR. Runs already finished in DIR are read
+back, not rerun: the same command resumes a suite that was stopped.
 """
 
 from __future__ import annotations
@@ -184,7 +187,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--budget", type=float, default=300.0,
                         help="suite mode: seconds of training per preset and seed")
     parser.add_argument("--out", default="benchmarks/results/suite",
-                        help="suite mode: where curves, metrics and suite.png go")
+                        help="suite mode: where curves, metrics, results and suite.png go; "
+                             "runs already finished there are read back, not rerun")
     parser.add_argument("--past-target", action="store_true",
                         help="suite mode: train for the whole budget instead of stopping at "
                              "the preset's target (the table still marks where it was reached)")
@@ -199,6 +203,10 @@ def main(argv: list[str] | None = None) -> int:
         try:
             return run_suite(entries, seeds, args.budget, Path(args.out), workdir,
                              args.past_target)
+        except KeyboardInterrupt:
+            print(f"interrupted: the finished runs are in {args.out}; the same command "
+                  "resumes the suite", file=sys.stderr)
+            return 130
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
 

@@ -3,48 +3,70 @@
 Each entry is a preset name, optionally followed by more ``seed-rl train`` flags (a variant:
 ``"popgym-repeat-previous --no-lstm"``). Every entry runs once per seed as the real command,
 ``seed-rl train --preset NAME --max-time BUDGET [FLAGS]``, in a fresh logdir, one after the
-other (side by side in one run, on the same machine). It prints a Markdown table:
-
-    entry | seed | target | reached | time to target, s | env steps to target |
-    final return | best return | env steps | env steps/s
-
-* time to target: the learner's clock at the first metrics record whose mean return (last
-  100 episodes) reached the entry's target, plus that run's start-up (wall time minus the
-  learner's clock): the time a person waits;
-* env steps to target: the env steps counted by that same record;
-* final return: the mean return of the last 100 episodes when the run ended;
+other (side by side in one run, on the same machine).
 
 A run stops at its target (the entry's ``--target-return``, else its preset's
 ``target_return``) unless ``--past-target`` is given: then every run trains for the whole
 budget (``--target-return nan``) and the target, read when the run ends, only marks where
 the curve first crossed it.
 
-then per entry: seeds reaching the target and the median time to target. Every run's
-``learning_curve.png`` and ``metrics.jsonl`` are copied to ``--out`` and one combined figure,
-mean return against wall time and against env steps for every entry, is saved as
-``--out/suite.png``.
+Resume, for suites that take several sessions: each finished run leaves in ``--out`` its
+``metrics.jsonl`` and ``learning_curve.png`` (``<slug>-seed<N>-...``) and, last, the marker
+``<slug>-seed<N>-result.json`` (the :class:`SuiteRun` fields, the command, the budget).
+Started again with the same ``--out``, the suite reads those runs back instead of rerunning
+them and says which; a run without its marker (the suite was killed while it trained) or
+whose command failed is run again from scratch. Killing the suite (SIGTERM, Ctrl-C) stops
+the ``seed-rl train`` it was running. A marker written with another ``--budget`` or
+``--past-target`` is an error: the runs would not compare.
+
+Then (benchmarks/suite_report.py) two Markdown tables, resumed and new runs alike:
+
+    entry | seed | target | reached | time to target, s | env steps to target |
+    final return | best return | env steps | env steps/s
+
+    entry | seeds | target | reached | median final return (min to max) |
+    at 5M env steps | at 10M env steps | median env steps to target |
+    median time to target, s | env steps/s
+
+* time to target: the learner's clock at the first metrics record whose mean return (last
+  100 episodes) reached the entry's target, plus that run's start-up (wall time minus the
+  learner's clock): the time a person waits;
+* env steps to target: the env steps counted by that same record;
+* final return: the mean return of the last 100 episodes when the run ended;
+* at 5M / 10M env steps: the mean return of the first record with at least that many env
+  steps ("-" for a run that did not get there);
+* per entry: the median and range over the seeds, the steps and time to target over the
+  seeds that reached it ("k/n" of them).
+
+The combined figure ``--out/suite.png`` draws, per entry, the median curve over its seeds
+with their min-max range as a band, against env steps and against learner wall time.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import shlex
 import shutil
-import statistics
+import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from learner.watching.curves import read_curve  # noqa: E402
+from suite_report import plot_suite, runs_table, summarise, summary_table  # noqa: E402
+
 from seed_rl import presets  # noqa: E402
 from seed_rl.config import load_toml  # noqa: E402
+
+#: seconds a killed suite gives its ``seed-rl train`` to stop after SIGTERM, then SIGKILL
+STOP_GRACE_S = 30.0
 
 
 @dataclass
@@ -60,6 +82,7 @@ class SuiteRun:
     final_return: float
     best_return: float
     metrics: Path
+    exit_code: int = 0
 
     @property
     def sps(self) -> float:
@@ -80,104 +103,170 @@ def entry_target(name: str, flags: list[str]) -> float:
     return float(load_toml(presets.named(name)).get("target_return", math.nan))
 
 
-def run_entry(entry: str, seed: int, budget: float, workdir: Path,
-              past_target: bool = False) -> SuiteRun:
-    """``seed-rl train`` for one entry and seed, at most ``budget`` seconds of training."""
+def train_command(entry: str, seed: int, budget: float, logdir: Path,
+                  past_target: bool = False) -> list[str]:
+    """The ``seed-rl train`` command line of one entry and seed."""
     name, *flags = shlex.split(entry)
     run_past = ["--target-return", "nan"] if past_target else []
-    logdir = workdir / f"{slug(entry)}-seed{seed}"
-    command = [sys.executable, "-m", "seed_rl", "train", "--preset", name, "--seed", str(seed),
-               "--max-time", str(budget), "--logdir", str(logdir), "--no-resume",
-               "--status-every", "0", *flags, *run_past]
+    return [sys.executable, "-m", "seed_rl", "train", "--preset", name, "--seed", str(seed),
+            "--max-time", f"{budget:g}", "--logdir", str(logdir), "--no-resume",
+            "--status-every", "0", *flags, *run_past]
+
+
+def run_command(command: list[str], timeout: float) -> tuple[int, str]:
+    """Run ``command`` to its end; ``(exit code, output)``, -1 when it ran past ``timeout``.
+
+    It runs in its own process group. If this process is interrupted (Ctrl-C, or SIGTERM
+    made into an exception by :func:`run_suite`), ``seed-rl train`` gets SIGTERM (it stops
+    its actors) and ``STOP_GRACE_S`` seconds, then its whole group is killed."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("SEED_RL_")}
+    child = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        output, _ = child.communicate(timeout=timeout)
+        return child.returncode, output
+    except subprocess.TimeoutExpired:
+        _stop(child)
+        return -1, child.communicate()[0] + f"\nkilled after {timeout:.0f} s"
+    except BaseException:
+        _stop(child)
+        raise
+
+
+def _stop(child: subprocess.Popen) -> None:
+    child.send_signal(signal.SIGTERM)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        child.wait(STOP_GRACE_S)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(child.pid, signal.SIGKILL)  # whatever is left of it: its actors
+    child.wait()
+
+
+def run_entry(entry: str, seed: int, budget: float, workdir: Path,
+              past_target: bool = False) -> tuple[SuiteRun, list[str]]:
+    """``seed-rl train`` for one entry and seed, at most ``budget`` seconds of training;
+    the run and its command."""
+    name, *flags = shlex.split(entry)
+    logdir = workdir / f"{slug(entry)}-seed{seed}"
+    command = train_command(entry, seed, budget, logdir, past_target)
     started = time.perf_counter()
-    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True,
-                          timeout=budget + 300)
+    exit_code, output = run_command(command, budget + 300)
     wall = time.perf_counter() - started
     target = entry_target(name, flags)
-    if done.returncode != 0:
-        sys.stderr.write(f"{entry} seed {seed}: exit code {done.returncode}:\n"
-                         + "\n".join((done.stdout + done.stderr).splitlines()[-15:]) + "\n")
-    records = [json.loads(line) for line in (logdir / "metrics.jsonl").read_text().splitlines()
-               if line.strip()]
+    if exit_code != 0:
+        sys.stderr.write(f"{entry} seed {seed}: exit code {exit_code}:\n"
+                         + "\n".join(output.splitlines()[-15:]) + "\n")
+    run = read_run(entry, seed, target, wall, logdir / "metrics.jsonl", exit_code)
+    return run, command
+
+
+def read_run(entry: str, seed: int, target: float, wall_s: float, metrics: Path,
+             exit_code: int = 0) -> SuiteRun:
+    """The :class:`SuiteRun` of a run that took ``wall_s`` seconds, from its ``metrics.jsonl``
+    (a missing file: a run without any record)."""
+    records = [json.loads(line) for line in metrics.read_text().splitlines()
+               if line.strip()] if metrics.is_file() else []
     last = records[-1] if records else {}
     learner_s = float(last.get("elapsed") or 0.0)
-    startup = wall - learner_s
+    startup = wall_s - learner_s
     reached = [r for r in records if (r.get("episode_return_mean") is not None
                                       and r["episode_return_mean"] >= target)]
     returns = [r["episode_return_mean"] for r in records
                if r.get("episode_return_mean") is not None]
-    return SuiteRun(entry, seed, target, wall, learner_s, int(last.get("env_steps") or 0),
+    return SuiteRun(entry, seed, target, wall_s, learner_s, int(last.get("env_steps") or 0),
                     reached[0]["elapsed"] + startup if reached else math.nan,
                     float(reached[0]["env_steps"]) if reached else math.nan,
                     returns[-1] if returns else math.nan, max(returns, default=math.nan),
-                    logdir / "metrics.jsonl")
+                    metrics, exit_code)
 
 
-def plot_suite(runs: list[SuiteRun], path: Path) -> None:
-    """One row per preset: mean return against wall time and against env steps."""
-    import matplotlib
+def result_path(out: Path, entry: str, seed: int) -> Path:
+    """The marker of a finished run in ``out``."""
+    return out / f"{slug(entry)}-seed{seed}-result.json"
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    names = list(dict.fromkeys(shlex.split(r.entry)[0] for r in runs))
-    figure, axes = plt.subplots(len(names), 2, figsize=(11, 3.2 * len(names)), squeeze=False)
-    for row, name in enumerate(names):
-        for run in (r for r in runs if shlex.split(r.entry)[0] == name):
-            curve = read_curve(run.metrics)
-            label = f"{run.entry} (seed {run.seed})"
-            axes[row][0].plot(curve.wall_time, curve.returns, label=label)
-            axes[row][1].plot(curve.env_steps, curve.returns, label=label)
-        for axis, xlabel in zip(axes[row], ("learner wall time, s", "env steps"), strict=True):
-            if not math.isnan(runs[0].target):
-                target = next(r.target for r in runs if shlex.split(r.entry)[0] == name)
-                axis.axhline(target, color="grey", linestyle="--", linewidth=1)
-            axis.set_xlabel(xlabel)
-            axis.set_ylabel("mean return (last 100)")
-            axis.set_title(name)
-            axis.grid(alpha=0.3)
-        axes[row][0].legend(fontsize=7)
-    figure.tight_layout()
-    figure.savefig(path, dpi=90)
-    plt.close(figure)
+def save_result(out: Path, run: SuiteRun, command: list[str], budget: float,
+                past_target: bool) -> SuiteRun:
+    """Copy the run's metrics and curve into ``out``, then write its marker (atomically, so a
+    kill leaves either no marker or a whole one); the run, its metrics now those in ``out``."""
+    for name in ("metrics.jsonl", "learning_curve.png"):
+        source = run.metrics.parent / name
+        if source.is_file():
+            shutil.copyfile(source, out / f"{slug(run.entry)}-seed{run.seed}-{name}")
+    saved = SuiteRun(**{**asdict(run), "metrics": out / f"{slug(run.entry)}-seed{run.seed}"
+                        "-metrics.jsonl"})
+    data = {**asdict(saved), "metrics": saved.metrics.name, "command": shlex.join(command),
+            "budget": budget, "past_target": past_target}
+    data = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in data.items()}
+    path = result_path(out, run.entry, run.seed)
+    partial = path.with_suffix(".json.partial")
+    partial.write_text(json.dumps(data, indent=1) + "\n")
+    os.replace(partial, path)
+    return saved
+
+
+def load_result(out: Path, entry: str, seed: int, budget: float,
+                past_target: bool) -> SuiteRun | None:
+    """The finished run of ``entry`` and ``seed`` in ``out``; None when there is none (not
+    run, interrupted) or its command failed: those are run again."""
+    path = result_path(out, entry, seed)
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+        values = {f.name: data[f.name] for f in fields(SuiteRun)}
+    except (json.JSONDecodeError, KeyError, TypeError) as error:
+        raise SystemExit(f"{path} is not a suite result ({error}); remove it to rerun "
+                         "that run") from None
+    if (data.get("budget"), data.get("past_target")) != (budget, past_target):
+        raise SystemExit(
+            f"{path} was run with --budget {data.get('budget'):g}"
+            f"{' --past-target' if data.get('past_target') else ''}, not --budget {budget:g}"
+            f"{' --past-target' if past_target else ''}: give another --out, or the same "
+            "arguments to resume")
+    if values["exit_code"] != 0:
+        return None
+    values = {k: math.nan if v is None else v for k, v in values.items()}
+    values["metrics"] = out / values["metrics"]
+    return SuiteRun(**values)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def run_suite(entries: list[str], seeds: list[int], budget: float, out: Path,
               workdir: Path, past_target: bool = False) -> int:
+    """Run (or read back from ``out``) every entry and seed; print the tables, draw
+    ``out/suite.png``."""
     out.mkdir(parents=True, exist_ok=True)
-    runs = []
-    for entry in entries:
-        for seed in seeds:
-            run = run_entry(entry, seed, budget, workdir, past_target)
+    plan = [(entry, seed) for entry in entries for seed in seeds]
+    found = {key: load_result(out, *key, budget, past_target) for key in plan}
+    resumed = [f"{entry} seed {seed}" for (entry, seed), run in found.items() if run]
+    if resumed:
+        print(f"Resumed from {out} (finished earlier, not rerun): {'; '.join(resumed)}",
+              flush=True)
+    previous = signal.signal(signal.SIGTERM, _interrupt)  # so the running train is stopped
+    try:
+        runs = []
+        for entry, seed in plan:
+            run = found[(entry, seed)]
+            if run is None:
+                run, command = run_entry(entry, seed, budget, workdir, past_target)
+                run = save_result(out, run, command, budget, past_target)
             runs.append(run)
-            print(f"  {entry} seed {seed}: final {run.final_return:.2f}, target reached after "
-                  f"{run.time_to_target:.0f} s" if not math.isnan(run.time_to_target) else
-                  f"  {entry} seed {seed}: final {run.final_return:.2f}, target not reached",
+            print(f"  {entry} seed {seed}: final {run.final_return:.2f}, " + (
+                  f"target reached after {run.time_to_target:.0f} s"
+                  if not math.isnan(run.time_to_target) else "target not reached"),
                   file=sys.stderr, flush=True)
-            for name in ("metrics.jsonl", "learning_curve.png"):
-                source = run.metrics.parent / name
-                if source.is_file():
-                    shutil.copyfile(source, out / f"{slug(entry)}-seed{seed}-{name}")
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     print(f"Suite: `seed-rl train --preset NAME --max-time {budget:g}` per entry and seed; "
           f"machine: {os.cpu_count()} cores")
     print()
-    print("| entry | seed | target | reached | time to target, s | env steps to target | "
-          "final return | best return | env steps | env steps/s |")
-    print("|---|---:|---:|:---:|---:|---:|---:|---:|---:|---:|")
-    for r in runs:
-        reached = not math.isnan(r.time_to_target)
-        print(f"| {r.entry} | {r.seed} | {r.target:g} | {'yes' if reached else 'no'} | "
-              f"{r.time_to_target:.0f} | {r.steps_to_target:,.0f} | {r.final_return:.2f} | {r.best_return:.2f} | "
-              f"{r.env_steps:,} | {r.sps:,.0f} |".replace(" nan |", " - |"))
+    print("\n".join(runs_table(runs)))
     print()
-    for entry in entries:
-        mine = [r for r in runs if r.entry == entry]
-        times = [r.time_to_target for r in mine if not math.isnan(r.time_to_target)]
-        median = f"{statistics.median(times):.0f} s" if times else "-"
-        print(f"{entry}: {len(times)}/{len(mine)} seeds reached {mine[0].target:g}; median "
-              f"time to target {median}; median final return "
-              f"{statistics.median(r.final_return for r in mine):.2f}")
+    print("\n".join(summary_table(summarise(runs))))
     plot_suite(runs, out / "suite.png")
     print(f"curves and metrics in {out}/, combined figure {out / 'suite.png'}")
     return 0

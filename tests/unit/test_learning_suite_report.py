@@ -1,0 +1,137 @@
+"""benchmarks/learning.py's suite mode, without training: the per-entry summary over seeds
+(benchmarks/suite_report.py) read from metrics.jsonl files written by the learner's own
+Metrics, and the resume markers (benchmarks/learning_suite.py): a finished run is read
+back, not rerun; an interrupted or failed one is run again. tests/integration/
+test_learning_suite.py runs the real `seed-rl train` and kills and restarts the suite."""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+
+import pytest
+from support.procs import REPO
+
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+import learning_suite  # noqa: E402
+import suite_report  # noqa: E402
+from learning_suite import SuiteRun, load_result, read_run, result_path, save_result  # noqa: E402
+from suite_report import return_at, summarise, summary_table  # noqa: E402
+
+from learner.watching.curves import read_curve  # noqa: E402
+from learner.watching.metrics import Metrics  # noqa: E402
+
+ENTRY = "minatar-breakout --epochs 2"
+TARGET = 28.0
+M = 1_000_000
+
+
+def write_metrics(logdir: Path, returns: list[float]) -> Path:
+    """A metrics.jsonl as the learner writes it: one record per 1M env steps, each after
+    100 episodes of the given return (so the mean of the last 100 is that return)."""
+    metrics = Metrics(logdir, tensorboard=False)
+    metrics.emit()  # the first record, before any episode: no mean return yet
+    for value in returns:
+        metrics.add_env_steps(M, [value] * 100, [50] * 100)
+        metrics.emit()
+    metrics.close()
+    return logdir / "metrics.jsonl"
+
+
+@pytest.fixture
+def three_seeds(tmp_path: Path) -> list[SuiteRun]:
+    curves = {0: [2, 5, 9, 14, 20, 29, 30, 31, 30, 32],  # 28 crossed at 6M, ran to 10M
+              1: [3, 8, 15, 29, 25, 27, 33, 34, 35, 36, 37],  # crossed at 4M, ran to 11M
+              2: [1, 2, 4, 6, 9, 12, 13]}  # never crossed, stopped at 7M
+    return [read_run(ENTRY, seed, TARGET, 100.0 + seed, write_metrics(tmp_path / str(seed),
+                                                                       returns))
+            for seed, returns in curves.items()]
+
+
+def test_a_run_reads_its_target_final_and_milestones_from_its_metrics(three_seeds) -> None:
+    first, _, never = three_seeds
+    assert first.steps_to_target == 6 * M and first.env_steps == 10 * M
+    assert first.final_return == 32 and first.best_return == 32
+    assert never.final_return == 13 and math.isnan(never.steps_to_target)
+    assert math.isnan(never.time_to_target)
+    curve = read_curve(first.metrics)
+    assert [return_at(curve, n) for n in (5 * M, 10 * M)] == [20, 32]
+    assert math.isnan(return_at(curve, 11 * M))  # it did not get there
+    assert math.isnan(return_at(read_curve(never.metrics), 10 * M))
+
+
+def test_the_summary_gives_median_and_range_over_seeds_and_how_many_reached(
+        three_seeds) -> None:
+    (summary,) = summarise(three_seeds)
+    assert summary.seeds == [0, 1, 2] and summary.reached == 2
+    assert (summary.final.median, summary.final.low, summary.final.high) == (32, 13, 37)
+    at5, at10 = summary.at[5 * M], summary.at[10 * M]
+    assert (at5.median, at5.low, at5.high, at5.count) == (20, 9, 25, 3)
+    assert (at10.median, at10.low, at10.high, at10.count) == (34, 32, 36, 2)
+    steps = summary.steps_to_target
+    assert (steps.median, steps.low, steps.high, steps.count) == (5 * M, 4 * M, 6 * M, 2)
+    assert summary.time_to_target.count == 2
+    (row,) = [line for line in summary_table([summary]) if line.startswith(f"| {ENTRY}")]
+    cells = [cell.strip() for cell in row.strip("|").split("|")]
+    assert cells[:7] == [ENTRY, "0,1,2", "28", "2/3", "32.00 (13.00 to 37.00)",
+                         "20.00 (9.00 to 25.00)", "34.00 (32.00 to 36.00), 2/3 seeds"]
+    assert cells[7] == "5,000,000 (4,000,000 to 6,000,000)"
+
+
+def test_the_figure_draws_the_median_and_the_range_of_the_seeds(three_seeds, tmp_path) -> None:
+    curves = [read_curve(r.metrics) for r in three_seeds]
+    grid, median, low, high = suite_report.median_band(
+        [c.env_steps for c in curves], [c.returns for c in curves], points=11)
+    assert list(grid) == [n * M for n in range(1, 12)]
+    assert (median[4], low[4], high[4]) == (20, 9, 25)  # at 5M: all three seeds
+    assert (median[8], low[8], high[8]) == (32.5, 30, 35)  # at 9M: seed 2 had stopped
+    assert (median[10], low[10], high[10]) == (37, 37, 37)  # at 11M: seed 1 alone
+    suite_report.plot_suite(three_seeds, tmp_path / "suite.png")
+    assert (tmp_path / "suite.png").stat().st_size > 0
+
+
+def test_a_finished_run_is_read_back_and_an_unfinished_or_failed_one_is_not(
+        three_seeds, tmp_path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    run = three_seeds[0]
+    saved = save_result(out, run, ["seed-rl", "train"], 300.0, True)
+    assert saved.metrics == out / "minatar-breakout_epochs_2-seed0-metrics.jsonl"
+    assert saved.metrics.read_text() == run.metrics.read_text()
+    back = load_result(out, ENTRY, 0, 300.0, True)
+    assert back == saved
+    assert load_result(out, ENTRY, 1, 300.0, True) is None  # never finished: no marker
+    save_result(out, SuiteRun(**{**vars(three_seeds[1]), "exit_code": 1}), ["x"], 300.0, True)
+    assert load_result(out, ENTRY, 1, 300.0, True) is None  # failed: run again
+    with pytest.raises(SystemExit, match="--budget 300 --past-target, not --budget 600"):
+        load_result(out, ENTRY, 0, 600.0, True)
+    result_path(out, ENTRY, 2).write_text('{"entry": "torn')
+    with pytest.raises(SystemExit, match="is not a suite result"):
+        load_result(out, ENTRY, 2, 300.0, True)
+
+
+def test_the_suite_reruns_only_what_is_not_finished(three_seeds, tmp_path, monkeypatch,
+                                                    capsys) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    save_result(out, three_seeds[0], ["seed-rl", "train"], 300.0, False)
+    ran = []
+
+    def run_entry(entry: str, seed: int, budget: float, workdir: Path,
+                  past_target: bool = False) -> tuple[SuiteRun, list[str]]:
+        ran.append(seed)
+        return three_seeds[seed], ["seed-rl", "train", "--seed", str(seed)]
+
+    monkeypatch.setattr(learning_suite, "run_entry", run_entry)
+    assert learning_suite.run_suite([ENTRY], [0, 1, 2], 300.0, out, tmp_path) == 0
+    assert ran == [1, 2]
+    printed = capsys.readouterr().out
+    assert f"not rerun): {ENTRY} seed 0\n" in printed
+    assert "| 2/3 | 32.00 (13.00 to 37.00) |" in printed
+    assert all(result_path(out, ENTRY, seed).is_file() for seed in (0, 1, 2))
+    ran.clear()
+    learning_suite.run_suite([ENTRY], [0, 1, 2], 300.0, out, tmp_path)
+    assert ran == []
+    assert f"{ENTRY} seed 0; {ENTRY} seed 1; {ENTRY} seed 2" in capsys.readouterr().out
