@@ -208,6 +208,7 @@ def compute_loss(model: ActorCritic, batch: Batch, config: Config, *, steps: int
         entropy_cost=config.entropy_cost,
         clip_rho_threshold=config.clip_rho_threshold,
         clip_pg_rho_threshold=config.clip_pg_rho_threshold,
+        lambda_=config.vtrace_lambda,
         ppo_clip=config.ppo_clip,
         value_scale=popart.sigma if popart is not None else 1.0,
         normalize_advantages=config.normalize_advantages,

@@ -37,6 +37,8 @@ def validate(config: Config) -> None:
         if not getattr(config, name) >= 0:
             raise ConfigError(f"{flag_name(name)} must be >= 0{f' ({note})' if note else ''}, "
                               f"got {getattr(config, name)}")
+    if not 0.0 <= config.vtrace_lambda <= 1.0:
+        raise ConfigError(f"--vtrace-lambda must be in [0, 1], got {config.vtrace_lambda}")
     if not 0.0 <= config.discount <= 1.0:
         raise ConfigError(f"--discount must be in [0, 1], got {config.discount}")
     if not 0.0 <= config.rmsprop_alpha < 1.0:

@@ -84,6 +84,9 @@ class Config:
     clip_rho_threshold: float = knob(1.0, "V-trace rho-bar", LEARNER, RL)
     clip_pg_rho_threshold: float = knob(1.0, "V-trace rho-bar of the policy gradient", LEARNER,
                                         RL)
+    vtrace_lambda: float = knob(1.0, "V-trace's lambda: the traces are c_t = lambda * "
+                                "min(c-bar, rho_t); 1 is IMPALA's, below 1 shortens them "
+                                "(less variance, more bias: GAE's lambda)", LEARNER, RL)
     max_policy_lag: int = knob(50, "drop unrolls older than this many policy versions",
                                LEARNER, RL)
     epochs: int = knob(1, "E: passes over each batch of B unrolls (sample reuse; the policy "

@@ -107,6 +107,7 @@ def test_each_optimizer_has_its_own_epsilon() -> None:
     (["--max-grad-norm", "-5"], "--max-grad-norm"),
     (["--learning-rate", "0"], "--learning-rate"),
     (["--discount", "1.5"], "--discount"),
+    (["--vtrace-lambda", "1.2"], "--vtrace-lambda"),
     (["--hidden-sizes", "64,0"], "--hidden-sizes"),
     (["--adam-eps", "0"], "--adam-eps"),
 ])

@@ -59,3 +59,21 @@ def test_one_log_softmax_of_the_target_logits_per_update_and_the_documented_loss
     expected_grads = torch.autograd.grad(expected, list(model.parameters()))
     for got, want in zip(grads, expected_grads, strict=True):
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_vtrace_lambda_reaches_the_targets_as_the_traces_factor() -> None:
+    env = gym.make("CartPole-v1")
+    batch = Batch.from_unrolls(random_unrolls(1, T, B), torch.device("cpu"))
+    model = build_model(env.observation_space, env.action_space, Config())
+    output = model(batch.observations, batch.terminated | batch.truncated, batch.core_state)
+    for lambda_ in (1.0, 0.5, 0.0):
+        config = Config(vtrace_lambda=lambda_)
+        _, parts = compute_loss(model, batch, config)
+        inputs = vtrace_inputs(batch, output, config)
+        expected = vtrace.from_logits(inputs.behaviour_params, inputs.target_params,
+                                      inputs.values, inputs.bootstrap_value, inputs.actions,
+                                      inputs.discounts, inputs.rewards, lambda_=lambda_)
+        torch.testing.assert_close(parts["vs"], expected.vs, rtol=1e-6, atol=1e-6)
+    # lambda 0 cuts every trace: vs_t = V(x_t) + rho_t-clipped one-step TD error
+    assert not torch.allclose(compute_loss(model, batch, Config(vtrace_lambda=0.0))[1]["vs"],
+                              compute_loss(model, batch, Config())[1]["vs"])
