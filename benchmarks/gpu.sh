@@ -8,7 +8,9 @@
 #      steps/s, inference batch sizes, GPU utilisation and the return trend;
 #   4. the serving tier with inference on cuda (its own thread and CUDA stream, so a
 #      backward pass never delays it): benchmarks/serving.py at 64 x 1 and 1000 x 32,
-#      learner training and idle, reply latency against the echo server.
+#      learner training and idle, reply latency against the echo server;
+#   5. deterministic mode on cuda: two `seed-rl train --deterministic --device cuda` runs of
+#      CartPole (200 updates) must write the same updates.jsonl (docs/reliability.md).
 #
 #   bash benchmarks/gpu.sh            # results and logs in $OUT (or benchmarks/results/gpu)
 #
@@ -77,3 +79,17 @@ PY
 echo "== 4. Serving with inference on CUDA"
 python3 benchmarks/serving.py --points 64x1 1000x32 --warmup 20 --seconds 8 \
     --learner-flags "--device cuda" 2>/dev/null | tee "$OUT/serving.txt"
+
+echo "== 5. Deterministic mode on CUDA: two runs, one seed"
+for run in a b; do
+    CUBLAS_WORKSPACE_CONFIG=:4096:8 python3 -m seed_rl train --env CartPole-v1 --preset none \
+        --deterministic --device cuda --num-actors 2 --envs-per-actor 8 --batch-size 8 \
+        --unroll-length 20 --total-steps 32000 --seed 1 --no-resume --status-every 0 \
+        --logdir "$OUT/deterministic-$run" > "$OUT/deterministic-$run.log" 2>&1 \
+        || echo "deterministic run $run failed: see $OUT/deterministic-$run.log"
+done
+if cmp -s "$OUT/deterministic-a/updates.jsonl" "$OUT/deterministic-b/updates.jsonl"; then
+    echo "deterministic on cuda: the two runs' updates.jsonl are identical" | tee "$OUT/deterministic.txt"
+else
+    echo "deterministic on cuda: the runs DIFFER" | tee "$OUT/deterministic.txt"
+fi

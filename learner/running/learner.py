@@ -30,6 +30,7 @@ import dataclasses
 import json
 import logging
 import math
+import os
 import threading
 import time
 from pathlib import Path
@@ -69,6 +70,15 @@ def select_device(name: str) -> torch.device:
     return device
 
 
+def check_deterministic_device(device: torch.device) -> None:
+    """cuBLAS is deterministic only with a fixed workspace (torch's reproducibility notes):
+    refuse at start-up rather than fail at the first matrix product."""
+    if device.type == "cuda" and os.environ.get("CUBLAS_WORKSPACE_CONFIG") not in (
+            ":4096:8", ":16:8"):
+        raise SystemExit("--deterministic on CUDA needs a fixed cuBLAS workspace: set "
+                         "CUBLAS_WORKSPACE_CONFIG=:4096:8 in the learner's environment")
+
+
 class Learner:
     """One learner: serves actors, trains, checkpoints. ``serve_forever`` until stopped.
 
@@ -94,6 +104,7 @@ class Learner:
             log.warning("%s", unreachable)
         torch.manual_seed(config.seed)
         if config.deterministic:  # docs/reliability.md, "Deterministic mode"
+            check_deterministic_device(self.device)
             torch.use_deterministic_algorithms(True)
             torch.set_num_threads(1)
 

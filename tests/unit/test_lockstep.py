@@ -204,3 +204,14 @@ def test_an_actor_leaving_mid_run_stops_the_learner(tmp_path) -> None:
         assert isinstance(learner.batcher.failure, DeterminismBroken)
         assert "actor 'a' left at tick 1" in str(learner.batcher.failure)
         actors[1].close()
+
+
+def test_cuda_without_a_fixed_cublas_workspace_is_refused(monkeypatch) -> None:
+    from learner.running.learner import check_deterministic_device
+
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    check_deterministic_device(torch.device("cpu"))
+    with pytest.raises(SystemExit, match="CUBLAS_WORKSPACE_CONFIG=:4096:8"):
+        check_deterministic_device(torch.device("cuda"))
+    monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    check_deterministic_device(torch.device("cuda"))
