@@ -54,39 +54,19 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, fields
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from suite_report import plot_suite, runs_table, summarise, summary_table  # noqa: E402
+from suite_report import SuiteRun, plot_suite, runs_table, summarise, summary_table  # noqa: E402
 
 from seed_rl import presets  # noqa: E402
 from seed_rl.config import load_toml  # noqa: E402
 
 #: seconds a killed suite gives its ``seed-rl train`` to stop after SIGTERM, then SIGKILL
 STOP_GRACE_S = 30.0
-
-
-@dataclass
-class SuiteRun:
-    entry: str
-    seed: int
-    target: float
-    wall_s: float
-    learner_s: float
-    env_steps: int
-    time_to_target: float  # nan when the target was not reached
-    steps_to_target: float  # nan when the target was not reached
-    final_return: float
-    best_return: float
-    metrics: Path
-    exit_code: int = 0
-
-    @property
-    def sps(self) -> float:
-        return self.env_steps / self.learner_s if self.learner_s > 0 else math.nan
 
 
 def slug(entry: str) -> str:

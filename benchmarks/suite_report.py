@@ -22,12 +22,32 @@ import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from learner.watching.curves import Curve, read_curve
 
-if TYPE_CHECKING:
-    from learning_suite import SuiteRun
+
+@dataclass
+class SuiteRun:
+    """One finished run of one suite entry and seed: what the tables and the figure read
+    (times in seconds; ``metrics`` is its metrics.jsonl)."""
+
+    entry: str
+    seed: int
+    target: float
+    wall_s: float
+    learner_s: float
+    env_steps: int
+    time_to_target: float  # nan when the target was not reached
+    steps_to_target: float  # nan when the target was not reached
+    final_return: float
+    best_return: float
+    metrics: Path
+    exit_code: int = 0
+
+    @property
+    def sps(self) -> float:
+        return self.env_steps / self.learner_s if self.learner_s > 0 else math.nan
+
 
 #: env-step counts at which the summary reads each run's return
 MILESTONES = (5_000_000, 10_000_000)

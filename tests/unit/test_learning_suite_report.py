@@ -17,8 +17,13 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 import learning_suite  # noqa: E402
 import suite_report  # noqa: E402
-from learning_suite import SuiteRun, load_result, read_run, result_path, save_result  # noqa: E402
-from suite_report import return_at, summarise, summary_table  # noqa: E402
+from learning_suite import load_result, read_run, result_path, save_result  # noqa: E402
+from suite_report import (  # noqa: E402
+    SuiteRun,  # noqa: E402
+    return_at,
+    summarise,
+    summary_table,
+)
 
 from learner.watching.curves import read_curve  # noqa: E402
 from learner.watching.metrics import Metrics  # noqa: E402
