@@ -29,8 +29,8 @@ from learning import TARGET, Run, cpu_model, run_once  # noqa: E402
 MODES = {"asynchronous": [], "deterministic": ["--deterministic"]}
 
 
-def median(values: list[float]) -> str:
-    return f"{statistics.median(values):.1f}" if values else "-"
+def median(values: list[float], form: str = ".1f") -> str:
+    return format(statistics.median(values), form) if values else "-"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -55,8 +55,9 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     load_after = os.getloadavg()
-    print(f"CartPole-v1 to a mean return of {TARGET:g}, `seed-rl train` (preset) "
-          f"{' '.join(args.extra)}, asynchronous against --deterministic")
+    extra = f" {' '.join(args.extra)}" if args.extra else ""
+    print(f"CartPole-v1 to a mean return of {TARGET:g}, `seed-rl train` (preset){extra}, "
+          "asynchronous against --deterministic")
     print(f"machine: {cpu_model()}, {os.cpu_count()} cores, {platform.system()}, Python "
           f"{platform.python_version()}; load average (1 min) {load_before[0]:.1f} before, "
           f"{load_after[0]:.1f} after")
@@ -73,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     for mode, mode_runs in runs.items():
         reached = [r.wall_s for r in mode_runs if r.reached]
         print(f"| {mode} | {len(reached)}/{len(mode_runs)} | {median(reached)} | "
-              f"{median([r.sps for r in mode_runs])} |")
+              f"{median([r.sps for r in mode_runs], ',.0f')} |")
     return 0 if all(r.exit_code == 0 for rs in runs.values() for r in rs) else 1
 
 
