@@ -30,7 +30,6 @@ import dataclasses
 import json
 import logging
 import math
-import os
 import threading
 import time
 from pathlib import Path
@@ -39,7 +38,7 @@ import torch
 
 from learner.running.reachable import unreachable_target
 from learner.serving.batcher import InferenceBatcher
-from learner.serving.lockstep import FixedActorSet, LockstepBatcher
+from learner.serving.lockstep import FixedActorSet, LockstepBatcher, use_deterministic_kernels
 from learner.serving.server import LearnerServer
 from learner.serving.service import LearnerServicer
 from learner.serving.validation import make_spec
@@ -70,15 +69,6 @@ def select_device(name: str) -> torch.device:
     return device
 
 
-def check_deterministic_device(device: torch.device) -> None:
-    """cuBLAS is deterministic only with a fixed workspace (torch's reproducibility notes):
-    refuse at start-up rather than fail at the first matrix product."""
-    if device.type == "cuda" and os.environ.get("CUBLAS_WORKSPACE_CONFIG") not in (
-            ":4096:8", ":16:8"):
-        raise SystemExit("--deterministic on CUDA needs a fixed cuBLAS workspace: set "
-                         "CUBLAS_WORKSPACE_CONFIG=:4096:8 in the learner's environment")
-
-
 class Learner:
     """One learner: serves actors, trains, checkpoints. ``serve_forever`` until stopped.
 
@@ -103,10 +93,8 @@ class Learner:
                 config, self.spec.max_episode_steps)):
             log.warning("%s", unreachable)
         torch.manual_seed(config.seed)
-        if config.deterministic:  # docs/reliability.md, "Deterministic mode"
-            check_deterministic_device(self.device)
-            torch.use_deterministic_algorithms(True)
-            torch.set_num_threads(1)
+        if config.deterministic:
+            use_deterministic_kernels(self.device)
 
         counters = {"env_steps": 0, "train_steps": 0, "policy_version": 0, "episodes": 0,
                     "recent_returns": []}
@@ -147,18 +135,21 @@ class Learner:
                                "optimizer": self.trainer.optimizer.state_dict(),
                                "counters": {"policy_version": self.trainer.policy_version}})
             torch.manual_seed(torch.initial_seed() + self.group.rank)  # own action samples
-        self.fixed_actors = FixedActorSet(config.num_actors, config.envs_per_actor,
-                                          self.group.rank, self.group.world_size) \
-            if config.deterministic else None
-        self.batcher = InferenceBatcher(
-            self.trainer.weights, self.device, max_batch=config.max_batch,
-            max_wait_s=config.max_wait_ms / 1000.0, on_batch=self.metrics.add_batch,
-            connected_envs=lambda: self.servicer.session_envs) if not config.deterministic \
-            else LockstepBatcher(
+        self.fixed_actors: FixedActorSet | None = None
+        self.batcher: InferenceBatcher | LockstepBatcher
+        if config.deterministic:  # docs/reliability.md, "Deterministic mode"
+            self.fixed_actors = FixedActorSet(config.num_actors, config.envs_per_actor,
+                                              self.group.rank, self.group.world_size)
+            self.batcher = LockstepBatcher(
                 self.trainer.weights, self.device, self.fixed_actors, config.seed,
                 config.unroll_length, local_batch, on_batch=self.metrics.add_batch,
                 training_over=lambda: (self.servicer.stopping.is_set()
                                        or self.stop_requested.is_set()))
+        else:
+            self.batcher = InferenceBatcher(
+                self.trainer.weights, self.device, max_batch=config.max_batch,
+                max_wait_s=config.max_wait_ms / 1000.0, on_batch=self.metrics.add_batch,
+                connected_envs=lambda: self.servicer.session_envs)
         self.servicer = LearnerServicer(
             config, self.spec, self.batcher, self.queue, self.metrics,
             initial_core_state=lambda k: tuple(

@@ -33,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
@@ -156,6 +157,19 @@ def counter_noise(seed: int, tick: int, rows: int, size: int, kind: str,
     if kind == "normal":
         return generator.standard_normal((rows, size), dtype=np.float32)
     raise ValueError(f"unknown noise kind {kind!r}")
+
+
+def use_deterministic_kernels(device: torch.device) -> None:
+    """Torch's side of deterministic mode, for the whole learner process: deterministic
+    algorithms only, one intra-op thread; on CUDA, the fixed cuBLAS workspace torch's
+    reproducibility notes ask for is required (refused at start-up rather than failing at
+    the first matrix product)."""
+    if device.type == "cuda" and os.environ.get("CUBLAS_WORKSPACE_CONFIG") not in (
+            ":4096:8", ":16:8"):
+        raise SystemExit("--deterministic on CUDA needs a fixed cuBLAS workspace: set "
+                         "CUBLAS_WORKSPACE_CONFIG=:4096:8 in the learner's environment")
+    torch.use_deterministic_algorithms(True)
+    torch.set_num_threads(1)
 
 
 def lag_ticks(unroll_length: int, batch_size: int, num_envs: int) -> int:

@@ -30,6 +30,16 @@ from seed_rl.config import Config, ConfigError, validate
 K = 2  # environments per scripted actor
 
 
+@pytest.fixture(autouse=True)
+def torch_state_restored():
+    """A deterministic learner sets process-wide torch state (deterministic algorithms, one
+    thread): give the tests after these the state they had."""
+    deterministic, threads = torch.are_deterministic_algorithms_enabled(), torch.get_num_threads()
+    yield
+    torch.use_deterministic_algorithms(deterministic)
+    torch.set_num_threads(threads)
+
+
 def test_counter_noise_rows_depend_on_seed_tick_and_row_alone() -> None:
     few = counter_noise(seed=3, tick=7, rows=2, size=4, kind="gumbel")
     many = counter_noise(seed=3, tick=7, rows=5, size=4, kind="gumbel")
@@ -207,11 +217,9 @@ def test_an_actor_leaving_mid_run_stops_the_learner(tmp_path) -> None:
 
 
 def test_cuda_without_a_fixed_cublas_workspace_is_refused(monkeypatch) -> None:
-    from learner.running.learner import check_deterministic_device
+    from learner.serving.lockstep import use_deterministic_kernels
 
     monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
-    check_deterministic_device(torch.device("cpu"))
     with pytest.raises(SystemExit, match="CUBLAS_WORKSPACE_CONFIG=:4096:8"):
-        check_deterministic_device(torch.device("cuda"))
-    monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    check_deterministic_device(torch.device("cuda"))
+        use_deterministic_kernels(torch.device("cuda"))
+    assert not torch.are_deterministic_algorithms_enabled()  # refused before any change
