@@ -196,3 +196,11 @@ def test_the_five_minatar_presets_are_one_agent_configuration() -> None:
         agents.append({k: v for k, v in values.items() if k not in per_game})
     assert all(agent == agents[0] for agent in agents[1:])
     assert agents[0]["epochs"] == 2 and agents[0]["minibatches"] == 4
+
+
+def test_no_shipped_preset_scales_rewards() -> None:
+    """Issue #20: every preset learns from the rewards as its environment gives them."""
+    shipped = sorted(Path(presets.named("cartpole")).parent.glob("*.toml"))
+    assert len(shipped) >= 12
+    for path in shipped:
+        assert "reward_scale" not in cfg.load_toml(path), path.name
