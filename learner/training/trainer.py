@@ -83,7 +83,7 @@ class Trainer:
         self.update_log = update_log
         self.deterministic = config.deterministic
         self.steps_per_update = config.batch_size * config.unroll_length
-        self.last_update = (config.total_steps // self.steps_per_update
+        self.last_update = (max(1, config.total_steps // self.steps_per_update)
                             if config.deterministic and config.total_steps else 0)
         self.finished = False  # trained last_update updates
 
