@@ -146,8 +146,6 @@ class LearnerServicer(pb_grpc.LearnerServicer):
         """A new session for a checked handshake; replaces the actor's previous one of the
         same incarnation (a reconnect). Raises HandshakeRejected when the learner cannot take it."""
         actor_id, run_id, k = request.actor_id, request.run_id, request.num_envs
-        if self.fixed_actors is not None:  # --deterministic: learner/serving/lockstep.py
-            self.fixed_actors.admit(actor_id, k)
         with self._lock:
             existing = self._by_actor.get(actor_id)
             if existing is not None and existing.run_id != run_id and existing.stream:
@@ -172,6 +170,8 @@ class LearnerServicer(pb_grpc.LearnerServicer):
                     f"the learner is full: {in_use} environments in use, {k} more would "
                     f"exceed --max-total-envs {self.config.max_total_envs}; retry later, or "
                     "raise the learner's --max-total-envs")
+            if self.fixed_actors is not None:  # last: only a session opened joins the set
+                self.fixed_actors.admit(actor_id, k)  # (--deterministic: lockstep.py)
             slot_ids = [next(self._slot_ids) for _ in range(k)]
         if existing is not None:  # same incarnation reconnecting, or a stale handshake
             end_stream(existing, "replaced by a new connection of the same actor")
