@@ -18,12 +18,16 @@ it on the CPU wheel). It is never a dependency of seed-rl.
 
 Each run is timed from launching its command, and Sample Factory is stopped when it has run
 as long as seed-rl did (launch to its last record; ``--budget`` is seed-rl's ``--max-time``,
-which counts training, not start-up). Both curves (mean return of the last 100
-episodes) go on one figure, against wall time and against env steps (``--out``/peer.png),
-and a Markdown table compares the return each reached by the same wall time.
+which counts training, not start-up). With ``--seeds 0,1,2`` the seeds run one after the
+other; each finished seed's two curves are kept in ``--out`` and read back when the same
+command runs again, so an interrupted comparison resumes. The curves (mean return of the
+last 100 episodes; over several seeds each system's median with the seeds' range as a band)
+go on one figure, against wall time and against env steps (``--out``/peer.png), and Markdown
+tables give each seed's run and the median return each system reached by the same wall
+time.
 
 Usage:
-    python benchmarks/peer_sample_factory.py [--game breakout] [--budget 600] [--seed 1]
+    python benchmarks/peer_sample_factory.py [--game breakout] [--budget 600] [--seeds 0,1,2]
                                              [--out benchmarks/results/peer]
 """
 
@@ -34,11 +38,12 @@ import json
 import math
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -46,6 +51,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 sys.path.insert(0, str(REPO))
 
 from learning_suite import run_entry  # noqa: E402
+from suite_report import median_band  # noqa: E402
 
 from seed_rl import presets  # noqa: E402
 from seed_rl.config import load_toml  # noqa: E402
@@ -108,7 +114,7 @@ def ensure_peer_venv(venv: Path) -> Path:
 
 def run_seed_rl(game: str, seed: int, budget: float, workdir: Path) -> PeerCurve:
     launched = time.time()
-    run = run_entry(f"minatar-{game}", seed, budget, workdir, past_target=True)
+    run, _ = run_entry(f"minatar-{game}", seed, budget, workdir, past_target=True)
     curve = PeerCurve("seed-rl", wall_s=run.wall_s)
     for line in run.metrics.read_text().splitlines():
         record = json.loads(line)
@@ -168,83 +174,157 @@ def run_sample_factory(python: Path, game: str, seed: int, budget: float,
     return curve
 
 
-def plot(curves: list[PeerCurve], target: float, title: str, path: Path) -> None:
+def save_seed(curves: list[PeerCurve], path: Path) -> None:
+    path.write_text(json.dumps([asdict(c) for c in curves]) + "\n")
+
+
+def load_seed(path: Path) -> list[PeerCurve] | None:
+    """A seed's two finished curves from an earlier invocation (None: run it)."""
+    if not path.is_file():
+        return None
+    return [PeerCurve(**fields) for fields in json.loads(path.read_text())]
+
+
+def plot(seeds: dict[int, list[PeerCurve]], target: float, title: str, path: Path) -> None:
+    """Each system's median curve over the seeds, with the seeds' min-max range as a band,
+    against wall time since launch and against env steps."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, (by_time, by_steps) = plt.subplots(1, 2, figsize=(11, 3.6))
-    for curve in curves:
-        by_time.plot(curve.seconds, curve.returns, label=curve.system)
-        by_steps.plot(curve.env_steps, curve.returns, label=curve.system)
-    for axis, xlabel in ((by_time, "wall time since launch, s"), (by_steps, "env steps")):
+    figure, axes = plt.subplots(1, 2, figsize=(11, 3.6))
+    systems = list(dict.fromkeys(c.system for curves in seeds.values() for c in curves))
+    for system in systems:
+        mine = [c for curves in seeds.values() for c in curves if c.system == system and c.returns]
+        label = f"{system} ({len(mine)} seed{'s' if len(mine) > 1 else ''})"
+        for axis, attribute in zip(axes, ("seconds", "env_steps"), strict=True):
+            xs = [getattr(c, attribute) for c in mine]
+            if len(mine) == 1:
+                axis.plot(xs[0], mine[0].returns, label=label)
+                continue
+            grid, median, low, high = median_band(xs, [c.returns for c in mine])
+            (line,) = axis.plot(grid, median, label=f"{label}, median and range")
+            axis.fill_between(grid, low, high, color=line.get_color(), alpha=0.2, linewidth=0)
+    for axis, xlabel in zip(axes, ("wall time since launch, s", "env steps"), strict=True):
         if not math.isnan(target):
             axis.axhline(target, color="grey", linestyle="--", linewidth=1)
         axis.set_xlabel(xlabel)
         axis.set_ylabel("mean return (last 100 episodes)")
         axis.set_title(title)
         axis.grid(alpha=0.3)
-    by_time.legend()
+    axes[0].legend(fontsize=8)
     figure.tight_layout()
     figure.savefig(path, dpi=90)
     plt.close(figure)
 
 
-def report(curves: list[PeerCurve], budget: float, target: float) -> None:
-    print("| system | env steps | env steps/s | time to target, s | final return | "
+def _cells(values: list[float]) -> str:
+    """``median (low to high)`` over the seeds, ``-`` where no seed has a value yet."""
+    values = [v for v in values if not math.isnan(v)]
+    if not values:
+        return "-"
+    if len(values) == 1:
+        return f"{values[0]:.2f}"
+    return f"{statistics.median(values):.2f} ({min(values):.2f} to {max(values):.2f})"
+
+
+def report(seeds: dict[int, list[PeerCurve]], budget: float, target: float) -> None:
+    """Per seed and system: env steps, rate, time to target, final and best return; then the
+    median (and range) over seeds of the return each system had by the same wall time."""
+    print("| seed | system | env steps | env steps/s | time to target, s | final return | "
           "best return | wall time, s |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
-    for c in curves:
-        sps = c.total_steps / c.train_s if c.train_s > 0 else math.nan
-        final = c.returns[-1] if c.returns else math.nan
-        print(f"| {c.system} | {c.total_steps:,} | {sps:,.0f} | {c.time_to(target):.0f} | "
-              f"{final:.2f} | {max(c.returns, default=math.nan):.2f} | {c.wall_s:.0f} |"
-              .replace(" nan |", " - |"))
+    print("|---:|---|---:|---:|---:|---:|---:|---:|")
+    for seed, curves in sorted(seeds.items()):
+        for c in curves:
+            sps = c.total_steps / c.train_s if c.train_s > 0 else math.nan
+            final = c.returns[-1] if c.returns else math.nan
+            print(f"| {seed} | {c.system} | {c.total_steps:,} | {sps:,.0f} | "
+                  f"{c.time_to(target):.0f} | {final:.2f} | "
+                  f"{max(c.returns, default=math.nan):.2f} | {c.wall_s:.0f} |"
+                  .replace(" nan |", " - |"))
     print()
     seconds = [s for s in CHECKPOINTS_S if s <= budget + 30]
-    print("| mean return by | " + " | ".join(f"{s} s" for s in seconds) + " |")
+    if not seconds:
+        return
+    print(f"Mean return by wall time since launch, median (range) over {len(seeds)} seed(s):")
+    print()
+    print("| system | " + " | ".join(f"{s} s" for s in seconds) + " |")
     print("|---|" + "---:|" * len(seconds))
-    for c in curves:
-        row = f"| {c.system} | " + " | ".join(f"{c.return_at(s):.2f}" for s in seconds) + " |"
-        print(row.replace(" nan |", " - |"))
+    systems = list(dict.fromkeys(c.system for curves in seeds.values() for c in curves))
+    for system in systems:
+        mine = [c for curves in seeds.values() for c in curves if c.system == system]
+        print(f"| {system} | " + " | ".join(_cells([c.return_at(s) for c in mine])
+                                            for s in seconds) + " |")
+    if len(systems) == 2:
+        cells = []
+        for second in seconds:
+            pairs = [(a.return_at(second), b.return_at(second)) for a, b in seeds.values()]
+            ahead = sum(a > b or (math.isnan(b) and not math.isnan(a)) for a, b in pairs)
+            seen = any(not (math.isnan(a) and math.isnan(b)) for a, b in pairs)
+            cells.append(f"{ahead} of {len(pairs)}" if seen else "-")
+        print(f"| seeds where {systems[0]} is ahead | " + " | ".join(cells) + " |")
+
+
+def run_seed(python: Path, game: str, seed: int, budget: float, out: Path) -> list[PeerCurve]:
+    """seed-rl for ``budget`` s of training, then Sample Factory for as long from launch;
+    both runs' own records are copied to ``out`` whatever happens."""
+    workdir = Path(tempfile.mkdtemp(prefix="seed-rl-peer-"))
+    try:
+        ours = run_seed_rl(game, seed, budget, workdir)
+        # equal wall time from launch: seed-rl's --max-time counts training, not start-up
+        peer = run_sample_factory(python, game, seed, ours.train_s, workdir)
+    finally:
+        for name in workdir.glob("sample-factory-seed*.*"):
+            shutil.copyfile(name, out / name.name)
+        for name in workdir.glob("minatar-*/metrics.jsonl"):
+            shutil.copyfile(name, out / f"seed-rl-seed{seed}-metrics.jsonl")
+        shutil.rmtree(workdir, ignore_errors=True)
+    for curve in (ours, peer):
+        print(f"  seed {seed}, {curve.system}: {curve.total_steps:,} env steps, final return "
+              f"{curve.returns[-1] if curve.returns else math.nan:.2f}",
+              file=sys.stderr, flush=True)
+    return [ours, peer]
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--game", choices=sorted(GAMES), default="breakout")
     parser.add_argument("--budget", type=float, default=600.0, help="seconds per system")
-    parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--out", default="benchmarks/results/peer")
+    parser.add_argument("--seeds", default="1",
+                        help="comma-separated seeds, run one after the other (e.g. 0,1,2)")
+    parser.add_argument("--out", default="benchmarks/results/peer",
+                        help="where each seed's curves are kept; a seed found there is "
+                             "read back, not run again (the same command resumes)")
     parser.add_argument("--peer-venv", default=str(Path.home() / ".cache" / "seed-rl" / "peers"
                                                    / "sample-factory-2.1.1"))
     args = parser.parse_args(argv)
+    try:
+        seed_list = [int(s) for s in args.seeds.split(",") if s.strip()]
+    except ValueError:
+        parser.error(f"--seeds takes comma-separated integers, got {args.seeds!r}")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    python = ensure_peer_venv(Path(args.peer_venv))
     target = float(load_toml(presets.named(f"minatar-{args.game}")).get("target_return",
                                                                         math.nan))
-    workdir = Path(tempfile.mkdtemp(prefix="seed-rl-peer-"))
-    try:
-        ours = run_seed_rl(args.game, args.seed, args.budget, workdir)
-        # equal wall time from launch: seed-rl's --max-time counts training, not start-up
-        peer = run_sample_factory(python, args.game, args.seed, ours.train_s, workdir)
-        curves = [ours, peer]
-        for curve in curves:
-            print(f"  {curve.system}: {curve.total_steps:,} env steps, final return "
-                  f"{curve.returns[-1] if curve.returns else math.nan:.2f}",
+    seeds: dict[int, list[PeerCurve]] = {}
+    for seed in seed_list:
+        kept = out / f"{args.game}-{args.budget:g}s-seed{seed}.json"
+        curves = load_seed(kept)
+        if curves is None:
+            print(f"seed {seed}: seed-rl, then Sample Factory, {args.budget:g} s each",
                   file=sys.stderr, flush=True)
-    finally:  # whatever happened, the runs' own records are kept
-        for name in workdir.glob("sample-factory-seed*.*"):
-            shutil.copyfile(name, out / name.name)
-        for name in workdir.glob("minatar-*/metrics.jsonl"):
-            shutil.copyfile(name, out / f"seed-rl-seed{args.seed}-metrics.jsonl")
-        shutil.rmtree(workdir, ignore_errors=True)
-    print(f"MinAtar {GAMES[args.game]}, seed {args.seed}, {args.budget:g} s per system, "
+            curves = run_seed(ensure_peer_venv(Path(args.peer_venv)), args.game, seed,
+                              args.budget, out)
+            save_seed(curves, kept)
+        else:
+            print(f"seed {seed}: read back from {kept}", file=sys.stderr, flush=True)
+        seeds[seed] = curves
+    print(f"MinAtar {GAMES[args.game]}, seeds {args.seeds}, {args.budget:g} s per system, "
           f"one after the other on this machine ({os.cpu_count()} cores); target {target:g}")
     print()
-    report(curves, args.budget, target)
-    plot(curves, target, f"MinAtar {GAMES[args.game]}", out / "peer.png")
+    report(seeds, args.budget, target)
+    plot(seeds, target, f"MinAtar {GAMES[args.game]}", out / "peer.png")
     print(f"\nfigure {out / 'peer.png'}, curves in {out}/")
     return 0
 
