@@ -51,7 +51,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 sys.path.insert(0, str(REPO))
 
 from learning_suite import run_entry  # noqa: E402
-from suite_report import median_band  # noqa: E402
+from suite_report import plot_median, style_axis  # noqa: E402
 
 from seed_rl import presets  # noqa: E402
 from seed_rl.config import load_toml  # noqa: E402
@@ -199,20 +199,10 @@ def plot(seeds: dict[int, list[PeerCurve]], target: float, title: str, path: Pat
         mine = [c for curves in seeds.values() for c in curves if c.system == system and c.returns]
         label = f"{system} ({len(mine)} seed{'s' if len(mine) > 1 else ''})"
         for axis, attribute in zip(axes, ("seconds", "env_steps"), strict=True):
-            xs = [getattr(c, attribute) for c in mine]
-            if len(mine) == 1:
-                axis.plot(xs[0], mine[0].returns, label=label)
-                continue
-            grid, median, low, high = median_band(xs, [c.returns for c in mine])
-            (line,) = axis.plot(grid, median, label=f"{label}, median and range")
-            axis.fill_between(grid, low, high, color=line.get_color(), alpha=0.2, linewidth=0)
+            plot_median(axis, [getattr(c, attribute) for c in mine], [c.returns for c in mine],
+                        label)
     for axis, xlabel in zip(axes, ("wall time since launch, s", "env steps"), strict=True):
-        if not math.isnan(target):
-            axis.axhline(target, color="grey", linestyle="--", linewidth=1)
-        axis.set_xlabel(xlabel)
-        axis.set_ylabel("mean return (last 100 episodes)")
-        axis.set_title(title)
-        axis.grid(alpha=0.3)
+        style_axis(axis, xlabel, title, target)
     axes[0].legend(fontsize=8)
     figure.tight_layout()
     figure.savefig(path, dpi=90)

@@ -178,6 +178,27 @@ def median_band(xs: Sequence[Sequence[float]], ys: Sequence[Sequence[float]],
             np.nanmax(stacked, axis=0))
 
 
+def plot_median(axis, xs: Sequence[Sequence[float]], ys: Sequence[Sequence[float]],
+                label: str) -> None:
+    """One curve, or over several seeds their median with the min-max range as a band."""
+    if len(xs) == 1:
+        axis.plot(xs[0], ys[0], label=label)
+        return
+    grid, median, low, high = median_band(xs, ys)
+    (line,) = axis.plot(grid, median, label=f"{label}, median and range")
+    axis.fill_between(grid, low, high, color=line.get_color(), alpha=0.2, linewidth=0)
+
+
+def style_axis(axis, xlabel: str, title: str, target: float) -> None:
+    """The learning-curve axes of every figure here: the target as a dashed line."""
+    if not math.isnan(target):
+        axis.axhline(target, color="grey", linestyle="--", linewidth=1)
+    axis.set_xlabel(xlabel)
+    axis.set_ylabel("mean return (last 100 episodes)")
+    axis.set_title(title)
+    axis.grid(alpha=0.3)
+
+
 def plot_suite(runs: Sequence[SuiteRun], path: Path) -> None:
     """One row per preset, its entries (variants) side by side: the median over seeds with
     the seeds' min-max band, against env steps and against learner wall time."""
@@ -197,22 +218,10 @@ def plot_suite(runs: Sequence[SuiteRun], path: Path) -> None:
                 continue
             label = f"{entry} ({len(seeds)} seed{'s' if len(seeds) > 1 else ''})"
             for axis, attribute in zip(axes[row], ("env_steps", "wall_time"), strict=True):
-                xs = [getattr(c, attribute) for c in curves]
-                if len(curves) == 1:
-                    axis.plot(xs[0], curves[0].returns, label=label)
-                    continue
-                grid, median, low, high = median_band(xs, [c.returns for c in curves])
-                (line,) = axis.plot(grid, median, label=f"{label}, median and range")
-                axis.fill_between(grid, low, high, color=line.get_color(), alpha=0.2,
-                                  linewidth=0)
-        target = mine[0].target
+                plot_median(axis, [getattr(c, attribute) for c in curves],
+                            [c.returns for c in curves], label)
         for axis, xlabel in zip(axes[row], ("env steps", "learner wall time, s"), strict=True):
-            if not math.isnan(target):
-                axis.axhline(target, color="grey", linestyle="--", linewidth=1)
-            axis.set_xlabel(xlabel)
-            axis.set_ylabel("mean return (last 100)")
-            axis.set_title(name)
-            axis.grid(alpha=0.3)
+            style_axis(axis, xlabel, name, mine[0].target)
         axes[row][0].legend(fontsize=7)
     figure.tight_layout()
     figure.savefig(path, dpi=90)

@@ -104,21 +104,24 @@ class Trainer:
         return self.weights.version
 
     def run(self, stop: threading.Event) -> None:
-        """Update on every B fresh unrolls until ``stop`` is set (a replica: until any
-        replica's ``stop`` is set, see :meth:`tick`)."""
+        """Update on every B fresh unrolls until ``stop`` is set or ``last_update`` updates
+        are published (a replica: until any replica's ``stop`` is set, see :meth:`tick`)."""
         if self.group.distributed:
-            while not self.tick(stop.is_set(), stop if self.deterministic else None):
-                if self.last_update and self.policy_version >= self.last_update:
-                    self.finished = True  # every replica, at the same version
-                    return
+            until = stop if self.deterministic else None
+            while not self.tick(stop.is_set(), until) and not self._trained_enough():
+                pass
             return
-        while not stop.is_set():
-            if self.last_update and self.policy_version >= self.last_update:
-                self.finished = True
-                return
+        while not stop.is_set() and not self._trained_enough():
             unrolls = self.queue.get(self.config.batch_size, self.policy_version, timeout=0.5)
             if unrolls is not None:
                 self.update(unrolls)
+
+    def _trained_enough(self) -> bool:
+        """Whether ``--total-steps`` is trained: ``last_update`` updates published (every
+        replica reaches it at the same version); sets ``finished``."""
+        if self.last_update and self.policy_version >= self.last_update:
+            self.finished = True
+        return self.finished
 
     def tick(self, stop: bool, until: threading.Event | None = None) -> bool:
         """One lock-step tick of a replica (learner/training/distributed.py): wait at most
@@ -128,10 +131,10 @@ class Trainer:
         Returns True when any replica asked to stop (all see it in the same tick)."""
         wait = self.config.replica_wait if self.local_envs() > 0 else 0.05
         unrolls = None
-        if not stop:
+        while unrolls is None and not stop:
             unrolls = self.queue.get(self.local_batch, self.policy_version, timeout=wait)
-        while unrolls is None and until is not None and not until.is_set():
-            unrolls = self.queue.get(self.local_batch, self.policy_version, timeout=wait)
+            if until is None or until.is_set():
+                break
         stop = stop or (until is not None and until.is_set())
         steps, episodes, returns, lengths = self.metrics.take_unshared()
         records = self.group.all_gather({
