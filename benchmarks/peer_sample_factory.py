@@ -38,7 +38,6 @@ import json
 import math
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -51,7 +50,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 sys.path.insert(0, str(REPO))
 
 from learning_suite import run_entry  # noqa: E402
-from suite_report import plot_median, style_axis  # noqa: E402
+from suite_report import Spread, plot_median, style_axis  # noqa: E402
 
 from seed_rl import presets  # noqa: E402
 from seed_rl.config import load_toml  # noqa: E402
@@ -209,16 +208,6 @@ def plot(seeds: dict[int, list[PeerCurve]], target: float, title: str, path: Pat
     plt.close(figure)
 
 
-def _cells(values: list[float]) -> str:
-    """``median (low to high)`` over the seeds, ``-`` where no seed has a value yet."""
-    values = [v for v in values if not math.isnan(v)]
-    if not values:
-        return "-"
-    if len(values) == 1:
-        return f"{values[0]:.2f}"
-    return f"{statistics.median(values):.2f} ({min(values):.2f} to {max(values):.2f})"
-
-
 def report(seeds: dict[int, list[PeerCurve]], budget: float, target: float) -> None:
     """Per seed and system: env steps, rate, time to target, final and best return; then the
     median (and range) over seeds of the return each system had by the same wall time."""
@@ -244,7 +233,7 @@ def report(seeds: dict[int, list[PeerCurve]], budget: float, target: float) -> N
     systems = list(dict.fromkeys(c.system for curves in seeds.values() for c in curves))
     for system in systems:
         mine = [c for curves in seeds.values() for c in curves if c.system == system]
-        print(f"| {system} | " + " | ".join(_cells([c.return_at(s) for c in mine])
+        print(f"| {system} | " + " | ".join(Spread.of([c.return_at(s) for c in mine]).text(len(mine))
                                             for s in seconds) + " |")
     if len(systems) == 2:
         cells = []
