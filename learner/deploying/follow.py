@@ -41,7 +41,7 @@ log = logging.getLogger("serve")
 
 #: what a checkpoint's config must share with the served one to replace it
 ENVIRONMENT_FIELDS = ("env", "env_kwargs", "env_wrapper")
-MODEL_FIELDS = ("hidden_sizes", "lstm", "lstm_size", "conv_net")
+MODEL_FIELDS = ("hidden_sizes", "lstm", "lstm_size", "conv_net", "normalize_observations")
 WAIT_NOTE_EVERY_S = 60.0  # a progress line while waiting for a run's first checkpoint
 
 

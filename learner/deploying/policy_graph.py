@@ -179,11 +179,7 @@ class PolicyGraph(nn.Module):
     def forward(self, *inputs: Tensor) -> tuple[Tensor, ...]:
         count = len(self.layout.leaves) if self.layout.packed else 1
         parts, rest = list(inputs[:count]), list(inputs[count:])
-        if self.layout.packed:
-            features = self.model.torso.encode(parts)
-        else:
-            features = self.model.torso(parts[0])
-        features = features.unsqueeze(0)  # [1, B, F]: one time step
+        features = self.model.encode(parts).unsqueeze(0)  # [1, B, F]: one time step
         if self.recurrent:
             episode_start, h, c = rest[:3]
             output = self.model.heads(features, episode_start.unsqueeze(0), (h, c))

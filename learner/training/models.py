@@ -43,6 +43,7 @@ import torch
 from torch import Tensor, nn
 
 from learner.training import policies
+from learner.training.observation_norm import ObservationNorm
 from learner.training.popart import PopArt
 from seed_rl.config import Config
 from seed_rl.spaces import (
@@ -303,8 +304,11 @@ def build_torso(layout: ObservationLayout, config: Config) -> nn.Module:
 
 
 class ActorCritic(nn.Module):
-    """Torso -> optional LSTM core -> policy parameters and value heads (with ``--popart``
-    the value head's output is unnormalised by ``popart``, learner/training/popart.py).
+    """[optional observation normalisation] -> torso -> optional LSTM core -> policy
+    parameters and value heads (with ``--normalize-observations`` the Box parts are
+    normalised by ``observation_norm``, learner/training/observation_norm.py; with
+    ``--popart`` the value head's output is unnormalised by ``popart``,
+    learner/training/popart.py).
 
     ``distribution`` (learner/training/policies.py) says what the policy parameters mean;
     ``observation_layout`` and ``action_layout`` how observations and actions travel.
@@ -315,6 +319,8 @@ class ActorCritic(nn.Module):
         self.observation_layout = observation_layout(observation_space)
         self.action_layout = action_layout(action_space)
         self.distribution = policies.for_action_layout(self.action_layout)
+        self.observation_norm = (ObservationNorm(self.observation_layout)
+                                 if config.normalize_observations else None)
         self.torso = build_torso(self.observation_layout, config)
         features = self.torso.output_size
         self.core = nn.LSTM(features, config.lstm_size) if config.lstm else None
@@ -342,8 +348,18 @@ class ActorCritic(nn.Module):
     def forward(self, observations: Tensor, episode_start: Tensor,
                 core_state: CoreState = ()) -> ModelOutput:
         time, batch = observations.shape[:2]
-        features = self.torso(observations.reshape(time * batch, *observations.shape[2:]))
+        rows = observations.reshape(time * batch, *observations.shape[2:])
+        features = self.encode(unpack_rows(rows, self.observation_layout))
         return self.heads(features.view(time, batch, -1), episode_start, core_state)
+
+    def encode(self, parts: list[Tensor]) -> Tensor:
+        """The torso's features ``[N, F]`` of the observation's parts (:func:`unpack_rows`:
+        ``[N, *leaf.shape]`` each; an exported graph takes them as separate inputs)."""
+        if self.observation_norm is not None:
+            parts = self.observation_norm(parts)
+        if isinstance(self.torso, MultiPartTorso):
+            return self.torso.encode(parts)
+        return self.torso(parts[0])
 
     def heads(self, features: Tensor, episode_start: Tensor,
               core_state: CoreState = ()) -> ModelOutput:

@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from learner.training import popart
+from learner.training import observation_norm, popart
 from learner.training.distributed import ReplicaGroup
 from learner.training.models import ActorCritic
 from learner.training.store import UnrollQueue, Unrolls
@@ -92,8 +92,9 @@ class Trainer:
         checkpoint trained with(out) ``--popart`` loads into a model without (with) it, its
         values unchanged (:func:`~learner.training.popart.adapt_state_dict`)."""
         with self._update_lock:
-            self.model.load_state_dict(popart.adapt_state_dict(
-                state["model"], self.model.popart is not None))
+            model_state = popart.adapt_state_dict(state["model"], self.model.popart is not None)
+            self.model.load_state_dict(observation_norm.adapt_state_dict(model_state,
+                                                                         self.model))
             self.optimizer.load_state_dict(state["optimizer"])
             self.weights.publish(self.model, int(state["counters"]["policy_version"]))
 

@@ -41,6 +41,11 @@ exactly the minibatches one learner with the concatenated batch would.
 PopArt (``--popart``): after each optimizer step that was made, the statistics move towards
 the mean and mean square of that step's V-trace targets (the group's) and the value head is
 rescaled (learner/training/popart.py).
+
+Observation normalisation (``--normalize-observations``): once per batch, before its
+optimizer steps, the statistics take in the batch's observations x_0 .. x_{T-1} of every
+unroll (x_T is the next unroll's x_0), the group's with replicas
+(learner/training/observation_norm.py).
 """
 
 from __future__ import annotations
@@ -55,7 +60,7 @@ import torch
 from torch import Tensor
 
 from learner.training.distributed import ReplicaGroup
-from learner.training.models import ActorCritic, ModelOutput
+from learner.training.models import ActorCritic, ModelOutput, unpack_rows
 from learner.training.store import Unrolls
 from seed_rl.config import Config
 from seed_rl.functional import impala
@@ -298,6 +303,7 @@ def train_batch(model: ActorCritic, optimizer: torch.optim.Optimizer, batch: Bat
     :func:`minibatch_plan` (``--epochs`` x ``--minibatches`` steps), each on this replica's
     part of it. ``sizes``: every replica's number of unrolls this tick (default: this batch
     alone); ``version``: the policy version the update starts from (seeds the shuffle)."""
+    update_observation_norm(model, batch, group)
     rank = group.rank if group is not None else 0
     sizes = sizes if sizes is not None else [batch.size if batch is not None else 0]
     offset, local = sum(sizes[:rank]), sizes[rank]
@@ -314,6 +320,26 @@ def train_batch(model: ActorCritic, optimizer: torch.optim.Optimizer, batch: Bat
         steps.append(train_step(model, optimizer, part, config, learning_rate, group,
                                 steps=unroll_length * len(indices) or None))
     return _combined(steps, learning_rate)
+
+
+def update_observation_norm(model: ActorCritic, batch: Batch | None,
+                            group: ReplicaGroup | None = None) -> None:
+    """With ``--normalize-observations``: merge the moments of ``batch``'s observations
+    ``[:T]`` (summed over a distributed ``group``; ``batch`` None adds none) into the model's
+    statistics. Nothing without it."""
+    norm = getattr(model, "observation_norm", None)
+    if norm is None:
+        return
+    if batch is not None:
+        rows = batch.observations[:-1]  # [T, B, *row]
+        moments = norm.moments(unpack_rows(rows.reshape(-1, *rows.shape[2:]),
+                                           model.observation_layout))
+    else:
+        moments = torch.zeros(norm.moments_size, dtype=torch.float64,
+                              device=next(model.parameters()).device)
+    if group is not None and group.distributed:
+        moments = group.all_reduce_sum(moments)
+    norm.update(moments)
 
 
 def _combined(steps: list[TrainStats], learning_rate: float) -> TrainStats:

@@ -104,6 +104,11 @@ class Config:
                         RL)
     popart_beta: float = knob(3e-4, "PopArt: step size of the statistics, per optimizer step",
                               LEARNER, RL)
+    normalize_observations: bool = knob(False, "feed the network each Box observation "
+                                        "element as (x - mean) / std, clipped to +-5, with "
+                                        "running statistics of every element trained on so "
+                                        "far (kept in the model and its checkpoints; with "
+                                        "--replicas: the group's)", LEARNER, RL)
     loss_reduction: str = knob("sum", "sum (IMPALA's: the costs, --max-grad-norm and "
                                "--rmsprop-eps assume it) or mean over the steps of each "
                                "optimizer step", LEARNER, RL)

@@ -1,6 +1,7 @@
 """Data-parallel replicas as real processes (torch.distributed, gloo on loopback): two replicas
 with half batches equal one learner with the whole (also with every option of the update on:
-PopArt, advantage normalisation, 2 epochs of 2 minibatches, the clipped surrogate, means),
+PopArt, advantage normalisation, observation normalisation, 2 epochs of 2 minibatches, the
+clipped surrogate, means),
 and a replica without unrolls does not block the others."""
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ def run_replicas(tmp_path, shares: list[list[Unrolls]], overrides: dict, envs: l
 
 #: every option of the update on at once (their defaults are off)
 ALL_OPTIONS = {"popart": True, "popart_beta": 0.1, "normalize_advantages": True, "epochs": 2,
-               "minibatches": 2, "ppo_clip": 0.2}
+               "minibatches": 2, "ppo_clip": 0.2, "normalize_observations": True}
 
 
 @pytest.mark.parametrize(("lstm", "options"), [
@@ -70,13 +71,17 @@ def test_two_replicas_with_half_batches_equal_one_learner_with_the_whole(tmp_pat
     assert max(norms) > config.max_grad_norm  # clipping is part of what must agree
     if config.popart:  # the statistics moved, and must agree too
         assert model.popart.mu.abs().item() > 0.01
+    if config.normalize_observations:  # every observation of the batches was taken in
+        assert model.observation_norm.parts["0"].count.item() == updates * T * B
     shares = [[u.select(slice(0, B // 2)) for u in batches],
               [u.select(slice(B // 2, B)) for u in batches]]
     results = run_replicas(tmp_path, shares, overrides, envs=[1, 1], target_updates=updates)
     for result in results:
         assert result["policy_version"] == updates and result["train_steps"] == updates
+        # the group sums its gradients in another order than one learner does; after 12 Adam
+        # steps at lr 1e-2 a weight whose gradient is near 0 carries that rounding at ~1e-5
         for name, tensor in model.state_dict().items():
-            torch.testing.assert_close(result["model"][name], tensor, rtol=1e-5, atol=1e-6)
+            torch.testing.assert_close(result["model"][name], tensor, rtol=1e-5, atol=1e-5)
         state = optimizer.state_dict()["state"]
         for index, moments in result["optimizer"]["state"].items():
             for key, value in moments.items():

@@ -22,7 +22,7 @@ import torch
 from learner.deploying import export
 from learner.deploying.policy_graph import PolicyGraph, export_onnx, export_torch
 from learner.training import checkpoint
-from learner.training.models import build_model
+from learner.training.models import build_model, unpack_rows
 from seed_rl import cli
 from seed_rl.config import Config
 from seed_rl.spaces import observation_layout
@@ -52,13 +52,13 @@ BATCHES = (1, 64)
 
 
 def small_model(observation: gym.Space, action: gym.Space, lstm: bool = False,
-                seed: int = 0) -> torch.nn.Module:
+                seed: int = 0, **overrides) -> torch.nn.Module:
     """A small model whose policy head is spread out (far from its near-uniform start), so
     actions differ between inputs, greedy argmaxes have clear winners and Box means fall
     outside the bounds."""
     conv_net = "minatar" if isinstance(observation, (Box, gym.spaces.Dict)) else "nature"
     config = dataclasses.replace(Config(), hidden_sizes=[16], conv_net=conv_net, lstm=lstm,
-                                 lstm_size=8)
+                                 lstm_size=8, **overrides)
     torch.manual_seed(seed)
     model = build_model(observation, action, config)
     with torch.no_grad():
@@ -194,6 +194,19 @@ def test_the_graphs_act_as_the_torch_model_for_every_observation_kind(
         tmp_path, observation: str, action: str, sampled: bool) -> None:
     model = small_model(OBSERVATIONS[observation], ACTIONS[action])
     check_every_batch(PolicyGraph(model, sampled=sampled), tmp_path)
+
+
+def test_the_graphs_normalise_observations_with_the_models_statistics(tmp_path) -> None:
+    """``--normalize-observations``: the graph reads raw observations and normalises them
+    with the statistics the checkpoint holds (here moved far from their start)."""
+    space = OBSERVATIONS["dict"]
+    model = small_model(space, ACTIONS["discrete"], normalize_observations=True)
+    rows = torch.from_numpy(rows_of(space, 512, seed=9))
+    norm = model.observation_norm
+    norm.update(norm.moments(unpack_rows(rows, model.observation_layout)))
+    assert sorted(norm.parts) == ["0", "1"]  # the image and the position, not the room
+    assert float(norm.parts["1"].var.min()) > 4  # uniform on [-5, 5]: variance 25/3
+    check_every_batch(PolicyGraph(model, sampled=False), tmp_path)
 
 
 @pytest.mark.slow
