@@ -184,6 +184,15 @@ def load_seed(path: Path) -> list[PeerCurve] | None:
     return [PeerCurve(**fields) for fields in json.loads(path.read_text())]
 
 
+def by_system(seeds: dict[int, list[PeerCurve]]) -> dict[str, list[PeerCurve]]:
+    """Each system's curves over the seeds, the systems in the order they ran."""
+    systems: dict[str, list[PeerCurve]] = {}
+    for curves in seeds.values():
+        for curve in curves:
+            systems.setdefault(curve.system, []).append(curve)
+    return systems
+
+
 def plot(seeds: dict[int, list[PeerCurve]], target: float, title: str, path: Path) -> None:
     """Each system's median curve over the seeds, with the seeds' min-max range as a band,
     against wall time since launch and against env steps."""
@@ -193,9 +202,8 @@ def plot(seeds: dict[int, list[PeerCurve]], target: float, title: str, path: Pat
     import matplotlib.pyplot as plt
 
     figure, axes = plt.subplots(1, 2, figsize=(11, 3.6))
-    systems = list(dict.fromkeys(c.system for curves in seeds.values() for c in curves))
-    for system in systems:
-        mine = [c for curves in seeds.values() for c in curves if c.system == system and c.returns]
+    for system, mine in by_system(seeds).items():
+        mine = [c for c in mine if c.returns]
         label = f"{system} ({len(mine)} seed{'s' if len(mine) > 1 else ''})"
         for axis, attribute in zip(axes, ("seconds", "env_steps"), strict=True):
             plot_median(axis, [getattr(c, attribute) for c in mine], [c.returns for c in mine],
@@ -230,9 +238,8 @@ def report(seeds: dict[int, list[PeerCurve]], budget: float, target: float) -> N
     print()
     print("| system | " + " | ".join(f"{s} s" for s in seconds) + " |")
     print("|---|" + "---:|" * len(seconds))
-    systems = list(dict.fromkeys(c.system for curves in seeds.values() for c in curves))
-    for system in systems:
-        mine = [c for curves in seeds.values() for c in curves if c.system == system]
+    systems = by_system(seeds)
+    for system, mine in systems.items():
         print(f"| {system} | " + " | ".join(Spread.of([c.return_at(s) for c in mine]).text(len(mine))
                                             for s in seconds) + " |")
     if len(systems) == 2:
@@ -242,7 +249,7 @@ def report(seeds: dict[int, list[PeerCurve]], budget: float, target: float) -> N
             ahead = sum(a > b or (math.isnan(b) and not math.isnan(a)) for a, b in pairs)
             seen = any(not (math.isnan(a) and math.isnan(b)) for a, b in pairs)
             cells.append(f"{ahead} of {len(pairs)}" if seen else "-")
-        print(f"| seeds where {systems[0]} is ahead | " + " | ".join(cells) + " |")
+        print(f"| seeds where {next(iter(systems))} is ahead | " + " | ".join(cells) + " |")
 
 
 def run_seed(python: Path, game: str, seed: int, budget: float, out: Path) -> list[PeerCurve]:
