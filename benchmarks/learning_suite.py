@@ -83,6 +83,15 @@ def entry_target(name: str, flags: list[str]) -> float:
     return float(load_toml(presets.named(name)).get("target_return", math.nan))
 
 
+def entry_target_source(entry: str) -> str:
+    """Where the entry's target comes from: its preset's ``target_source``, or the entry's
+    own ``--target-return``."""
+    name, *flags = shlex.split(entry)
+    if any(f == "--target-return" or f.startswith("--target-return=") for f in flags):
+        return "the entry's --target-return"
+    return str(load_toml(presets.named(name)).get("target_source", ""))
+
+
 def train_command(entry: str, seed: int, budget: float, logdir: Path,
                   past_target: bool = False) -> list[str]:
     """The ``seed-rl train`` command line of one entry and seed."""
@@ -246,7 +255,8 @@ def run_suite(entries: list[str], seeds: list[int], budget: float, out: Path,
     print()
     print("\n".join(runs_table(runs)))
     print()
-    print("\n".join(summary_table(summarise(runs))))
+    sources = {entry: entry_target_source(entry) for entry in dict.fromkeys(r.entry for r in runs)}
+    print("\n".join(summary_table(summarise(runs), sources)))
     plot_suite(runs, out / "suite.png")
     print(f"curves and metrics in {out}/, combined figure {out / 'suite.png'}")
     return 0

@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 import shlex
 import statistics
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -131,19 +131,23 @@ def runs_table(runs: Sequence[SuiteRun]) -> list[str]:
     return lines
 
 
-def summary_table(summaries: Sequence[EntrySummary]) -> list[str]:
-    """The per-entry Markdown table: medians and (min to max) ranges over the seeds."""
+def summary_table(summaries: Sequence[EntrySummary],
+                  sources: Mapping[str, str] | None = None) -> list[str]:
+    """The per-entry Markdown table: medians and (min to max) ranges over the seeds;
+    ``sources``: where each entry's target comes from (by entry)."""
+    sources = sources or {}
     at = " | ".join(f"at {n // 1_000_000}M env steps" for n in MILESTONES)
-    lines = [f"| entry | seeds | target | reached | median final return (min to max) | {at} | "
-             "median env steps to target | median time to target, s | env steps/s |",
-             "|---|---|---:|:---:|---:|" + "---:|" * len(MILESTONES) + "---:|---:|---:|"]
+    lines = [f"| entry | seeds | target | source | reached | median final return (min to max) "
+             f"| {at} | median env steps to target | median time to target, s | env steps/s |",
+             "|---|---|---:|---|:---:|---:|" + "---:|" * len(MILESTONES) + "---:|---:|---:|"]
     for s in summaries:
         n = len(s.seeds)
         milestones = " | ".join(s.at[m].text(n) for m in MILESTONES)
         steps = _thousands(s.steps_to_target) if s.reached else "-"
         seconds = s.time_to_target.text(s.reached, 0) if s.reached else "-"
         lines.append(
-            f"| {s.entry} | {','.join(map(str, s.seeds))} | {s.target:g} | {s.reached}/{n} | "
+            f"| {s.entry} | {','.join(map(str, s.seeds))} | {s.target:g} | "
+            f"{sources.get(s.entry) or '-'} | {s.reached}/{n} | "
             f"{s.final.text(n)} | {milestones} | {steps} | {seconds} | "
             f"{s.sps.median:,.0f} |".replace(" nan |", " - |"))
     return lines

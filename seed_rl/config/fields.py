@@ -208,6 +208,8 @@ class Config:
                            SERVED, RUN)
     target_return: float = knob(float("nan"), "stop when the mean return of the last 100 "
                                 "episodes reaches this (nan: never)", LEARNER, RUN)
+    target_source: str = knob("", "where --target-return comes from (a paper or library, "
+                              "its setting and budget), shown beside it", LEARNER, RUN)
     max_reward_per_step: float = knob(float("nan"), "the most one env step can pay, when "
                                       "known (nan: unknown; set by the presets of envs whose "
                                       "reward is bounded): times the env's step limit, the "
