@@ -5,8 +5,10 @@ environments (2 processes x 32) and the same network: the MinAtar paper's (3x3 c
 channels, 128 units, no recurrent core), with Adam at 1e-3, unrolls of 20 steps, 640
 samples (32 x 20) per update, discount 0.99, gradient norm 40 and value loss weight 0.5.
 What differs is the system and its algorithm: seed-rl runs ``seed-rl train --preset
-minatar-<game>`` (V-trace actor-critic, central inference, summed losses, entropy cost
-0.05); Sample Factory runs its APPO (PPO clipping, one epoch per batch, normalised
+minatar-<game>`` (V-trace actor-critic, central inference, summed losses, two passes of
+four minibatches per batch, with Sample Factory's own defaults on top: lambda 0.95,
+PopArt, normalised advantages, PPO clip 0.1, observation normalisation, entropy cost
+0.01; the preset says what each was measured to buy); Sample Factory runs its APPO (PPO clipping, one epoch per batch, normalised
 advantages and returns, its own inference and learner processes, mean losses) with
 exploration coefficient 0.01 (its default is 0.003) and its defaults otherwise
 (``sample_factory_flags`` below lists its flags).

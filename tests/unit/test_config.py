@@ -189,13 +189,14 @@ def test_the_config_modules_import_in_one_direction() -> None:
 def test_the_five_minatar_presets_are_one_agent_configuration() -> None:
     """Issue #20: every MinAtar game gets the same agent; only the game and its target
     differ."""
-    per_game = {"env", "target_return", "max_reward_per_step"}
+    per_game = {"env", "target_return", "target_source", "max_reward_per_step"}
     agents = []
     for name in ("asterix", "breakout", "freeway", "seaquest", "spaceinvaders"):
         values = cfg.load_toml(presets.named(f"minatar-{name}"))
         agents.append({k: v for k, v in values.items() if k not in per_game})
     assert all(agent == agents[0] for agent in agents[1:])
     assert agents[0]["epochs"] == 2 and agents[0]["minibatches"] == 4
+    assert agents[0]["normalize_observations"] and agents[0]["popart"]
 
 
 def test_no_shipped_preset_scales_rewards() -> None:

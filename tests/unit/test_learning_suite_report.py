@@ -27,6 +27,8 @@ from suite_report import (  # noqa: E402
 
 from learner.watching.curves import read_curve  # noqa: E402
 from learner.watching.metrics import Metrics  # noqa: E402
+from seed_rl import presets  # noqa: E402
+from seed_rl.config import load_toml  # noqa: E402
 
 ENTRY = "minatar-breakout --epochs 2"
 TARGET = 28.0
@@ -78,11 +80,13 @@ def test_the_summary_gives_median_and_range_over_seeds_and_how_many_reached(
     steps = summary.steps_to_target
     assert (steps.median, steps.low, steps.high, steps.count) == (5 * M, 4 * M, 6 * M, 2)
     assert summary.time_to_target.count == 2
-    (row,) = [line for line in summary_table([summary]) if line.startswith(f"| {ENTRY}")]
+    (row,) = [line for line in summary_table([summary], {ENTRY: "gymnax PPO at 10M"})
+              if line.startswith(f"| {ENTRY}")]
     cells = [cell.strip() for cell in row.strip("|").split("|")]
-    assert cells[:7] == [ENTRY, "0,1,2", "28", "2/3", "32.00 (13.00 to 37.00)",
-                         "20.00 (9.00 to 25.00)", "34.00 (32.00 to 36.00), 2/3 seeds"]
-    assert cells[7] == "5,000,000 (4,000,000 to 6,000,000)"
+    assert cells[:8] == [ENTRY, "0,1,2", "28", "gymnax PPO at 10M", "2/3",
+                         "32.00 (13.00 to 37.00)", "20.00 (9.00 to 25.00)",
+                         "34.00 (32.00 to 36.00), 2/3 seeds"]
+    assert cells[8] == "5,000,000 (4,000,000 to 6,000,000)"
 
 
 def test_the_figure_draws_the_median_and_the_range_of_the_seeds(three_seeds, tmp_path) -> None:
@@ -140,3 +144,17 @@ def test_the_suite_reruns_only_what_is_not_finished(three_seeds, tmp_path, monke
     learning_suite.run_suite([ENTRY], [0, 1, 2], 300.0, out, tmp_path)
     assert ran == []
     assert f"{ENTRY} seed 0; {ENTRY} seed 1; {ENTRY} seed 2" in capsys.readouterr().out
+
+
+def test_each_entry_names_where_its_target_comes_from() -> None:
+    """From the shipped preset's ``target_source``, unless the entry sets its own target;
+    every preset that sets a target says where it comes from."""
+    assert learning_suite.entry_target("minatar-spaceinvaders", []) == 185
+    assert "AC(lambda)" in learning_suite.entry_target_source("minatar-spaceinvaders --popart")
+    assert learning_suite.entry_target_source("cartpole") == (
+        "gymnasium's reward threshold for CartPole-v1")
+    assert learning_suite.entry_target_source("cartpole --target-return 100") == (
+        "the entry's --target-return")
+    for name, path in presets.shipped().items():
+        values = load_toml(path)
+        assert "target_return" not in values or values.get("target_source"), name
