@@ -65,8 +65,9 @@ def test_past_target_trains_the_whole_budget_and_marks_where_the_target_was_cros
     assert (out / "suite.png").stat().st_size > 0
     assert (out / "cartpole_target-return_15-seed0-learning_curve.png").is_file()
     (summary,) = tables(done.stdout)[1]
-    assert summary[:4] == ["cartpole --target-return 15", "0", "15", "1/1"]
-    assert summary[4] == final and summary[7] == f"{steps_to_target:,}"
+    assert summary[:5] == ["cartpole --target-return 15", "0", "15",
+                           "the entry's --target-return", "1/1"]
+    assert summary[5] == final and summary[8] == f"{steps_to_target:,}"
 
 
 @pytest.mark.slow
