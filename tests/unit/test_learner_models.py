@@ -12,7 +12,8 @@ import torch
 from support.learner_client import ScriptedActor, handshake_request, step_request
 from support.learner_harness import make_config, running_learner
 
-from learner.training.models import ImpalaTorso, MLPTorso, NatureTorso, build_model, check_spaces
+from learner.training.models import build_model, check_spaces
+from learner.training.torsos import ImpalaTorso, MLPTorso, NatureTorso
 from learner.training.update import Batch, build_optimizer, train_step
 from seed_rl.config import Config
 from seed_rl.spaces import UnsupportedSpace

@@ -19,15 +19,13 @@ from learner.training import policies
 from learner.training.models import (
     ActorCritic,
     FlatFeatures,
-    MinAtarTorso,
-    MLPTorso,
     MultiPartTorso,
-    NatureTorso,
     build_model,
     check_spaces,
     unpack_rows,
 )
 from learner.training.store import UnrollBuilder
+from learner.training.torsos import MinAtarTorso, MLPTorso, NatureTorso
 from learner.training.update import Batch, build_optimizer, train_step
 from learner.training.weights import PublishedWeights
 from seed_rl.config import Config
