@@ -69,11 +69,12 @@ def test_a_broken_client_fails_naming_the_rule(mode: str) -> None:
         assert "the client exited with code 2" in output, output
 
 
-def test_a_client_dies_with_a_checker_that_is_killed(processes) -> None:
+def test_a_client_dies_with_a_checker_that_is_killed(processes, tmp_path) -> None:
     """SIGKILLed, the checker cannot kill its client: the client dies with it anyway."""
+    # a SIGKILLed checker cannot remove its temporary folder either: keep it in tmp_path
     checker = processes([sys.executable, "-m", "seed_rl", "conformance",
                          "--connect-timeout", "600", "--", sys.executable, str(BROKEN_CLIENT),
-                         "never-connects"])
+                         "never-connects"], env={"TMPDIR": str(tmp_path)})
     deadline = time.monotonic() + WAIT
     while not (clients := [pid for pid in descendants(checker.popen.pid)
                            if "never-connects" in cmdline(pid)]):
