@@ -73,13 +73,21 @@ def slug(entry: str) -> str:
     return "_".join(part.strip("-").replace("=", "-") for part in entry.split()) or "entry"
 
 
-def entry_target(name: str, flags: list[str]) -> float:
-    """The entry's own ``--target-return`` flag, else its preset's ``target_return``."""
+def flag_target(flags: list[str]) -> float | None:
+    """The value of a ``--target-return`` among an entry's flags; None without one."""
     for i, flag in enumerate(flags):
         if flag == "--target-return" and i + 1 < len(flags):
             return float(flags[i + 1])
         if flag.startswith("--target-return="):
             return float(flag.split("=", 1)[1])
+    return None
+
+
+def entry_target(name: str, flags: list[str]) -> float:
+    """The entry's own ``--target-return`` flag, else its preset's ``target_return``."""
+    own = flag_target(flags)
+    if own is not None:
+        return own
     return float(load_toml(presets.named(name)).get("target_return", math.nan))
 
 
@@ -87,7 +95,7 @@ def entry_target_source(entry: str) -> str:
     """Where the entry's target comes from: its preset's ``target_source``, or the entry's
     own ``--target-return``."""
     name, *flags = shlex.split(entry)
-    if any(f == "--target-return" or f.startswith("--target-return=") for f in flags):
+    if flag_target(flags) is not None:
         return "the entry's --target-return"
     return str(load_toml(presets.named(name)).get("target_source", ""))
 

@@ -153,8 +153,10 @@ def test_each_entry_names_where_its_target_comes_from() -> None:
     assert "AC(lambda)" in learning_suite.entry_target_source("minatar-spaceinvaders --popart")
     assert learning_suite.entry_target_source("cartpole") == (
         "gymnasium's reward threshold for CartPole-v1")
-    assert learning_suite.entry_target_source("cartpole --target-return 100") == (
-        "the entry's --target-return")
+    for own in ("cartpole --target-return 100", "cartpole --target-return=100"):
+        name, *flags = own.split()
+        assert learning_suite.entry_target(name, flags) == 100
+        assert learning_suite.entry_target_source(own) == "the entry's --target-return"
     for name, path in presets.shipped().items():
         values = load_toml(path)
         assert "target_return" not in values or values.get("target_source"), name
