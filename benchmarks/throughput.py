@@ -12,6 +12,7 @@ and prints (b)/(a).
 
     python benchmarks/throughput.py                 # default grid
     python benchmarks/throughput.py --grid 2x64 --seconds 20
+    python benchmarks/throughput.py --learner-flags "--queue-size 8"   # against the default
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import json
 import multiprocessing as mp
 import os
 import re
+import shlex
 import shutil
 import signal
 import socket
@@ -166,17 +168,22 @@ def main() -> None:
                         help="comma-separated NxK (actors x envs per actor)")
     parser.add_argument("--seconds", type=float, default=10.0, help="measurement window")
     parser.add_argument("--warmup", type=float, default=5.0, help="seconds before measuring")
+    parser.add_argument("--learner-flags", default="",
+                        help="more `seed-rl learner` flags for (b), e.g. '--queue-size 8'")
     args = parser.parse_args()
+    learner_flags = shlex.split(args.learner_flags)
     grid = [tuple(int(x) for x in item.split("x")) for item in args.grid.split(",")]
     print(f"CartPole-v1 throughput, {os.cpu_count()} CPUs, torch threads default; "
-          f"window {args.seconds:g} s after {args.warmup:g} s warm-up")
+          f"window {args.seconds:g} s after {args.warmup:g} s warm-up; learner flags: "
+          f"{shlex.join(learner_flags) or 'none'}")
     header = (f"{'N x K':>8} {'(a) limit':>10} {'(b) full':>9} {'(b)/(a)':>8} {'train/s':>8} "
               f"{'batch':>6} {'rtt p50':>8} {'rtt p99':>8} {'infer':>6} {'train':>6} "
               f"{'handle':>6} {'trained':>7}")
     rows = []
     for actors, envs in grid:
         limit = measure_limit(actors, envs, args.seconds)
-        full = measure_full(actors, envs, args.seconds, args.warmup)
+        full = measure_full(actors, envs, args.seconds, args.warmup,
+                            learner_flags=learner_flags)
         rows.append((actors, envs, limit, full))
         print(f"  measured {actors}x{envs}: limit {limit:.0f}, full {full['sps']:.0f}",
               flush=True)

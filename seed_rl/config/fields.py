@@ -171,8 +171,11 @@ class Config:
                           SERVED, SERVING)
     max_wait_ms: float = knob(2.0, "inference batch: longest wait for more requests, ms",
                               SERVED, SERVING)
-    queue_size: int = knob(8, "unroll queue capacity, in batches of B unrolls "
-                           "(backpressure beyond it)", LEARNER, SERVING)
+    queue_size: int = knob(1, "unroll queue capacity, in batches of B unrolls "
+                           "(backpressure beyond it). Every queued batch adds one policy "
+                           "version of lag to the data once the trainer is the bottleneck; "
+                           "1 (SEED's own queue holds one unroll) keeps the data fresh, more "
+                           "smooths out bursty actors at that price", LEARNER, SERVING)
     max_message_bytes: int = knob(64 * 1024 * 1024, "largest gRPC message accepted, bytes",
                                   SERVED, SERVING)
     max_envs_per_actor: int = knob(4096, "largest K one actor may ask for", SERVED, SERVING)

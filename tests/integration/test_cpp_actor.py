@@ -50,16 +50,15 @@ def test_cpp_actors_alone_train_cartpole_to_the_target_and_exit_0(
 ) -> None:
     logdir = tmp_path / "run"
     # `seed-rl learner --env CartPole-v1` as a user runs it: the cartpole preset, its
-    # --target-return 475; the step budget only bounds a run that does not learn. And
-    # --queue-size 1: C++ actors outpace this 2-core learner's trainer, so with the preset's
-    # 8 batches the unroll queue stays full (measured: 40-110 unrolls waiting, against
-    # 10-25 with Python actors), the policy lag doubles (5-10 against 3-4), 475 takes about
-    # twice the env steps and one run in five or six collapsed (entropy 0, return 9). One
-    # batch of queue holds the lag at the Python actors' level.
+    # --target-return 475; the step budget only bounds a run that does not learn. C++
+    # actors outpace this 2-core learner's trainer, so the unroll queue stays full; with a
+    # queue of 8 batches (the default before) the policy lag doubled (5-10 against 3-4), 475
+    # took about twice the env steps and one run in five or six collapsed (entropy 0,
+    # return 9). The default queue of one batch holds the lag at the Python actors' level.
     learner = processes([
         sys.executable, "-m", "learner", "--env", "CartPole-v1", "--address",
         f"127.0.0.1:{free_port}", "--logdir", str(logdir), "--total-steps", "3000000",
-        "--log-every", "1", "--queue-size", "1",
+        "--log-every", "1",
     ])  # fmt: skip
     learner.wait_for_line(r"learner serving CartPole-v1 .*preset cartpole")
     actors = [

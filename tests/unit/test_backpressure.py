@@ -83,3 +83,32 @@ def test_held_streams_wait_on_the_loop_and_get_in_in_arrival_order(tmp_path):
         for actor in actors:
             actor.close()
         recorder.shutdown(wait=False)
+
+
+def test_by_default_the_queue_holds_one_batch(tmp_path):
+    """--queue-size defaults to one batch of B unrolls (as SEED's learner queues one unroll):
+    a second batch's stream is held until the trainer's side takes the first, so the trainer
+    never works through a backlog of batches acted by ever older policies."""
+    config = make_config(tmp_path, env=ENV, unroll_length=T, batch_size=K)
+    with running_learner(config, train=False) as learner:
+        address = f"127.0.0.1:{learner.port}"
+        first, second = (ScriptedActor(address, handshake_request(ENV, K, actor_id=f"a-{i}"))
+                         for i in range(2))
+        for step in range(T + 1):
+            first.step(step_request(observations(0, step)))
+        assert learner.queue.depth == K == config.batch_size  # one batch: full
+        for step in range(T):
+            second.step(step_request(observations(1, step)))
+        answered = threading.Event()
+        held = threading.Thread(
+            target=lambda: (second.step(step_request(observations(1, T))), answered.set()))
+        held.start()
+        session = next(s for s in learner.servicer.sessions() if s.actor_id == "a-1")
+        wait_for(lambda: session.busy and session.steps == T + 1, "the second actor held")
+        assert not answered.is_set() and learner.queue.depth == K
+        batch = learner.queue.get(K, learner.trainer.policy_version, timeout=5)
+        assert set(batch.observations[..., 1].ravel().tolist()) == {0.0}
+        held.join(5)
+        assert answered.is_set() and learner.queue.depth == K  # the second batch got in
+        for actor in (first, second):
+            actor.close()

@@ -46,7 +46,7 @@ def drive(address: str, kwargs: dict, steps: int) -> None:
 def aligned_batch(tmp_path, truncate: bool):
     kwargs = {"episode_length": EPISODE, "truncate": truncate}
     config = make_config(tmp_path, env=ENV, env_kwargs=kwargs, unroll_length=T, batch_size=K,
-                         discount=0.9)
+                         discount=0.9, queue_size=2)  # room for both unrolls of each env
     with running_learner(config, train=False) as learner:
         drive(f"127.0.0.1:{learner.port}", kwargs, steps=2 * T + 1)
         unrolls = learner.queue.get(2 * K, learner.trainer.policy_version, timeout=5)
@@ -97,7 +97,8 @@ def test_training_replays_exactly_what_inference_computed(tmp_path):
     kwargs = {"episode_length": EPISODE, "truncate": True}
     for lstm in (False, True):
         config = make_config(tmp_path / str(lstm), env=ENV, env_kwargs=kwargs,
-                             unroll_length=T, batch_size=K, lstm=lstm, lstm_size=16)
+                             unroll_length=T, batch_size=K, lstm=lstm, lstm_size=16,
+                             queue_size=3)  # room for the three unrolls of each env
         with running_learner(config, train=False) as learner:
             drive(f"127.0.0.1:{learner.port}", kwargs, steps=3 * T + 1)
             unrolls = learner.queue.get(3 * K, learner.trainer.policy_version, timeout=5)

@@ -275,7 +275,8 @@ def test_a_real_learner_serves_and_trains_a_box_action_env(tmp_path):
 
     env_id, num_envs, unroll_length = "Pendulum-v1", 3, 5
     config = make_config(tmp_path, env=env_id, unroll_length=unroll_length,
-                         batch_size=num_envs, hidden_sizes=[16])
+                         batch_size=num_envs, hidden_sizes=[16],
+                         queue_size=2)  # room for both unrolls of each env
     with running_learner(config, train=False) as learner:
         envs = [gym.make(env_id) for _ in range(num_envs)]
         obs = np.stack([env.reset(seed=i)[0] for i, env in enumerate(envs)])
