@@ -131,8 +131,12 @@ def test_training_goes_on_behind_20_ms_and_1_percent_loss(tmp_path) -> None:
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_an_interrupted_run_removes_its_namespace_and_processes(signum: int) -> None:
     open_namespace().delete()  # skips where namespaces cannot be made
+    # Python keeps SIGINT ignored when it inherits it so (a shell starts background jobs
+    # that way without job control, e.g. a CI runner's `cmd &`); Ctrl-C reaches a terminal's
+    # process with Python's KeyboardInterrupt handler, which is what this test is about.
     script = (
-        "import sys, time\n"
+        "import signal, sys, time\n"
+        "signal.signal(signal.SIGINT, signal.default_int_handler)\n"
         f"sys.path.insert(0, {str(REPO / 'benchmarks')!r})\n"
         "from netns import NetworkNamespace, exit_cleanly_on_sigterm\n"
         "exit_cleanly_on_sigterm()\n"
