@@ -18,10 +18,10 @@ and learning share one code path. Feed-forward models take and return an empty
 Each part (leaf) of an observation is encoded by its kind:
 
 * Box with 3 dims ``[H, W, C]`` (channels last): an image, through a conv torso of its
-  own (learner/training/torsos.py): the Nature-DQN conv net (Mnih et al. 2015), the IMPALA ResNet (Espeholt et al.
-  2018, Fig. 3) or, for small images, MinAtar's one-layer net (Young & Tian 2019). uint8
-  images stay uint8 until the torso divides them by 255; bool and other dtypes are only
-  cast to float;
+  own (learner/training/torsos.py): the Nature-DQN conv net (Mnih et al. 2015), the IMPALA
+  ResNet (Espeholt et al. 2018, Fig. 3) or, for small images, MinAtar's one-layer net
+  (Young & Tian 2019). uint8 images stay uint8 until the torso divides them by 255; bool
+  and other dtypes are only cast to float;
 * any other Box: flattened, cast to float;
 * Discrete: one-hot of ``value - start``; MultiDiscrete: the one-hots of its components,
   concatenated; MultiBinary: its bits as floats.
