@@ -36,7 +36,8 @@ reached, time and env steps to target, final return, env steps/s) and one per en
 the seeds (median and range of the final return and of the return at 5M and 10M env steps,
 seeds reaching the target, median steps and time to target), with every curve and a
 combined figure (median and range over seeds) in DIR. Runs already finished in DIR are read
-back, not rerun: the same command resumes a suite that was stopped.
+back, not rerun: the same command resumes a suite that was stopped. ``--compact`` keeps only
+the curve columns of each run's metrics in DIR, small enough to keep in git.
 """
 
 from __future__ import annotations
@@ -192,6 +193,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--past-target", action="store_true",
                         help="suite mode: train for the whole budget instead of stopping at "
                              "the preset's target (the table still marks where it was reached)")
+    parser.add_argument("--compact", action="store_true",
+                        help="suite mode: keep only the curve columns of each run's metrics "
+                             "and no per-run figure in --out (small enough for git)")
     parser.add_argument("extra", nargs="*", help="more `seed-rl train` flags (after --)")
     args = parser.parse_args(argv)
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
@@ -202,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
         workdir = Path(tempfile.mkdtemp(prefix="seed-rl-suite-"))
         try:
             return run_suite(entries, seeds, args.budget, Path(args.out), workdir,
-                             args.past_target)
+                             args.past_target, args.compact)
         except KeyboardInterrupt:
             print(f"interrupted: the finished runs are in {args.out}; the same command "
                   "resumes the suite", file=sys.stderr)

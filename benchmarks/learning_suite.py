@@ -19,6 +19,10 @@ whose command failed is run again from scratch. Killing the suite (SIGTERM, Ctrl
 the ``seed-rl train`` it was running. A marker written with another ``--budget`` or
 ``--past-target`` is an error: the runs would not compare.
 
+``--compact`` keeps ``--out`` small enough to keep in git (docs/results/): each run's
+metrics are reduced to :data:`CURVE_KEYS` (what the tables, the figure and a reader of the
+curve need; about 40 KB for 10M env steps instead of 500 KB), and no per-run figure.
+
 Then (benchmarks/suite_report.py) two Markdown tables, resumed and new runs alike:
 
     entry | seed | target | reached | time to target, s | env steps to target |
@@ -64,6 +68,11 @@ from suite_report import SuiteRun, plot_suite, runs_table, summarise, summary_ta
 
 from seed_rl import presets  # noqa: E402
 from seed_rl.config import load_toml  # noqa: E402
+
+#: the columns of metrics.jsonl a ``--compact`` suite keeps: the learning curve, the clock,
+#: and what explains a curve (policy lag, entropy)
+CURVE_KEYS = ("run_started", "elapsed", "env_steps", "episodes", "episode_return_mean",
+              "sps", "policy_version", "policy_lag_mean", "policy_lag_max", "entropy")
 
 #: seconds a killed suite gives its ``seed-rl train`` to stop after SIGTERM, then SIGKILL
 STOP_GRACE_S = 30.0
@@ -182,14 +191,34 @@ def result_path(out: Path, entry: str, seed: int) -> Path:
     return out / f"{slug(entry)}-seed{seed}-result.json"
 
 
+def compact_metrics(source: Path, destination: Path) -> None:
+    """Write ``source``'s records to ``destination`` with only :data:`CURVE_KEYS`, floats
+    rounded to 4 decimals (lines that are not JSON objects are left out)."""
+    lines = []
+    for line in source.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict):
+            lines.append(json.dumps({
+                key: round(record[key], 4) if isinstance(record[key], float) else record[key]
+                for key in CURVE_KEYS if key in record}))
+    destination.write_text("".join(line + "\n" for line in lines))
+
+
 def save_result(out: Path, run: SuiteRun, command: list[str], budget: float,
-                past_target: bool) -> SuiteRun:
-    """Copy the run's metrics and curve into ``out``, then write its marker (atomically, so a
-    kill leaves either no marker or a whole one); the run, its metrics now those in ``out``."""
-    for name in ("metrics.jsonl", "learning_curve.png"):
+                past_target: bool, compact: bool = False) -> SuiteRun:
+    """Copy the run's metrics and curve into ``out`` (``compact``: the metrics'
+    :data:`CURVE_KEYS` only, no curve), then write its marker (atomically, so a kill leaves
+    either no marker or a whole one); the run, its metrics now those in ``out``."""
+    for name in ("metrics.jsonl",) if compact else ("metrics.jsonl", "learning_curve.png"):
         source = run.metrics.parent / name
-        if source.is_file():
-            shutil.copyfile(source, out / f"{slug(run.entry)}-seed{run.seed}-{name}")
+        destination = out / f"{slug(run.entry)}-seed{run.seed}-{name}"
+        if source.is_file() and compact:
+            compact_metrics(source, destination)
+        elif source.is_file():
+            shutil.copyfile(source, destination)
     saved = SuiteRun(**{**asdict(run), "metrics": out / f"{slug(run.entry)}-seed{run.seed}"
                         "-metrics.jsonl"})
     data = {**asdict(saved), "metrics": saved.metrics.name, "command": shlex.join(command),
@@ -233,7 +262,7 @@ def _interrupt(signum: int, frame: object) -> None:
 
 
 def run_suite(entries: list[str], seeds: list[int], budget: float, out: Path,
-              workdir: Path, past_target: bool = False) -> int:
+              workdir: Path, past_target: bool = False, compact: bool = False) -> int:
     """Run (or read back from ``out``) every entry and seed; print the tables, draw
     ``out/suite.png``."""
     out.mkdir(parents=True, exist_ok=True)
@@ -250,7 +279,7 @@ def run_suite(entries: list[str], seeds: list[int], budget: float, out: Path,
             run = found[(entry, seed)]
             if run is None:
                 run, command = run_entry(entry, seed, budget, workdir, past_target)
-                run = save_result(out, run, command, budget, past_target)
+                run = save_result(out, run, command, budget, past_target, compact)
             runs.append(run)
             print(f"  {entry} seed {seed}: final {run.final_return:.2f}, " + (
                   f"target reached after {run.time_to_target:.0f} s"

@@ -6,6 +6,7 @@ test_learning_suite.py runs the real `seed-rl train` and kills and restarts the 
 
 from __future__ import annotations
 
+import json
 import math
 import sys
 from pathlib import Path
@@ -119,6 +120,29 @@ def test_a_finished_run_is_read_back_and_an_unfinished_or_failed_one_is_not(
     result_path(out, ENTRY, 2).write_text('{"entry": "torn')
     with pytest.raises(SystemExit, match="is not a suite result"):
         load_result(out, ENTRY, 2, 300.0, True)
+
+
+def test_a_compact_result_keeps_the_curve_columns_and_reads_back_the_same(
+        three_seeds, tmp_path) -> None:
+    """--compact: the metrics copied into --out keep only the curve's columns, no figure,
+    and the run read back from them gives the same tables and curve as the full file."""
+    out = tmp_path / "out"
+    out.mkdir()
+    run = three_seeds[1]
+    (run.metrics.parent / "learning_curve.png").write_bytes(b"png")
+    saved = save_result(out, run, ["seed-rl", "train"], 300.0, True, compact=True)
+    assert sorted(p.name for p in out.iterdir()) == [
+        "minatar-breakout_epochs_2-seed1-metrics.jsonl",
+        "minatar-breakout_epochs_2-seed1-result.json"]
+    full = [json.loads(line) for line in run.metrics.read_text().splitlines()]
+    kept = [json.loads(line) for line in saved.metrics.read_text().splitlines()]
+    assert len(kept) == len(full) and set(full[-1]) > set(kept[-1])
+    assert set(kept[-1]) <= set(learning_suite.CURVE_KEYS)
+    assert {"elapsed", "env_steps", "episode_return_mean"} <= set(kept[-1])
+    back = load_result(out, ENTRY, 1, 300.0, True)
+    assert back == saved
+    assert summarise([back]) == summarise([run])
+    assert read_curve(back.metrics).returns == read_curve(run.metrics).returns
 
 
 def test_the_suite_reruns_only_what_is_not_finished(three_seeds, tmp_path, monkeypatch,
