@@ -21,7 +21,8 @@ the ``seed-rl train`` it was running. A marker written with another ``--budget``
 
 ``--compact`` keeps ``--out`` small enough to keep in git (docs/results/): each run's
 metrics are reduced to :data:`CURVE_KEYS` (what the tables, the figure and a reader of the
-curve need; about 40 KB for 10M env steps instead of 500 KB), and no per-run figure.
+curve need) and gzip-compressed, ``<slug>-seed<N>-metrics.jsonl.gz`` (about 40 KB for 10M
+env steps on MinAtar instead of 800 KB), and no per-run figure.
 
 Then (benchmarks/suite_report.py) two Markdown tables, resumed and new runs alike:
 
@@ -49,6 +50,7 @@ with their min-max range as a band, against env steps and against learner wall t
 from __future__ import annotations
 
 import contextlib
+import gzip
 import json
 import math
 import os
@@ -66,13 +68,16 @@ sys.path.insert(0, str(REPO))
 
 from suite_report import SuiteRun, plot_suite, runs_table, summarise, summary_table  # noqa: E402
 
+from learner.watching.curves import metrics_lines  # noqa: E402
 from seed_rl import presets  # noqa: E402
 from seed_rl.config import load_toml  # noqa: E402
 
 #: the columns of metrics.jsonl a ``--compact`` suite keeps: the learning curve, the clock,
-#: and what explains a curve (policy lag, entropy)
+#: and what explains a curve (policy lag, entropy, the losses, the gradient's norm before
+#: clipping, PopArt's scale)
 CURVE_KEYS = ("run_started", "elapsed", "env_steps", "episodes", "episode_return_mean",
-              "sps", "policy_version", "policy_lag_mean", "policy_lag_max", "entropy")
+              "sps", "policy_version", "policy_lag_mean", "policy_lag_max", "entropy",
+              "loss_pg", "loss_baseline", "grad_norm", "popart_sigma")
 
 #: seconds a killed suite gives its ``seed-rl train`` to stop after SIGTERM, then SIGKILL
 STOP_GRACE_S = 30.0
@@ -170,7 +175,7 @@ def read_run(entry: str, seed: int, target: float, wall_s: float, metrics: Path,
              exit_code: int = 0) -> SuiteRun:
     """The :class:`SuiteRun` of a run that took ``wall_s`` seconds, from its ``metrics.jsonl``
     (a missing file: a run without any record)."""
-    records = [json.loads(line) for line in metrics.read_text().splitlines()
+    records = [json.loads(line) for line in metrics_lines(metrics)
                if line.strip()] if metrics.is_file() else []
     last = records[-1] if records else {}
     learner_s = float(last.get("elapsed") or 0.0)
@@ -192,10 +197,11 @@ def result_path(out: Path, entry: str, seed: int) -> Path:
 
 
 def compact_metrics(source: Path, destination: Path) -> None:
-    """Write ``source``'s records to ``destination`` with only :data:`CURVE_KEYS`, floats
+    """Write ``source``'s records to ``destination`` (gzip-compressed, no name or time in
+    the header: the same records give the same bytes) with only :data:`CURVE_KEYS`, floats
     rounded to 4 decimals (lines that are not JSON objects are left out)."""
     lines = []
-    for line in source.read_text().splitlines():
+    for line in metrics_lines(source):
         try:
             record = json.loads(line)
         except json.JSONDecodeError:
@@ -204,7 +210,9 @@ def compact_metrics(source: Path, destination: Path) -> None:
             lines.append(json.dumps({
                 key: round(record[key], 4) if isinstance(record[key], float) else record[key]
                 for key in CURVE_KEYS if key in record}))
-    destination.write_text("".join(line + "\n" for line in lines))
+    with open(destination, "wb") as file, gzip.GzipFile(filename="", fileobj=file,
+                                                         mode="wb", mtime=0) as packed:
+        packed.write("".join(line + "\n" for line in lines).encode())
 
 
 def save_result(out: Path, run: SuiteRun, command: list[str], budget: float,
@@ -212,15 +220,16 @@ def save_result(out: Path, run: SuiteRun, command: list[str], budget: float,
     """Copy the run's metrics and curve into ``out`` (``compact``: the metrics'
     :data:`CURVE_KEYS` only, no curve), then write its marker (atomically, so a kill leaves
     either no marker or a whole one); the run, its metrics now those in ``out``."""
-    for name in ("metrics.jsonl",) if compact else ("metrics.jsonl", "learning_curve.png"):
-        source = run.metrics.parent / name
-        destination = out / f"{slug(run.entry)}-seed{run.seed}-{name}"
-        if source.is_file() and compact:
-            compact_metrics(source, destination)
-        elif source.is_file():
-            shutil.copyfile(source, destination)
-    saved = SuiteRun(**{**asdict(run), "metrics": out / f"{slug(run.entry)}-seed{run.seed}"
-                        "-metrics.jsonl"})
+    prefix = f"{slug(run.entry)}-seed{run.seed}-"
+    metrics = out / (prefix + ("metrics.jsonl.gz" if compact else "metrics.jsonl"))
+    if run.metrics.is_file() and compact:
+        compact_metrics(run.metrics, metrics)
+    elif run.metrics.is_file():
+        shutil.copyfile(run.metrics, metrics)
+    figure = run.metrics.parent / "learning_curve.png"
+    if figure.is_file() and not compact:
+        shutil.copyfile(figure, out / (prefix + "learning_curve.png"))
+    saved = SuiteRun(**{**asdict(run), "metrics": metrics})
     data = {**asdict(saved), "metrics": saved.metrics.name, "command": shlex.join(command),
             "budget": budget, "past_target": past_target}
     data = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in data.items()}

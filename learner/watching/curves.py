@@ -8,10 +8,12 @@ run's last record left off (the time between runs is not counted).
 
 from __future__ import annotations
 
+import gzip
 import json
 import logging
 import math
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,6 +34,13 @@ class Curve:
     runs: int = 0  # how many runs (the first and each resume) wrote the file
 
 
+def metrics_lines(path: Path) -> Iterator[str]:
+    """The lines of a metrics file: ``metrics.jsonl``, or a gzip-compressed copy (``.gz``,
+    as benchmarks/learning.py --suite --compact keeps them)."""
+    with (gzip.open(path, "rt") if path.suffix == ".gz" else open(path)) as file:
+        yield from file
+
+
 def read_curve(metrics_path: str | os.PathLike) -> Curve:
     """Parse ``metrics.jsonl``; lines that are not JSON objects (a torn last line after a
     crash) are skipped."""
@@ -40,34 +49,33 @@ def read_curve(metrics_path: str | os.PathLike) -> Curve:
     path = Path(metrics_path)
     if not path.is_file():
         return curve
-    with open(path) as file:
-        for line in file:
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if not isinstance(record, dict):
-                continue
-            elapsed = record.get("elapsed")
-            if not isinstance(elapsed, (int, float)):
-                continue
-            started = record.get("run_started")  # older files: elapsed going back
-            if previous_elapsed is None or (
-                    started != previous_started if started is not None
-                    else elapsed < previous_elapsed):  # a new run
-                offset += previous_elapsed or 0.0
-                curve.runs += 1
-            previous_elapsed, previous_started = elapsed, started
-            steps = record.get("env_steps")
-            mean = record.get("episode_return_mean")
-            if isinstance(mean, (int, float)) and math.isfinite(mean) and steps is not None:
-                curve.env_steps.append(int(steps))
-                curve.wall_time.append(offset + float(elapsed))
-                curve.returns.append(float(mean))
-            evaluated = record.get("eval/episode_return_mean")
-            if isinstance(evaluated, (int, float)) and math.isfinite(evaluated):
-                curve.eval_steps.append(int(steps or 0))
-                curve.eval_returns.append(float(evaluated))
+    for line in metrics_lines(path):
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if not isinstance(record, dict):
+            continue
+        elapsed = record.get("elapsed")
+        if not isinstance(elapsed, (int, float)):
+            continue
+        started = record.get("run_started")  # older files: elapsed going back
+        if previous_elapsed is None or (
+                started != previous_started if started is not None
+                else elapsed < previous_elapsed):  # a new run
+            offset += previous_elapsed or 0.0
+            curve.runs += 1
+        previous_elapsed, previous_started = elapsed, started
+        steps = record.get("env_steps")
+        mean = record.get("episode_return_mean")
+        if isinstance(mean, (int, float)) and math.isfinite(mean) and steps is not None:
+            curve.env_steps.append(int(steps))
+            curve.wall_time.append(offset + float(elapsed))
+            curve.returns.append(float(mean))
+        evaluated = record.get("eval/episode_return_mean")
+        if isinstance(evaluated, (int, float)) and math.isfinite(evaluated):
+            curve.eval_steps.append(int(steps or 0))
+            curve.eval_returns.append(float(evaluated))
     return curve
 
 

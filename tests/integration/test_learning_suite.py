@@ -8,6 +8,7 @@ Learning itself is measured by the benchmark; here the run is short and its targ
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import signal
@@ -72,14 +73,18 @@ def test_past_target_trains_the_whole_budget_and_marks_where_the_target_was_cros
 
 @pytest.mark.slow
 def test_without_past_target_the_run_stops_at_its_target(tmp_path) -> None:
+    """(With --compact: its metrics kept as a compressed curve, no per-run figure.)"""
     out = tmp_path / "suite"
     done = suite("--suite", "cartpole --target-return 15", "--budget", "60", "--seeds", "0",
-                 "--out", str(out))
+                 "--compact", "--out", str(out))
     assert done.returncode == 0, done.stdout + done.stderr
     (row,) = table_rows(done.stdout)
     assert row[3] == "yes"
-    records = [json.loads(line) for line in
-               (out / "cartpole_target-return_15-seed0-metrics.jsonl").read_text().splitlines()]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "cartpole_target-return_15-seed0-metrics.jsonl.gz",
+        "cartpole_target-return_15-seed0-result.json", "suite.png"]
+    records = [json.loads(line) for line in gzip.decompress(
+        (out / "cartpole_target-return_15-seed0-metrics.jsonl.gz").read_bytes()).splitlines()]
     assert records[-1]["elapsed"] < 60  # stopped well before the budget: at the target
     assert records[-1]["episode_return_mean"] >= 15
 

@@ -6,6 +6,7 @@ test_learning_suite.py runs the real `seed-rl train` and kills and restarts the 
 
 from __future__ import annotations
 
+import gzip
 import json
 import math
 import sys
@@ -124,18 +125,20 @@ def test_a_finished_run_is_read_back_and_an_unfinished_or_failed_one_is_not(
 
 def test_a_compact_result_keeps_the_curve_columns_and_reads_back_the_same(
         three_seeds, tmp_path) -> None:
-    """--compact: the metrics copied into --out keep only the curve's columns, no figure,
-    and the run read back from them gives the same tables and curve as the full file."""
+    """--compact: the metrics copied into --out keep only the curve's columns, compressed,
+    no figure; the run read back from them gives the same tables and curve as the full
+    file, and compacting again gives the same bytes."""
     out = tmp_path / "out"
     out.mkdir()
     run = three_seeds[1]
     (run.metrics.parent / "learning_curve.png").write_bytes(b"png")
     saved = save_result(out, run, ["seed-rl", "train"], 300.0, True, compact=True)
     assert sorted(p.name for p in out.iterdir()) == [
-        "minatar-breakout_epochs_2-seed1-metrics.jsonl",
+        "minatar-breakout_epochs_2-seed1-metrics.jsonl.gz",
         "minatar-breakout_epochs_2-seed1-result.json"]
     full = [json.loads(line) for line in run.metrics.read_text().splitlines()]
-    kept = [json.loads(line) for line in saved.metrics.read_text().splitlines()]
+    kept = [json.loads(line) for line in gzip.decompress(saved.metrics.read_bytes())
+            .decode().splitlines()]
     assert len(kept) == len(full) and set(full[-1]) > set(kept[-1])
     assert set(kept[-1]) <= set(learning_suite.CURVE_KEYS)
     assert {"elapsed", "env_steps", "episode_return_mean"} <= set(kept[-1])
@@ -143,6 +146,9 @@ def test_a_compact_result_keeps_the_curve_columns_and_reads_back_the_same(
     assert back == saved
     assert summarise([back]) == summarise([run])
     assert read_curve(back.metrics).returns == read_curve(run.metrics).returns
+    again = tmp_path / "again.jsonl.gz"
+    learning_suite.compact_metrics(back.metrics, again)
+    assert again.read_bytes() == back.metrics.read_bytes()
 
 
 def test_the_suite_reruns_only_what_is_not_finished(three_seeds, tmp_path, monkeypatch,
