@@ -79,9 +79,11 @@ def test_two_replicas_with_half_batches_equal_one_learner_with_the_whole(tmp_pat
     for result in results:
         assert result["policy_version"] == updates and result["train_steps"] == updates
         # the group sums its gradients in another order than one learner does; after 12 Adam
-        # steps at lr 1e-2 a weight whose gradient is near 0 carries that rounding at ~1e-5
+        # steps at lr 1e-2 a weight whose gradient is near 0 carries that rounding: ~1e-5,
+        # 2.6e-5 on one LSTM weight with every option on one AMD EPYC VM (a wrong gradient
+        # moves weights by ~1e-2)
         for name, tensor in model.state_dict().items():
-            torch.testing.assert_close(result["model"][name], tensor, rtol=1e-5, atol=1e-5)
+            torch.testing.assert_close(result["model"][name], tensor, rtol=1e-5, atol=1e-4)
         state = optimizer.state_dict()["state"]
         for index, moments in result["optimizer"]["state"].items():
             for key, value in moments.items():
