@@ -68,7 +68,7 @@ sys.path.insert(0, str(REPO))
 
 from suite_report import SuiteRun, plot_suite, runs_table, summarise, summary_table  # noqa: E402
 
-from learner.watching.curves import metrics_lines  # noqa: E402
+from learner.watching.curves import metrics_records  # noqa: E402
 from seed_rl import presets  # noqa: E402
 from seed_rl.config import load_toml  # noqa: E402
 
@@ -175,8 +175,7 @@ def read_run(entry: str, seed: int, target: float, wall_s: float, metrics: Path,
              exit_code: int = 0) -> SuiteRun:
     """The :class:`SuiteRun` of a run that took ``wall_s`` seconds, from its ``metrics.jsonl``
     (a missing file: a run without any record)."""
-    records = [json.loads(line) for line in metrics_lines(metrics)
-               if line.strip()] if metrics.is_file() else []
+    records = list(metrics_records(metrics)) if metrics.is_file() else []
     last = records[-1] if records else {}
     learner_s = float(last.get("elapsed") or 0.0)
     startup = wall_s - learner_s
@@ -200,16 +199,9 @@ def compact_metrics(source: Path, destination: Path) -> None:
     """Write ``source``'s records to ``destination`` (gzip-compressed, no name or time in
     the header: the same records give the same bytes) with only :data:`CURVE_KEYS`, floats
     rounded to 4 decimals (lines that are not JSON objects are left out)."""
-    lines = []
-    for line in metrics_lines(source):
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(record, dict):
-            lines.append(json.dumps({
-                key: round(record[key], 4) if isinstance(record[key], float) else record[key]
-                for key in CURVE_KEYS if key in record}))
+    lines = [json.dumps({key: round(record[key], 4) if isinstance(record[key], float)
+                         else record[key] for key in CURVE_KEYS if key in record})
+             for record in metrics_records(source)]
     with open(destination, "wb") as file, gzip.GzipFile(filename="", fileobj=file,
                                                          mode="wb", mtime=0) as packed:
         packed.write("".join(line + "\n" for line in lines).encode())

@@ -41,21 +41,26 @@ def metrics_lines(path: Path) -> Iterator[str]:
         yield from file
 
 
-def read_curve(metrics_path: str | os.PathLike) -> Curve:
-    """Parse ``metrics.jsonl``; lines that are not JSON objects (a torn last line after a
-    crash) are skipped."""
-    curve = Curve()
-    offset, previous_elapsed, previous_started = 0.0, None, None
-    path = Path(metrics_path)
-    if not path.is_file():
-        return curve
+def metrics_records(path: Path) -> Iterator[dict]:
+    """The records of a metrics file (see :func:`metrics_lines`); lines that are not JSON
+    objects (a torn last line after a crash, a blank line) are skipped."""
     for line in metrics_lines(path):
         try:
             record = json.loads(line)
         except json.JSONDecodeError:
             continue
-        if not isinstance(record, dict):
-            continue
+        if isinstance(record, dict):
+            yield record
+
+
+def read_curve(metrics_path: str | os.PathLike) -> Curve:
+    """Parse ``metrics.jsonl`` (see :func:`metrics_records`)."""
+    curve = Curve()
+    offset, previous_elapsed, previous_started = 0.0, None, None
+    path = Path(metrics_path)
+    if not path.is_file():
+        return curve
+    for record in metrics_records(path):
         elapsed = record.get("elapsed")
         if not isinstance(elapsed, (int, float)):
             continue

@@ -71,6 +71,17 @@ def test_a_run_reads_its_target_final_and_milestones_from_its_metrics(three_seed
     assert math.isnan(return_at(read_curve(never.metrics), 10 * M))
 
 
+def test_a_torn_last_line_is_skipped_as_the_curve_skips_it(tmp_path) -> None:
+    """A learner killed mid-write leaves half a record: the run reads as its whole records
+    (as the curve does), not as a crash of the suite."""
+    metrics = write_metrics(tmp_path, [2, 5, 9])
+    with open(metrics, "a") as file:
+        file.write('{"elapsed": 9.5, "env_steps": 40000')
+    run = read_run(ENTRY, 0, TARGET, 100.0, metrics)
+    assert (run.env_steps, run.final_return, run.best_return) == (3 * M, 9, 9)
+    assert read_curve(metrics).returns == [2, 5, 9]
+
+
 def test_the_summary_gives_median_and_range_over_seeds_and_how_many_reached(
         three_seeds) -> None:
     (summary,) = summarise(three_seeds)
