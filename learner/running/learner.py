@@ -93,6 +93,8 @@ class Learner:
                 config, self.spec.max_episode_steps)):
             log.warning("%s", unreachable)
         torch.manual_seed(config.seed)
+        if config.torch_threads:
+            torch.set_num_threads(config.torch_threads)
         if config.deterministic:
             use_deterministic_kernels(self.device)
 
@@ -196,8 +198,9 @@ class Learner:
             self.evaluator = PeriodicEvaluator(self)
             self.evaluator.start()
         self.server.set_serving(True)
-        log.info("learner serving %s on %s:%d (device %s, model %d parameters, %s), logdir %s",
-                 config.env, host, self.port, self.device,
+        log.info("learner serving %s on %s:%d (device %s, %d torch threads, model %d "
+                 "parameters, %s), logdir %s", config.env, host, self.port, self.device,
+                 torch.get_num_threads(),
                  sum(p.numel() for p in self.trainer.model.parameters()),
                  f"preset {config.preset}" if config.preset else "no preset", self.logdir)
         return self.port

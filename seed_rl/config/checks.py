@@ -31,7 +31,7 @@ def validate(config: Config) -> None:
         "baseline_cost": "", "entropy_cost": "", "total_steps": "0: no limit",
         "max_time": "0: no limit", "eval_every": "0: off", "status_every": "0: never",
         "max_wait_ms": "", "rmsprop_momentum": "", "reconnect_max_backoff": "",
-        "max_restarts": "", "restart_window": "",
+        "max_restarts": "", "restart_window": "", "torch_threads": "0: torch's default",
     }
     for name, note in non_negative.items():
         if not getattr(config, name) >= 0:

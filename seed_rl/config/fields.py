@@ -229,6 +229,10 @@ class Config:
                                RUN)
     device: str = knob("auto", "torch device of the learner: auto, cpu, cuda, cuda:N", SERVED,
                        RUN)
+    torch_threads: int = knob(0, "intra-op threads of the learner's torch, for training and "
+                              "inference on the CPU (0: torch's default, one per core; 1 "
+                              "leaves the other cores to the actors of seed-rl train)",
+                              SERVED, RUN)
     replicas: int = knob(1, "data-parallel learner replicas on this machine (seed-rl learner "
                          "starts them; each serves actors on --address's port + its rank "
                          "and takes --batch-size / replicas unrolls per update)", LEARNER, RUN)

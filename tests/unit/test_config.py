@@ -110,6 +110,7 @@ def test_each_optimizer_has_its_own_epsilon() -> None:
     (["--vtrace-lambda", "1.2"], "--vtrace-lambda"),
     (["--hidden-sizes", "64,0"], "--hidden-sizes"),
     (["--adam-eps", "0"], "--adam-eps"),
+    (["--torch-threads", "-1"], "--torch-threads"),
 ])
 def test_values_that_would_fail_later_are_refused_at_start_up(argv, flag) -> None:
     with pytest.raises(cfg.ConfigError) as error:
@@ -139,6 +140,28 @@ def test_the_learner_records_its_preset_in_config_json(tmp_path) -> None:
             learner.metrics.close()
         assert saved["preset"] == expected
         assert saved["optimizer"] == ("adam" if expected else "rmsprop")
+
+
+def test_the_learner_runs_torch_on_the_threads_it_is_given(tmp_path) -> None:
+    """--torch-threads sets torch's intra-op threads for training and inference (they share
+    the process); 0 leaves torch's default."""
+    pytest.importorskip("torch")
+    import torch
+
+    from learner.running.learner import Learner
+
+    default = torch.get_num_threads()
+    try:
+        for threads, expected in ((1, 1), (0, 1), (2, 2)):
+            config = resolve("learner", "--env", "CartPole-v1", "--logdir",
+                             str(tmp_path / str(threads)), "--torch-threads",
+                             str(threads)).config
+            Learner(config).metrics.close()
+            assert torch.get_num_threads() == expected
+            saved = json.loads((tmp_path / str(threads) / "config.json").read_text())
+            assert saved["torch_threads"] == threads
+    finally:
+        torch.set_num_threads(default)
 
 
 @pytest.mark.parametrize(("argv", "environ"), [
