@@ -71,6 +71,8 @@ def test_the_learner_logs_config_and_scalars_offline_and_resumes_the_run(tmp_pat
     learner.metrics.close()
     logdir = Path(config.logdir)
     rows, saved, ids = logged(logdir)
+    assert "env" in saved, ("no config in the offline run", sorted(
+        str(p.relative_to(logdir)) for p in logdir.rglob("*")), sorted(saved), len(rows))
     assert saved["env"] == "CartPole-v1" and saved["preset"] == ""
     assert saved["auth_token"] == "<redacted>"
     assert "never-logged" not in "".join(p.read_text(errors="ignore")
