@@ -60,6 +60,8 @@ class PolicyServer:
         self.logdir.mkdir(parents=True, exist_ok=True)
         self.spec = dataclasses.replace(make_spec(config), source=f"checkpoint {served.path}")
         torch.manual_seed(config.seed)
+        if config.torch_threads:
+            torch.set_num_threads(config.torch_threads)
         self.model = build_model(self.spec.observation_space, self.spec.action_space, config)
         try:
             self.model.load_state_dict(served.model)

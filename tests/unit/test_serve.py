@@ -140,6 +140,18 @@ def test_serve_answers_with_the_checkpoints_policy_and_version_and_keeps_nothing
     assert [p.name for p in (tmp_path / "run" / "checkpoints").iterdir()] == [path.name]
 
 
+def test_serve_runs_torch_on_its_own_torch_threads(tmp_path):
+    """--torch-threads is serve's own knob, as it is the learner's (not the checkpoint's)."""
+    path = write_checkpoint(tmp_path / "run", policy_version=1)
+    default = torch.get_num_threads()
+    threads = default + 1  # not what torch had
+    try:
+        with policy_server(path, tmp_path, "--torch-threads", str(threads)) as server:
+            assert server.config.torch_threads == threads == torch.get_num_threads()
+    finally:
+        torch.set_num_threads(default)
+
+
 def test_sampled_actions_by_default(tmp_path):
     """Without --greedy the actions are samples of the policy: a state the controller is
     unsure about (z = 0: probability 1/2 each) gets both actions."""
