@@ -27,11 +27,9 @@ import threading
 import time
 from pathlib import Path
 
-import torch
-
 from learner.deploying.episodes import ReturnSummary, ServeMetrics
 from learner.deploying.follow import CheckpointFollower, Served
-from learner.running.learner import select_device
+from learner.running.learner import set_up_torch
 from learner.serving.batcher import InferenceBatcher
 from learner.serving.server import LearnerServer
 from learner.serving.service import LearnerServicer
@@ -55,13 +53,10 @@ class PolicyServer:
     def __init__(self, config: Config, served: Served, *, greedy: bool = False,
                  episodes: int = 0, follow: Path | None = None):
         self.config = config
-        self.device = select_device(config.device)
+        self.device = set_up_torch(config)
         self.logdir = Path(config.logdir)
         self.logdir.mkdir(parents=True, exist_ok=True)
         self.spec = dataclasses.replace(make_spec(config), source=f"checkpoint {served.path}")
-        torch.manual_seed(config.seed)
-        if config.torch_threads:
-            torch.set_num_threads(config.torch_threads)
         self.model = build_model(self.spec.observation_space, self.spec.action_space, config)
         try:
             self.model.load_state_dict(served.model)

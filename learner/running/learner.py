@@ -60,12 +60,23 @@ UPDATE_IN_FLIGHT_S = 2.0  # a broken group: how long the final checkpoint waits 
 
 
 def select_device(name: str) -> torch.device:
+    """``--device``: ``auto`` is CUDA where this machine has it, else the CPU."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit(f"--device {name}: CUDA is not available on this machine; use "
                          "--device cpu or auto")
+    return device
+
+
+def set_up_torch(config: Config) -> torch.device:
+    """This process's torch as ``config`` says: seeded with ``--seed``, on ``--torch-threads``
+    intra-op threads (0 keeps torch's default); returns the ``--device`` to build on."""
+    device = select_device(config.device)
+    torch.manual_seed(config.seed)
+    if config.torch_threads:
+        torch.set_num_threads(config.torch_threads)
     return device
 
 
@@ -77,7 +88,7 @@ class Learner:
     only rank 0 writes to the logdir (config.json, checkpoints, metrics)."""
 
     def __init__(self, config: Config, group: ReplicaGroup | None = None):
-        self.device = select_device(config.device)
+        self.device = set_up_torch(config)
         self.group = group if group is not None else ReplicaGroup.from_env(self.device)
         self.writes = self.group.is_main  # only rank 0 writes to the logdir
         saved_config = config
@@ -92,9 +103,6 @@ class Learner:
         if self.group.is_main and (unreachable := unreachable_target(
                 config, self.spec.max_episode_steps)):
             log.warning("%s", unreachable)
-        torch.manual_seed(config.seed)
-        if config.torch_threads:
-            torch.set_num_threads(config.torch_threads)
         if config.deterministic:
             use_deterministic_kernels(self.device)
 
