@@ -18,13 +18,13 @@ import logging
 import math
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from learner.running.ports import free_ports
 from seed_rl.config import FIELDS, Config, validate
 from seed_rl.lifetime import orphan_safe_command
 
@@ -34,17 +34,11 @@ log = logging.getLogger(__name__)
 STOP_GRACE_S = 15.0
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def launch_replicas(config: Config, on_signal=None) -> int:
     """Run the group until every replica exited; the exit code (module docstring).
     ``on_signal(signum)`` is called for each SIGTERM or SIGINT forwarded to the replicas."""
     replicas = config.replicas
-    master_port = _free_port()
+    master_port = free_ports("127.0.0.1")
     with tempfile.TemporaryDirectory(prefix="seed-rl-replicas-") as tmp:
         path = Path(tmp) / "config.json"
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

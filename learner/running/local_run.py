@@ -37,7 +37,6 @@ import os
 import re
 import secrets
 import signal
-import socket
 import sys
 import threading
 import time
@@ -48,6 +47,7 @@ from learner.running import local_actors
 from learner.running.local_actors import LocalActors, connect_host
 from learner.running.local_replicas import run_replicas
 from learner.running.local_state import RunState, RunTotals, summary_lines, write_curve
+from learner.running.ports import free_ports
 from seed_rl import config as cfg
 from seed_rl.config import Config
 from seed_rl.envs.making import EnvImportError, EnvironmentUnavailable, make_env
@@ -153,25 +153,6 @@ def _monitor_actors(state: RunState) -> None:
     learner.request_stop(f"the actors exited (code {rc})")
 
 
-def pick_port(host: str) -> int:
-    """A TCP port on ``host`` that nothing listens on right now (the learner binds it a
-    moment later; if something else takes it meanwhile, the learner falls back to port 0)."""
-    with socket.socket(
-        socket.AF_INET6 if ":" in host.strip("[]") else socket.AF_INET, socket.SOCK_STREAM
-    ) as sock:
-        sock.bind((host.strip("[]"), 0))
-        return int(sock.getsockname()[1])
-
-
-def _port_free(host: str, port: int) -> bool:
-    try:
-        with socket.socket(socket.AF_INET6 if ":" in host.strip("[]") else socket.AF_INET) as sock:
-            sock.bind((host.strip("[]"), port))
-        return True
-    except OSError:
-        return False
-
-
 def main(resolved: cfg.Resolved, args: argparse.Namespace | None = None) -> int:
     """Run ``seed-rl train``; returns the exit code (see the module docstring).
 
@@ -193,11 +174,7 @@ def main(resolved: cfg.Resolved, args: argparse.Namespace | None = None) -> int:
         config = dataclasses.replace(config, tls_cert="", tls_key="", tls_ca="", tls_client_ca="")
     bind_host, _, bind_port = config.address.rpartition(":")
     if bind_port == "0":
-        port = pick_port(bind_host)
-        for _ in range(20):  # replica r listens on port + r: all of them free
-            if all(_port_free(bind_host, port + r) for r in range(1, config.replicas)):
-                break
-            port = pick_port(bind_host)
+        port = free_ports(bind_host, config.replicas)  # replica r listens on port + r
         config = dataclasses.replace(config, address=f"{bind_host}:{port}")
     log.info(
         "training %s with %s; %d actor process(es) x %d environments; logdir %s",
