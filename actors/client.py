@@ -80,6 +80,11 @@ HANDSHAKE_TIMEOUT_S = 30.0
 STOP_GRACE_S = 2.0  # after a stop request, how long the current call may take to finish
 DEFAULT_MAX_MESSAGE_BYTES = 1 << 30  # until a handshake tells the learner's limit
 ROUND_TRIP_WINDOW = 256  # steps per published round-trip percentile
+#: reconnect attempts 1, 2, 4, 8, ... are logged as warnings, the others at DEBUG unless this
+#: many seconds passed since the last warning: a learner that is down for long says so
+#: without a line every backoff
+RECONNECT_REPEAT_S = 30.0
+
 
 class _Stopped(Exception):
     """A stop was requested while a call was in flight."""
@@ -178,7 +183,7 @@ class ActorClient:
         elif self.env_id:
             log.info("actor %s: %s is not registered here and this actor has no --env-import; "
                      "it runs the learner's first", self.actor_id, self.env_id)
-        failures = 0
+        failures, said_at = 0, 0.0
         while not self.stop.is_set():
             self._progressed = False
             channel = self.channels.acquire(self.config.learner, credentials,
@@ -220,8 +225,12 @@ class ActorClient:
             delay = backoff_delay(failures, self.config.reconnect_max_backoff, self._rng)
             failures += 1
             what = "lost the learner" if self._progressed else "cannot reach the learner"
-            log.warning("actor %s: %s at %s (%s); reconnecting in %.2f s (attempt %d)",
-                        self.actor_id, what, self.config.learner, reason, delay, failures)
+            now = time.monotonic()
+            loud = failures & (failures - 1) == 0 or now - said_at >= RECONNECT_REPEAT_S
+            said_at = now if loud else said_at
+            log.log(logging.WARNING if loud else logging.DEBUG,
+                    "actor %s: %s at %s (%s); reconnecting in %.2f s (attempt %d)",
+                    self.actor_id, what, self.config.learner, reason, delay, failures)
             self.stop.wait(delay)
         self.outcome = "stopped"
         return EXIT_OK

@@ -31,7 +31,8 @@ def train(logdir: Path, seed: int, updates: int, *flags: str) -> list[dict]:
         [sys.executable, "-m", "seed_rl", "train", *RUN, "--seed", str(seed), "--logdir",
          str(logdir), "--total-steps", str(updates * STEPS_PER_UPDATE), *flags],
         cwd=REPO, capture_output=True, text=True, timeout=240)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    errors = [line for line in done.stderr.splitlines() if " ERROR " in line or "Error" in line]
+    assert done.returncode == 0, "\n".join([done.stdout[-2000:], *errors[:40], done.stderr[-3000:]])
     assert f"trained {updates} updates" in done.stderr + done.stdout
     return read_updates(logdir)
 
