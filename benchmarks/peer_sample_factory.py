@@ -6,10 +6,11 @@ channels, 128 units, no recurrent core), with Adam at 1e-3, unrolls of 20 steps,
 samples (32 x 20) per update, discount 0.99, gradient norm 40 and value loss weight 0.5.
 What differs is the system and its algorithm: seed-rl runs ``seed-rl train --preset
 minatar-<game>`` (V-trace actor-critic, central inference, summed losses, two passes of
-four minibatches per batch, with Sample Factory's own defaults on top: lambda 0.95,
-PopArt, normalised advantages, PPO clip 0.1, observation normalisation, entropy cost
-0.01; the preset says what each was measured to buy); Sample Factory runs its APPO (PPO clipping, one epoch per batch, normalised
-advantages and returns, its own inference and learner processes, mean losses) with
+four minibatches per batch, with most of Sample Factory's own defaults on top: lambda
+0.95, PopArt, PPO clip 0.1, observation normalisation, entropy cost 0.01, but advantages
+not normalised per batch; the preset says what each was measured to buy); Sample Factory
+runs its APPO (PPO clipping, one epoch per batch, normalised advantages and returns, its
+own inference and learner processes, mean losses) with
 exploration coefficient 0.01 (its default is 0.003) and its defaults otherwise
 (``sample_factory_flags`` below lists its flags).
 

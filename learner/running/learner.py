@@ -206,7 +206,7 @@ class Learner:
             self.evaluator = PeriodicEvaluator(self)
             self.evaluator.start()
         self.server.set_serving(True)
-        log.info("learner serving %s on %s:%d (device %s, %d torch threads, model %d "
+        log.info("learner serving %s on %s:%d (device %s, torch threads %d, model %d "
                  "parameters, %s), logdir %s", config.env, host, self.port, self.device,
                  torch.get_num_threads(),
                  sum(p.numel() for p in self.trainer.model.parameters()),
