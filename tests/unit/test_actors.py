@@ -280,6 +280,31 @@ def test_unreachable_learner_is_retried_until_stopped(free_port, actors, caplog)
     assert actor.join() == 0
 
 
+def test_reconnect_attempts_are_warned_at_powers_of_two(free_port, actors, caplog) -> None:
+    """A learner that is slow to start does not bury the log: attempts 1, 2, 4, 8 are
+    warnings, the ones between them DEBUG lines (docs/protocol.md, reconnects)."""
+    caplog.set_level(logging.DEBUG, logger="actors")
+    actor = actors(make_config(f"127.0.0.1:{free_port}", reconnect_max_backoff=0.05))
+
+    def levels() -> dict[int, int]:
+        found = {}
+        for record in caplog.records:
+            if match := re.search(r"cannot reach the learner.*\(attempt (\d+)\)",
+                                  record.getMessage()):
+                found[int(match.group(1))] = record.levelno
+        return found
+
+    deadline = time.monotonic() + WAIT
+    while len(levels()) < 9:
+        assert time.monotonic() < deadline, f"only {len(levels())} attempts logged"
+        time.sleep(0.05)
+    actor.stop.set()
+    assert actor.join() == 0
+    found = levels()
+    assert [n for n in range(1, 10) if found[n] == logging.WARNING] == [1, 2, 4, 8]
+    assert all(found[n] == logging.DEBUG for n in (3, 5, 6, 7, 9))
+
+
 @pytest.mark.parametrize(
     "code",
     [grpc.StatusCode.ALREADY_EXISTS, grpc.StatusCode.RESOURCE_EXHAUSTED],
