@@ -31,6 +31,11 @@ VERSIONS = tuple(dict.fromkeys(("1.31", "1.34", schemas.major_minor(schemas.late
 
 LEARNER_SERVICE = "seed-rl-learner"
 
+OVERLAYS = sorted(p.name for p in (K8S / "overlays").iterdir() if p.is_dir())
+COMPONENTS = sorted(p.name for p in (K8S / "components").iterdir() if p.is_dir())
+#: every kustomization a person applies: the overlays and the run reader
+RENDERS = [f"overlays/{name}" for name in OVERLAYS] + ["run-reader"]
+
 #: how `kubectl apply` names each kind it reports
 RESOURCE = {
     "ConfigMap": "configmap",
