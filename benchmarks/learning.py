@@ -196,17 +196,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--compact", action="store_true",
                         help="suite mode: keep only the curve columns of each run's metrics "
                              "and no per-run figure in --out (small enough for git)")
+    parser.add_argument("--at", default=None, metavar="STEPS",
+                        help="suite mode: env-step counts at which the summary table reads "
+                             "each entry's return, comma-separated, e.g. 1M,2M,3M (default "
+                             "5M,10M, issue #20's milestones)")
     parser.add_argument("extra", nargs="*", help="more `seed-rl train` flags (after --)")
     args = parser.parse_args(argv)
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     if args.suite:
         from learning_suite import run_suite
+        from suite_report import MILESTONES, parse_steps
 
+        try:
+            milestones = parse_steps(args.at) if args.at else MILESTONES
+        except ValueError as error:
+            parser.error(f"--at: {error}")
         entries = [e.strip() for e in args.suite.split(";") if e.strip()]
         workdir = Path(tempfile.mkdtemp(prefix="seed-rl-suite-"))
         try:
             return run_suite(entries, seeds, args.budget, Path(args.out), workdir,
-                             args.past_target, args.compact)
+                             args.past_target, args.compact, milestones)
         except KeyboardInterrupt:
             print(f"interrupted: the finished runs are in {args.out}; the same command "
                   "resumes the suite", file=sys.stderr)

@@ -38,8 +38,9 @@ Then (benchmarks/suite_report.py) two Markdown tables, resumed and new runs alik
   learner's clock): the time a person waits;
 * env steps to target: the env steps counted by that same record;
 * final return: the mean return of the last 100 episodes when the run ended;
-* at 5M / 10M env steps: the mean return of the first record with at least that many env
-  steps ("-" for a run that did not get there);
+* at 5M / 10M env steps (issue #20's milestones; ``--at 1M,2M,3M`` reads others, so a
+  table of a shorter ablation comes from the suite too): the mean return of the first record
+  with at least that many env steps ("-" for a run that did not get there);
 * per entry: the median and range over the seeds, the steps and time to target over the
   seeds that reached it ("k/n" of them).
 
@@ -60,13 +61,21 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, fields
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from suite_report import SuiteRun, plot_suite, runs_table, summarise, summary_table  # noqa: E402
+from suite_report import (  # noqa: E402
+    MILESTONES,
+    SuiteRun,
+    plot_suite,
+    runs_table,
+    summarise,
+    summary_table,
+)
 
 from learner.watching.curves import metrics_records  # noqa: E402
 from seed_rl import presets  # noqa: E402
@@ -263,9 +272,10 @@ def _interrupt(signum: int, frame: object) -> None:
 
 
 def run_suite(entries: list[str], seeds: list[int], budget: float, out: Path,
-              workdir: Path, past_target: bool = False, compact: bool = False) -> int:
-    """Run (or read back from ``out``) every entry and seed; print the tables, draw
-    ``out/suite.png``."""
+              workdir: Path, past_target: bool = False, compact: bool = False,
+              milestones: Sequence[int] = MILESTONES) -> int:
+    """Run (or read back from ``out``) every entry and seed; print the tables (the summary
+    with the return at each of ``milestones``, env steps), draw ``out/suite.png``."""
     out.mkdir(parents=True, exist_ok=True)
     plan = [(entry, seed) for entry in entries for seed in seeds]
     found = {key: load_result(out, *key, budget, past_target) for key in plan}
@@ -294,7 +304,7 @@ def run_suite(entries: list[str], seeds: list[int], budget: float, out: Path,
     print("\n".join(runs_table(runs)))
     print()
     sources = {entry: entry_target_source(entry) for entry in dict.fromkeys(r.entry for r in runs)}
-    print("\n".join(summary_table(summarise(runs), sources)))
+    print("\n".join(summary_table(summarise(runs, milestones), sources)))
     plot_suite(runs, out / "suite.png")
     print(f"curves and metrics in {out}/, combined figure {out / 'suite.png'}")
     return 0

@@ -2,9 +2,9 @@
 
 * :func:`runs_table`: one Markdown row per run (entry, seed);
 * :func:`summarise` and :func:`summary_table`: one row per entry over its seeds: the median
-  and the range (min to max) of the final return and of the return at 5M and at 10M env
-  steps, how many seeds reached the target and, over those, the median env steps and time
-  to target, and the median env steps/s;
+  and the range (min to max) of the final return and of the return at given env-step counts
+  (5M and 10M unless told: issue #20's milestones), how many seeds reached the target and,
+  over those, the median env steps and time to target, and the median env steps/s;
 * :func:`plot_suite`: ``suite.png``, per entry the median learning curve over the seeds with
   their min-max range as a band, against env steps and against the learner's wall time.
 
@@ -49,7 +49,7 @@ class SuiteRun:
         return self.env_steps / self.learner_s if self.learner_s > 0 else math.nan
 
 
-#: env-step counts at which the summary reads each run's return
+#: env-step counts at which the summary reads each run's return, unless told others
 MILESTONES = (5_000_000, 10_000_000)
 #: points of the common grid the seeds' curves are interpolated onto for the figure
 GRID_POINTS = 200
@@ -100,8 +100,35 @@ class EntrySummary:
     sps: Spread  # env steps per second of learner time
 
 
-def summarise(runs: Sequence[SuiteRun]) -> list[EntrySummary]:
-    """One summary per entry, in the order the entries first appear in ``runs``."""
+def steps_label(env_steps: int) -> str:
+    """``env_steps`` as a table says it: 500000 -> 0.5M, 10000000 -> 10M, 20000 -> 20k."""
+    if env_steps >= 100_000:
+        return f"{env_steps / 1_000_000:g}M"
+    return f"{env_steps / 1_000:g}k" if env_steps >= 1_000 else str(env_steps)
+
+
+def parse_steps(text: str) -> tuple[int, ...]:
+    """``"0.5M,1M,2500k,3000000"`` -> (500000, 1000000, 2500000, 3000000): env-step counts,
+    each a number with an optional k or M; a clear ValueError for anything else."""
+    counts = []
+    for part in (p.strip() for p in text.split(",")):
+        scale = {"k": 1_000, "m": 1_000_000}.get(part[-1:].lower(), 1)
+        number = part[:-1] if scale > 1 else part
+        try:
+            value = float(number) * scale
+        except ValueError:
+            raise ValueError(f"{part!r} is not a count of env steps (write e.g. 500k, 2M or "
+                             "2000000)") from None
+        if value <= 0 or value != int(value):
+            raise ValueError(f"{part!r} is not a positive whole count of env steps")
+        counts.append(int(value))
+    return tuple(sorted(set(counts)))
+
+
+def summarise(runs: Sequence[SuiteRun],
+              milestones: Sequence[int] = MILESTONES) -> list[EntrySummary]:
+    """One summary per entry, in the order the entries first appear in ``runs``, with the
+    return at each of ``milestones`` (env steps)."""
     summaries = []
     for entry in dict.fromkeys(r.entry for r in runs):
         mine = [r for r in runs if r.entry == entry]
@@ -110,7 +137,7 @@ def summarise(runs: Sequence[SuiteRun]) -> list[EntrySummary]:
             entry, [r.seed for r in mine], mine[0].target,
             sum(not math.isnan(r.steps_to_target) for r in mine),
             Spread.of([r.final_return for r in mine]),
-            {n: Spread.of([return_at(c, n) for c in curves]) for n in MILESTONES},
+            {n: Spread.of([return_at(c, n) for c in curves]) for n in milestones},
             Spread.of([r.steps_to_target for r in mine]),
             Spread.of([r.time_to_target for r in mine]),
             Spread.of([r.sps for r in mine])))
@@ -133,22 +160,24 @@ def runs_table(runs: Sequence[SuiteRun]) -> list[str]:
 
 def summary_table(summaries: Sequence[EntrySummary],
                   sources: Mapping[str, str] | None = None) -> list[str]:
-    """The per-entry Markdown table: medians and (min to max) ranges over the seeds;
-    ``sources``: where each entry's target comes from (by entry)."""
+    """The per-entry Markdown table: medians and (min to max) ranges over the seeds, with a
+    column for each milestone the summaries read; ``sources``: where each entry's target
+    comes from (by entry)."""
     sources = sources or {}
-    at = " | ".join(f"at {n // 1_000_000}M env steps" for n in MILESTONES)
+    milestones = list(summaries[0].at) if summaries else list(MILESTONES)
+    at = " | ".join(f"at {steps_label(n)} env steps" for n in milestones)
     lines = [f"| entry | seeds | target | source | reached | median final return (min to max) "
              f"| {at} | median env steps to target | median time to target, s | env steps/s |",
-             "|---|---|---:|---|:---:|---:|" + "---:|" * len(MILESTONES) + "---:|---:|---:|"]
+             "|---|---|---:|---|:---:|---:|" + "---:|" * len(milestones) + "---:|---:|---:|"]
     for s in summaries:
         n = len(s.seeds)
-        milestones = " | ".join(s.at[m].text(n) for m in MILESTONES)
+        returns_at = " | ".join(s.at[m].text(n) for m in milestones)
         steps = _thousands(s.steps_to_target) if s.reached else "-"
         seconds = s.time_to_target.text(s.reached, 0) if s.reached else "-"
         lines.append(
             f"| {s.entry} | {','.join(map(str, s.seeds))} | {s.target:g} | "
             f"{sources.get(s.entry) or '-'} | {s.reached}/{n} | "
-            f"{s.final.text(n)} | {milestones} | {steps} | {seconds} | "
+            f"{s.final.text(n)} | {returns_at} | {steps} | {seconds} | "
             f"{s.sps.median:,.0f} |".replace(" nan |", " - |"))
     return lines
 

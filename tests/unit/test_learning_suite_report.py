@@ -201,3 +201,27 @@ def test_each_entry_names_where_its_target_comes_from() -> None:
     for name, path in presets.shipped().items():
         values = load_toml(path)
         assert "target_return" not in values or values.get("target_source"), name
+
+
+def test_the_summary_reads_the_return_at_the_milestones_it_is_given(three_seeds) -> None:
+    """`--at 0.5M,3M`: the summary's columns are those counts, read from each curve as at the
+    default 5M and 10M."""
+    (summary,) = summarise(three_seeds, (M // 2, 3 * M))
+    assert list(summary.at) == [M // 2, 3 * M]
+    at_half = summary.at[M // 2]  # the first record with at least 0.5M env steps: at 1M
+    assert (at_half.median, at_half.low, at_half.high, at_half.count) == (2, 1, 3, 3)
+    at3 = summary.at[3 * M]
+    assert (at3.median, at3.low, at3.high, at3.count) == (9, 4, 15, 3)
+    header, _, row = summary_table([summary])
+    assert "| at 0.5M env steps | at 3M env steps |" in header
+    assert "| 9.00 (4.00 to 15.00) |" in row
+
+
+def test_milestones_are_written_as_people_write_env_steps() -> None:
+    assert suite_report.parse_steps("1M, 0.5M,2500k,3000000,1M") == (
+        500_000, 1_000_000, 2_500_000, 3_000_000)
+    assert [suite_report.steps_label(n) for n in (500_000, 10 * M, 2_500_000, 20_000)] == [
+        "0.5M", "10M", "2.5M", "20k"]
+    for bad in ("two", "1G", "-1M", "0", "1.5"):
+        with pytest.raises(ValueError, match="env steps"):
+            suite_report.parse_steps(bad)
