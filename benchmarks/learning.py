@@ -200,6 +200,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="suite mode: env-step counts at which the summary table reads "
                              "each entry's return, comma-separated, e.g. 1M,2M,3M (default "
                              "5M,10M, issue #20's milestones)")
+    parser.add_argument("--progress-every", type=float, default=60.0, metavar="S",
+                        help="suite mode: a progress line on stderr every S seconds of each "
+                             "run (env steps, mean return, env steps/s)")
     parser.add_argument("extra", nargs="*", help="more `seed-rl train` flags (after --)")
     args = parser.parse_args(argv)
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
@@ -215,7 +218,8 @@ def main(argv: list[str] | None = None) -> int:
         workdir = Path(tempfile.mkdtemp(prefix="seed-rl-suite-"))
         try:
             return run_suite(entries, seeds, args.budget, Path(args.out), workdir,
-                             args.past_target, args.compact, milestones)
+                             args.past_target, args.compact, milestones,
+                             args.progress_every)
         except KeyboardInterrupt:
             print(f"interrupted: the finished runs are in {args.out}; the same command "
                   "resumes the suite", file=sys.stderr)

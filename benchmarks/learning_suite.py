@@ -50,6 +50,7 @@ with their min-max range as a band, against env steps and against learner wall t
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import gzip
 import json
@@ -61,7 +62,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, fields
 from pathlib import Path
 
@@ -90,6 +91,8 @@ CURVE_KEYS = ("run_started", "elapsed", "env_steps", "episodes", "episode_return
 
 #: seconds a killed suite gives its ``seed-rl train`` to stop after SIGTERM, then SIGKILL
 STOP_GRACE_S = 30.0
+#: seconds between the progress lines of a run in training (``--progress-every``)
+PROGRESS_EVERY_S = 60.0
 
 
 def slug(entry: str) -> str:
@@ -133,24 +136,50 @@ def train_command(entry: str, seed: int, budget: float, logdir: Path,
             "--status-every", "0", *flags, *run_past]
 
 
-def run_command(command: list[str], timeout: float) -> tuple[int, str]:
-    """Run ``command`` to its end; ``(exit code, output)``, -1 when it ran past ``timeout``.
+def run_command(command: list[str], timeout: float, log: Path,
+                while_waiting: Callable[[], None] | None = None,
+                every: float = PROGRESS_EVERY_S) -> tuple[int, str]:
+    """Run ``command`` to its end, its output into ``log``; ``(exit code, output)``, -1 when
+    it ran past ``timeout``. Every ``every`` seconds while it runs, ``while_waiting()``.
 
     It runs in its own process group. If this process is interrupted (Ctrl-C, or SIGTERM
     made into an exception by :func:`run_suite`), ``seed-rl train`` gets SIGTERM (it stops
     its actors) and ``STOP_GRACE_S`` seconds, then its whole group is killed."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("SEED_RL_")}
-    child = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE,
-                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    with open(log, "w") as output:
+        child = subprocess.Popen(command, cwd=REPO, env=env, stdout=output,
+                                 stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.monotonic() + timeout
     try:
-        output, _ = child.communicate(timeout=timeout)
-        return child.returncode, output
-    except subprocess.TimeoutExpired:
-        _stop(child)
-        return -1, child.communicate()[0] + f"\nkilled after {timeout:.0f} s"
+        while True:
+            try:
+                child.wait(timeout=max(min(every, deadline - time.monotonic()), 0.0))
+                break
+            except subprocess.TimeoutExpired:
+                if time.monotonic() >= deadline:
+                    _stop(child)
+                    return -1, log.read_text() + f"\nkilled after {timeout:.0f} s"
+                if while_waiting is not None:
+                    while_waiting()
     except BaseException:
         _stop(child)
         raise
+    return child.returncode, log.read_text()
+
+
+def progress_line(label: str, metrics: Path) -> str | None:
+    """One line on a run in training, from the last record of its ``metrics``: env steps,
+    the mean return of the last 100 episodes, the learner's seconds and env steps/s; None
+    before its first record."""
+    last: dict = {}
+    if metrics.is_file():
+        last = next(iter(collections.deque(metrics_records(metrics), maxlen=1)), {})
+    if not last.get("env_steps"):
+        return None
+    mean = last.get("episode_return_mean")
+    shown = "no episode yet" if mean is None else f"return {mean:.2f} (last 100 episodes)"
+    return (f"  {label}: {last['env_steps'] / 1e6:.2f}M env steps, {shown}, "
+            f"{last.get('elapsed', 0.0):.0f} s, {last.get('sps', 0.0):,.0f} env steps/s")
 
 
 def _stop(child: subprocess.Popen) -> None:
@@ -163,14 +192,22 @@ def _stop(child: subprocess.Popen) -> None:
 
 
 def run_entry(entry: str, seed: int, budget: float, workdir: Path,
-              past_target: bool = False) -> tuple[SuiteRun, list[str]]:
-    """``seed-rl train`` for one entry and seed, at most ``budget`` seconds of training;
-    the run and its command."""
+              past_target: bool = False,
+              progress_every: float = PROGRESS_EVERY_S) -> tuple[SuiteRun, list[str]]:
+    """``seed-rl train`` for one entry and seed, at most ``budget`` seconds of training, a
+    progress line on stderr every ``progress_every`` seconds; the run and its command."""
     name, *flags = shlex.split(entry)
     logdir = workdir / f"{slug(entry)}-seed{seed}"
     command = train_command(entry, seed, budget, logdir, past_target)
+
+    def show_progress() -> None:
+        line = progress_line(f"{entry} seed {seed}", logdir / "metrics.jsonl")
+        if line:
+            print(line, file=sys.stderr, flush=True)
+
     started = time.perf_counter()
-    exit_code, output = run_command(command, budget + 300)
+    exit_code, output = run_command(command, budget + 300, workdir / f"{logdir.name}.log",
+                                    show_progress, progress_every)
     wall = time.perf_counter() - started
     target = entry_target(name, flags)
     if exit_code != 0:
@@ -273,9 +310,11 @@ def _interrupt(signum: int, frame: object) -> None:
 
 def run_suite(entries: list[str], seeds: list[int], budget: float, out: Path,
               workdir: Path, past_target: bool = False, compact: bool = False,
-              milestones: Sequence[int] = MILESTONES) -> int:
-    """Run (or read back from ``out``) every entry and seed; print the tables (the summary
-    with the return at each of ``milestones``, env steps), draw ``out/suite.png``."""
+              milestones: Sequence[int] = MILESTONES,
+              progress_every: float = PROGRESS_EVERY_S) -> int:
+    """Run (or read back from ``out``) every entry and seed, a progress line every
+    ``progress_every`` seconds of each run; print the tables (the summary with the return at
+    each of ``milestones``, env steps), draw ``out/suite.png``."""
     out.mkdir(parents=True, exist_ok=True)
     plan = [(entry, seed) for entry in entries for seed in seeds]
     found = {key: load_result(out, *key, budget, past_target) for key in plan}
@@ -289,7 +328,8 @@ def run_suite(entries: list[str], seeds: list[int], budget: float, out: Path,
         for entry, seed in plan:
             run = found[(entry, seed)]
             if run is None:
-                run, command = run_entry(entry, seed, budget, workdir, past_target)
+                run, command = run_entry(entry, seed, budget, workdir, past_target,
+                                         progress_every)
                 run = save_result(out, run, command, budget, past_target, compact)
             runs.append(run)
             print(f"  {entry} seed {seed}: final {run.final_return:.2f}, " + (

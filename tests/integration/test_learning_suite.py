@@ -50,8 +50,13 @@ def test_past_target_trains_the_whole_budget_and_marks_where_the_target_was_cros
         tmp_path) -> None:
     out = tmp_path / "suite"
     done = suite("--suite", "cartpole --target-return 15", "--budget", "12", "--seeds", "0",
-                 "--past-target", "--out", str(out))
+                 "--past-target", "--out", str(out), "--progress-every", "2")
     assert done.returncode == 0, done.stdout + done.stderr
+    # long runs show progress: env steps and the mean return while it trains
+    progress = [line for line in done.stderr.splitlines()
+                if line.startswith("  cartpole --target-return 15 seed 0: ")
+                and "M env steps, " in line]
+    assert len(progress) >= 2, done.stderr
     (row,) = table_rows(done.stdout)
     entry, seed, target, reached, to_target_s, steps_to_target, final, best, steps, sps = row
     assert (entry, seed, target, reached) == ("cartpole --target-return 15", "0", "15", "yes")

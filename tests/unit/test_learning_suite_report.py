@@ -170,7 +170,8 @@ def test_the_suite_reruns_only_what_is_not_finished(three_seeds, tmp_path, monke
     ran = []
 
     def run_entry(entry: str, seed: int, budget: float, workdir: Path,
-                  past_target: bool = False) -> tuple[SuiteRun, list[str]]:
+                  past_target: bool = False, progress_every: float = 60.0
+                  ) -> tuple[SuiteRun, list[str]]:
         ran.append(seed)
         return three_seeds[seed], ["seed-rl", "train", "--seed", str(seed)]
 
@@ -225,3 +226,12 @@ def test_milestones_are_written_as_people_write_env_steps() -> None:
     for bad in ("two", "1G", "-1M", "0", "1.5"):
         with pytest.raises(ValueError, match="env steps"):
             suite_report.parse_steps(bad)
+
+
+def test_a_progress_line_reads_the_last_record_of_a_run_in_training(tmp_path) -> None:
+    metrics = tmp_path / "run" / "metrics.jsonl"
+    assert learning_suite.progress_line("breakout seed 0", metrics) is None  # not started
+    write_metrics(tmp_path / "run", [2, 5, 9])
+    line = learning_suite.progress_line("breakout seed 0", metrics)
+    assert line.startswith("  breakout seed 0: 3.00M env steps, return 9.00 (last 100 episodes)")
+    assert line.endswith(" env steps/s")
