@@ -84,10 +84,10 @@ from seed_rl.config import load_toml  # noqa: E402
 
 #: the columns of metrics.jsonl a ``--compact`` suite keeps: the learning curve, the clock,
 #: and what explains a curve (policy lag, entropy, the losses, the gradient's norm before
-#: clipping, PopArt's scale)
+#: clipping and how often the clip cut it, PopArt's scale)
 CURVE_KEYS = ("run_started", "elapsed", "env_steps", "episodes", "episode_return_mean",
               "sps", "policy_version", "policy_lag_mean", "policy_lag_max", "entropy",
-              "loss_pg", "loss_baseline", "grad_norm", "popart_sigma")
+              "loss_pg", "loss_baseline", "grad_norm", "grad_clipped", "popart_sigma")
 
 #: seconds a killed suite gives its ``seed-rl train`` to stop after SIGTERM, then SIGKILL
 STOP_GRACE_S = 30.0

@@ -119,6 +119,7 @@ class TrainStats:
     loss_entropy: float
     entropy: float  # mean policy entropy per step, nats
     grad_norm: float  # before clipping
+    grad_clipped: float  # the fraction of the optimizer steps whose norm --max-grad-norm cut
     learning_rate: float
     optimizer_steps: int  # steps made
     skipped_steps: int  # non-finite loss or gradient: no step was made
@@ -275,6 +276,7 @@ def train_step(model: ActorCritic, optimizer: torch.optim.Optimizer, batch: Batc
             count, total_v, squares = group.all_reduce_sum(moments) if distributed else moments
             popart.update(model.value, total_v / count, squares / count)
     return TrainStats(loss_total=float(total.detach()), **logged, grad_norm=float(grad_norm),
+                      grad_clipped=float(float(grad_norm) > max_norm),
                       learning_rate=learning_rate, optimizer_steps=int(not skipped),
                       skipped_steps=int(skipped))
 
@@ -347,7 +349,8 @@ def _combined(steps: list[TrainStats], learning_rate: float) -> TrainStats:
         values = [getattr(s, name) for s in steps if not math.isnan(getattr(s, name))]
         return sum(values) / len(values) if values else math.nan
 
-    return TrainStats(**{name: mean(name) for name in ("loss_total", *LOGGED, "grad_norm")},
+    return TrainStats(**{name: mean(name) for name in ("loss_total", *LOGGED, "grad_norm",
+                                                       "grad_clipped")},
                       learning_rate=learning_rate,
                       optimizer_steps=sum(s.optimizer_steps for s in steps),
                       skipped_steps=sum(s.skipped_steps for s in steps))

@@ -134,3 +134,17 @@ def test_a_batch_size_the_minibatches_do_not_divide_is_refused():
                         ("popart_beta", 0.0), ("loss_reduction", "avg")):
         with pytest.raises(ConfigError, match=name.replace("_", "-")):
             config(**{name: value})
+
+
+@pytest.mark.parametrize(("max_grad_norm", "clipped"), [(1e-6, 1.0), (0.0, 0.0), (1e9, 0.0)])
+def test_the_stats_say_how_many_steps_the_gradient_clip_cut(max_grad_norm, clipped):
+    """``grad_clipped``: the fraction of a batch's optimizer steps whose gradient norm was
+    above --max-grad-norm (0: no clip, never cut); ``grad_norm`` is the norm before it."""
+    cfg = config(epochs=2, minibatches=2, max_grad_norm=max_grad_norm)
+    env = gym.make("CartPole-v1")
+    torch.manual_seed(0)
+    model = build_model(env.observation_space, env.action_space, cfg)
+    batch = Batch.from_unrolls(random_unrolls(0, T, B), torch.device("cpu"))
+    stats = train_batch(model, build_optimizer(model, cfg), batch, cfg, 1e-3, version=0)
+    assert stats.optimizer_steps == 4 and stats.grad_norm > 1e-6
+    assert stats.grad_clipped == clipped
