@@ -73,8 +73,9 @@ class Config:
                               "damps steps where the squared-gradient average is tiny)",
                               LEARNER, RL)
     adam_eps: float = knob(1e-8, "Adam epsilon", LEARNER, RL)
-    max_grad_norm: float = knob(40.0, "clip the global gradient norm to this (0: off)",
-                                LEARNER, RL)
+    max_grad_norm: float = knob(40.0, "clip the global gradient norm to this (0: off); "
+                                "metrics.jsonl's grad_clipped is the fraction of steps it "
+                                "cut", LEARNER, RL)
     baseline_cost: float = knob(0.5, "weight of the value loss", LEARNER, RL)
     entropy_cost: float = knob(0.01, "weight of the entropy loss", LEARNER, RL)
     reward_scale: float = knob(1.0, "multiply rewards by this for training, before clipping "
