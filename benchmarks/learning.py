@@ -58,6 +58,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from learning_suite import PROGRESS_EVERY_S
+
 REPO = Path(__file__).resolve().parents[1]
 TARGET = 475.0
 
@@ -200,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="suite mode: env-step counts at which the summary table reads "
                              "each entry's return, comma-separated, e.g. 1M,2M,3M (default "
                              "5M,10M, issue #20's milestones)")
-    parser.add_argument("--progress-every", type=float, default=60.0, metavar="S",
+    parser.add_argument("--progress-every", type=float, default=PROGRESS_EVERY_S, metavar="S",
                         help="suite mode: a progress line on stderr every S seconds of each "
                              "run (env steps, mean return, env steps/s)")
     parser.add_argument("extra", nargs="*", help="more `seed-rl train` flags (after --)")

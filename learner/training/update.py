@@ -275,8 +275,9 @@ def train_step(model: ActorCritic, optimizer: torch.optim.Optimizer, batch: Batc
             moments = impala.moments(vs) if vs is not None else torch.zeros(3, device=device)
             count, total_v, squares = group.all_reduce_sum(moments) if distributed else moments
             popart.update(model.value, total_v / count, squares / count)
-    return TrainStats(loss_total=float(total.detach()), **logged, grad_norm=float(grad_norm),
-                      grad_clipped=float(float(grad_norm) > max_norm),
+    norm = float(grad_norm)
+    return TrainStats(loss_total=float(total.detach()), **logged, grad_norm=norm,
+                      grad_clipped=float(norm > max_norm),
                       learning_rate=learning_rate, optimizer_steps=int(not skipped),
                       skipped_steps=int(skipped))
 
