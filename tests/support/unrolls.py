@@ -1,10 +1,11 @@
-"""Random unrolls for tests of the update: CartPole-shaped by default (4 floats, 2 actions)."""
+"""Unrolls for tests: random ones for the update (CartPole-shaped by default: 4 floats,
+2 actions), and step-by-step ones from an UnrollBuilder whose observations name their step."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from learner.training.store import Unrolls
+from learner.training.store import UnrollBuilder, Unrolls
 
 
 def random_unrolls(seed: int, T: int, B: int, *, obs_size: int = 4, actions: int = 2,
@@ -25,3 +26,32 @@ def random_unrolls(seed: int, T: int, B: int, *, obs_size: int = 4, actions: int
         policy_versions=np.zeros((T + 1, B), np.int64),
         core_state=core,
     )
+
+
+# the builder of feed(): unrolls of T steps (T + 1 slots), K environments, A actions
+T, K, A = 4, 3, 2
+
+
+def feed(builder: UnrollBuilder, steps: int, version: int = 0, start: int = 0) -> list[Unrolls]:
+    """Write ``steps`` rows whose observation is the global step index (per env: + 1000*k)."""
+    out = []
+    for step in range(start, start + steps):
+        obs = (step + 1000 * np.arange(K)).astype(np.float32)[:, None]
+        unrolls = builder.add_step(
+            observations=obs,
+            rewards=np.full(K, step, np.float32),
+            terminated=np.zeros(K, bool),
+            truncated=np.zeros(K, bool),
+            truncation_values=np.zeros(K, np.float32),
+            actions=np.full(K, step % A),
+            behaviour_params=np.zeros((K, A), np.float32),
+            policy_version=version,
+            core_state_before=(np.full((K, 5), step, np.float32),),
+        )
+        if unrolls is not None:
+            out.append(unrolls)
+    return out
+
+
+def make_builder() -> UnrollBuilder:
+    return UnrollBuilder(T, K, (1,), np.dtype(np.float32), A, core_state_shapes=((K, 5),))

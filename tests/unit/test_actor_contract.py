@@ -1,12 +1,12 @@
 """The real actor (client + env loop) against the real learner servicer, in one process.
 
-tests/unit/test_actors.py checks the actor against a stand-in learner; this checks the two real
-halves agree on the wire contract: the env comes from the learner's handshake, steps flow,
-and the unrolls the learner queues hold exactly what the actor's environments produced
-under the learner's actions. RevealAction's reward 10 * t + a names both the observation t
-and the action a it came from, so every transition proves its own alignment. With
-``--env-groups`` G the actor process is G sessions of the learner (actors/groups.py); the
-same checks hold for every unroll of every group.
+tests/unit/test_actors.py and test_actor_reconnects.py check the actor against a stand-in
+learner; this checks the two real halves agree on the wire contract: the env comes from the
+learner's handshake, steps flow, and the unrolls the learner queues hold exactly what the
+actor's environments produced under the learner's actions. RevealAction's reward 10 * t + a
+names both the observation t and the action a it came from, so every transition proves its
+own alignment. With ``--env-groups`` G the actor process is G sessions of the learner
+(actors/groups.py); the same checks hold for every unroll of every group.
 """
 
 from __future__ import annotations
