@@ -2,8 +2,9 @@
 more concurrent actor streams than the old thread pool had workers, each answered fairly,
 and a full learner refusing new streams at once with RESOURCE_EXHAUSTED.
 
-The clients are benchmarks/serving.py's load generator (the wire contract over grpc.aio,
-one channel and connection per session, no environment stepping)."""
+The clients are the load generator of benchmarks/serving.py (benchmarks/serving_load.py: the
+wire contract over grpc.aio, one channel and connection per session, no environment
+stepping)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from support.learner_process import SERVING, learner_command
 from support.procs import REPO
 
 sys.path.insert(0, str(REPO / "benchmarks"))  # the load generator is shared with the benchmark
-from serving import run_load  # noqa: E402
+from serving_load import run_load  # noqa: E402
 
 OLD_THREAD_POOL = 256  # the grpc worker threads that used to cap concurrent streams
 TRAINER_IDLE = "--env CartPole-v1 --unroll-length 4000"  # no unroll completes in a test
