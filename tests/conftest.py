@@ -23,10 +23,12 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from support.procs import Process
+from support.actor_threads import ActorThread
+from support.procs import WAIT, Process
 from support.stand_in_learner import StandInLearner
 
-from seed_rl.config import ENV_PREFIX
+from actors.counters import Counters
+from seed_rl.config import ENV_PREFIX, Config
 
 TESTS = Path(__file__).resolve().parent
 #: folders whose every test is ``slow``: they start processes
@@ -218,3 +220,21 @@ def learners() -> Iterator[Callable[..., StandInLearner]]:
     yield start
     for learner in started:
         learner.stop()
+
+
+@pytest.fixture
+def actors() -> Iterator[Callable[..., ActorThread]]:
+    """Start actors in threads of this process (tests/support/actor_threads.py); every one is
+    told to stop afterwards and waited for."""
+    running: list[ActorThread] = []
+
+    def start(config: Config, index: int = 0, counters: Counters | None = None) -> ActorThread:
+        actor = ActorThread(config, index, counters)
+        running.append(actor)
+        return actor
+
+    yield start
+    for actor in running:
+        actor.stop.set()
+    for actor in running:
+        actor.thread.join(WAIT)

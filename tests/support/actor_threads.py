@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 
+from actors.counters import Counters
 from actors.groups import run_actor
 from seed_rl.config import Config
 from support.procs import WAIT
@@ -34,16 +35,15 @@ def make_config(address: str, **overrides) -> Config:
 class ActorThread:
     """run_actor in a thread of the test process, stoppable through its stop event."""
 
-    def __init__(self, config: Config, index: int = 0):
+    def __init__(self, config: Config, index: int = 0, counters: Counters | None = None):
         self.stop = threading.Event()
         self.rc: int | None = None
-        self.thread = threading.Thread(
-            target=self._run, args=(config, index), name=f"test-actor-{index}", daemon=True
-        )
+        self.thread = threading.Thread(target=self._run, args=(config, index, counters),
+                                       name=f"test-actor-{index}", daemon=True)
         self.thread.start()
 
-    def _run(self, config: Config, index: int) -> None:
-        self.rc = run_actor(config, index, stop=self.stop)
+    def _run(self, config: Config, index: int, counters: Counters | None) -> None:
+        self.rc = run_actor(config, index, stop=self.stop, counters=counters)
 
     def join(self, timeout: float = WAIT) -> int:
         self.thread.join(timeout)

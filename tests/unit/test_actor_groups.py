@@ -10,9 +10,7 @@ Every wait is bounded; nothing asserts a timing.
 from __future__ import annotations
 
 import logging
-import threading
 import time
-from collections.abc import Callable, Iterator
 
 import grpc
 import gymnasium as gym
@@ -25,7 +23,7 @@ from support.stand_in_learner import check_reveal_trajectory, groups_of, wait_st
 from actors.client import EXIT_CRASH, EXIT_PERMANENT
 from actors.counters import Counters
 from actors.env_loop import env_seeds
-from actors.groups import group_actor_id, run_actor, split_envs
+from actors.groups import group_actor_id, split_envs
 from seed_rl.config import Config
 
 REVEAL = "seed_rl.testing:RevealAction-v0"
@@ -38,41 +36,6 @@ def make_config(address: str, **overrides) -> Config:
                   reconnect_max_backoff=0.2, seed=0)
     values.update(overrides)
     return Config(**values)
-
-
-class ActorThread:
-    """run_actor (the whole process: every group) in a thread, with its stop event."""
-
-    def __init__(self, config: Config, counters: Counters | None = None):
-        self.stop = threading.Event()
-        self.rc: int | None = None
-        self.thread = threading.Thread(target=self._run, args=(config, counters), daemon=True)
-        self.thread.start()
-
-    def _run(self, config: Config, counters: Counters | None) -> None:
-        self.rc = run_actor(config, 0, stop=self.stop, counters=counters)
-
-    def join(self) -> int:
-        self.thread.join(WAIT)
-        assert not self.thread.is_alive(), f"the actor did not return within {WAIT} s"
-        assert self.rc is not None
-        return self.rc
-
-
-@pytest.fixture
-def actors() -> Iterator[Callable[..., ActorThread]]:
-    running: list[ActorThread] = []
-
-    def start(config: Config, counters: Counters | None = None) -> ActorThread:
-        actor = ActorThread(config, counters)
-        running.append(actor)
-        return actor
-
-    yield start
-    for actor in running:
-        actor.stop.set()
-    for actor in running:
-        actor.thread.join(WAIT)
 
 
 # -- the split ----------------------------------------------------------------------------
@@ -102,7 +65,8 @@ def test_each_group_is_a_session_of_its_share_and_every_step_arrives_once(
         learners, actors, k: int, g: int) -> None:
     learner = learners(env_id=REVEAL)
     counters = Counters()
-    actor = actors(make_config(learner.address, envs_per_actor=k, env_groups=str(g)), counters)
+    actor = actors(make_config(learner.address, envs_per_actor=k, env_groups=str(g)),
+                   counters=counters)
     wait_streaming(learner, g, steps=8)
     actor.stop.set()
     assert actor.join() == 0

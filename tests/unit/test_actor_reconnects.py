@@ -9,33 +9,14 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Callable, Iterator
 
 import grpc
 import numpy as np
 import pytest
-from support.actor_threads import REVEAL, ActorThread, make_config, run_to_end
+from support.actor_threads import REVEAL, make_config, run_to_end
 from support.procs import WAIT
 
 from actors.client import EXIT_PERMANENT
-from seed_rl.config import Config
-
-
-@pytest.fixture
-def actors() -> Iterator[Callable[..., ActorThread]]:
-    running: list[ActorThread] = []
-
-    def start(config: Config, index: int = 0) -> ActorThread:
-        actor = ActorThread(config, index)
-        running.append(actor)
-        return actor
-
-    yield start
-    for actor in running:
-        actor.stop.set()
-    for actor in running:
-        actor.thread.join(WAIT)
-
 
 # -- reconnects and errors ----------------------------------------------------------------
 
