@@ -12,12 +12,14 @@ the curve first crossed it.
 
 Resume, for suites that take several sessions: each finished run leaves in ``--out`` its
 ``metrics.jsonl`` and ``learning_curve.png`` (``<slug>-seed<N>-...``) and, last, the marker
-``<slug>-seed<N>-result.json`` (the :class:`SuiteRun` fields, the command, the budget).
-Started again with the same ``--out``, the suite reads those runs back instead of rerunning
-them and says which; a run without its marker (the suite was killed while it trained) or
-whose command failed is run again from scratch. Killing the suite (SIGTERM, Ctrl-C) stops
-the ``seed-rl train`` it was running. A marker written with another ``--budget`` or
-``--past-target`` is an error: the runs would not compare.
+``<slug>-seed<N>-result.json`` (the :class:`SuiteRun` fields, the command, the budget, the
+values of the preset file it ran). Started again with the same ``--out``, the suite reads
+those runs back instead of rerunning them and says which; a run without its marker (the
+suite was killed while it trained) or whose command failed is run again from scratch.
+Killing the suite (SIGTERM, Ctrl-C) stops the ``seed-rl train`` it was running. A marker
+written with another ``--budget`` or ``--past-target``, or by a run of a preset whose values
+have changed since (a suite resumed sessions later), is an error naming what differs: the
+runs would not compare.
 
 ``--compact`` keeps ``--out`` small enough to keep in git (docs/results/): each run's
 metrics are reduced to :data:`CURVE_KEYS` (what the tables, the figure and a reader of the
@@ -124,6 +126,19 @@ def entry_target_source(entry: str) -> str:
     if flag_target(flags) is not None:
         return "the entry's --target-return"
     return str(load_toml(presets.named(name)).get("target_source", ""))
+
+
+def preset_values(entry: str) -> dict:
+    """The values of the entry's preset file as it is now (JSON types: what a finished run's
+    marker records, and what a resumed run is checked against)."""
+    return json.loads(json.dumps(load_toml(presets.named(shlex.split(entry)[0]))))
+
+
+def preset_change(recorded: dict, now: dict) -> str:
+    """The keys whose value differs between two sets of preset values, ``key old -> new``."""
+    return ", ".join(f"{key} {recorded.get(key, '(unset)')} -> {now.get(key, '(unset)')}"
+                     for key in sorted(set(recorded) | set(now))
+                     if recorded.get(key) != now.get(key))
 
 
 def train_command(entry: str, seed: int, budget: float, logdir: Path,
@@ -269,7 +284,7 @@ def save_result(out: Path, run: SuiteRun, command: list[str], budget: float,
         shutil.copyfile(figure, out / (prefix + "learning_curve.png"))
     saved = SuiteRun(**{**asdict(run), "metrics": metrics})
     data = {**asdict(saved), "metrics": saved.metrics.name, "command": shlex.join(command),
-            "budget": budget, "past_target": past_target}
+            "budget": budget, "past_target": past_target, "preset": preset_values(run.entry)}
     data = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in data.items()}
     path = result_path(out, run.entry, run.seed)
     partial = path.with_suffix(".json.partial")
@@ -297,6 +312,15 @@ def load_result(out: Path, entry: str, seed: int, budget: float,
             f"{' --past-target' if data.get('past_target') else ''}, not --budget {budget:g}"
             f"{' --past-target' if past_target else ''}: give another --out, or the same "
             "arguments to resume")
+    recorded, now = data.get("preset"), preset_values(entry)
+    if recorded is None:
+        print(f"note: {path.name} does not record its preset's values (written before the "
+              "suite kept them), so it is not checked against the preset now", file=sys.stderr)
+    elif recorded != now:
+        raise SystemExit(
+            f"{path} was run with another {shlex.split(entry)[0]} preset "
+            f"({preset_change(recorded, now)}): give another --out, or remove that run's "
+            "files from it to run it again with the preset as it is now")
     if values["exit_code"] != 0:
         return None
     values = {k: math.nan if v is None else v for k, v in values.items()}

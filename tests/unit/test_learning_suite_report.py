@@ -134,6 +134,28 @@ def test_a_finished_run_is_read_back_and_an_unfinished_or_failed_one_is_not(
         load_result(out, ENTRY, 2, 300.0, True)
 
 
+def test_a_run_of_a_preset_changed_since_is_not_resumed(three_seeds, tmp_path, capsys) -> None:
+    """A suite resumed sessions later must not mix runs of two versions of one preset: the
+    marker keeps the preset file's values, and a difference is an error naming it."""
+    out = tmp_path / "out"
+    out.mkdir()
+    save_result(out, three_seeds[0], ["seed-rl", "train"], 300.0, True)
+    marker = result_path(out, ENTRY, 0)
+    data = json.loads(marker.read_text())
+    assert data["preset"] == json.loads(json.dumps(load_toml(presets.named("minatar-breakout"))))
+    assert load_result(out, ENTRY, 0, 300.0, True) is not None
+    data["preset"]["max_grad_norm"] = 1234.0  # the run of an earlier version of the preset
+    del data["preset"]["popart"]
+    marker.write_text(json.dumps(data))
+    with pytest.raises(SystemExit, match=r"another minatar-breakout preset \(max_grad_norm "
+                       r"1234.0 -> .*, popart \(unset\) -> True\): give another --out"):
+        load_result(out, ENTRY, 0, 300.0, True)
+    del data["preset"]  # a marker from before the suite kept them: read, with a note
+    marker.write_text(json.dumps(data))
+    assert load_result(out, ENTRY, 0, 300.0, True) is not None
+    assert "does not record its preset's values" in capsys.readouterr().err
+
+
 def test_a_compact_result_keeps_the_curve_columns_and_reads_back_the_same(
         three_seeds, tmp_path) -> None:
     """--compact: the metrics copied into --out keep only the curve's columns, compressed,
