@@ -136,7 +136,10 @@ def preset_values(entry: str) -> dict:
 
 def preset_change(recorded: dict, now: dict) -> str:
     """The keys whose value differs between two sets of preset values, ``key old -> new``."""
-    return ", ".join(f"{key} {recorded.get(key, '(unset)')} -> {now.get(key, '(unset)')}"
+    def value(values: dict, key: str) -> str:
+        return json.dumps(values[key]) if key in values else "(unset)"
+
+    return ", ".join(f"{key} {value(recorded, key)} -> {value(now, key)}"
                      for key in sorted(set(recorded) | set(now))
                      if recorded.get(key) != now.get(key))
 
