@@ -3,16 +3,16 @@
 Both systems get the same machine, the same wall-time budget, the same seed, the same 64
 environments (2 processes x 32) and the same network: the MinAtar paper's (3x3 conv, 16
 channels, 128 units, no recurrent core), with Adam at 1e-3, unrolls of 20 steps, 640
-samples (32 x 20) per update, discount 0.99, gradient norm 40 and value loss weight 0.5.
-What differs is the system and its algorithm: seed-rl runs ``seed-rl train --preset
-minatar-<game>`` (V-trace actor-critic, central inference, summed losses, two passes of
-four minibatches per batch, with most of Sample Factory's own defaults on top: lambda
-0.95, PopArt, PPO clip 0.1, observation normalisation, entropy cost 0.01, but advantages
-not normalised per batch; the preset says what each was measured to buy); Sample Factory
-runs its APPO (PPO clipping, one epoch per batch, normalised advantages and returns, its
-own inference and learner processes, mean losses) with
-exploration coefficient 0.01 (its default is 0.003) and its defaults otherwise
-(``sample_factory_flags`` below lists its flags).
+samples (32 x 20) per update, discount 0.99 and value loss weight 0.5. What differs is the
+system and its algorithm: seed-rl runs ``seed-rl train --preset minatar-<game>`` (V-trace
+actor-critic, central inference, summed losses, two passes of four minibatches per batch,
+with most of Sample Factory's own defaults on top: lambda 0.95, PopArt, per-batch
+advantage normalisation, PPO clip 0.1, observation normalisation, entropy cost 0.01, and
+no gradient clip; the preset says what each was measured to buy); Sample Factory runs its
+APPO (PPO clipping, one epoch per batch, normalised advantages and returns, its own
+inference and learner processes, mean losses) with exploration coefficient 0.01 (its
+default is 0.003), gradient norm clipped at 40 (on its mean losses) and its defaults
+otherwise (``sample_factory_flags`` below lists its flags).
 
 Sample Factory pins gymnasium < 1.0, so it runs in its own virtual environment, created by
 this script the first time (``--peer-venv``, default ``~/.cache/seed-rl/peers/
